@@ -1,0 +1,458 @@
+"""Study configuration: validated once at the edge, then handed around as typed objects.
+
+The JSON Schema in ``workflow/schemas/config.schema.yaml`` is the single source of truth: the
+Snakefile validates with it and this module loads the very same file (shipped inside the package),
+fills its defaults, and adds the checks a schema cannot express (loss letters, data paths).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from sizepenalty.losses import LossCodeError, canonical_name, combo_id, parse_combo
+
+
+class ConfigError(ValueError):
+    """An invalid study configuration; the message names the key path and what was expected."""
+
+
+@cache
+def load_schema() -> dict[str, Any]:
+    """The configuration JSON Schema (a dict)."""
+    text = resources.files("sizepenalty").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _extend_with_default(validator_class: type) -> type:
+    # The documented jsonschema recipe: fill "default" values while validating, so a partial
+    # config becomes complete (Snakemake's validate(..., set_default=True) does the same).
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, subschema in properties.items():
+                if "default" in subschema and prop not in instance:
+                    instance[prop] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultingValidator = _extend_with_default(jsonschema.Draft202012Validator)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = []
+    for p in error.absolute_path:
+        parts.append(f"[{p}]" if isinstance(p, int) else f".{p}" if parts else str(p))
+    return "".join(parts) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    # Prefer the schema's own description of the field as "what was expected".
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = (
+            sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        )
+        where = _key_path(error)
+        keys = ", ".join(f"{where}.{k}" if where != "<top level>" else k for k in extra)
+        return f"{keys}: unknown key; expected one of: {', '.join(allowed)}"
+    msg = error.message
+    if error.validator == "oneOf" and isinstance(error.schema.get("description"), str):
+        msg = f"{error.instance!r} is not valid; expected {error.schema['description']}"
+    elif error.validator == "pattern" and "description" in error.schema:
+        msg = f"{error.instance!r} is not valid; expected {error.schema['description']}"
+    return f"{_key_path(error)}: {msg}"
+
+
+def validate_dict(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Validate a raw config dict against the schema; return a deep copy with defaults filled.
+
+    Raises :class:`ConfigError` listing every problem as ``<source>: <key.path>: <problem>``.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(raw).__name__}"
+        )
+    data = copy.deepcopy(raw)
+    user_report = raw.get("report") if isinstance(raw.get("report"), dict) else {}
+    validator = _DefaultingValidator(load_schema())
+    errors = sorted(
+        validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message)
+    )
+    if errors:
+        lines = [f"{source}: {_describe(e)}" for e in errors]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    _drop_unlisted_defaults(data, user_report)
+    _semantic_checks(data, source)
+    return data
+
+
+def _drop_unlisted_defaults(data: dict[str, Any], user_report: dict[str, Any]) -> None:
+    # The default comparison pairs/curves name thesis combinations; a study that runs fewer
+    # combinations keeps only those it has. Explicitly configured ones are checked strictly.
+    ids = {combo_id(c) for c in data["losses"]["combinations"] if _parses(c)}
+    if "pairs" not in user_report:
+        data["report"]["pairs"] = [
+            p for p in data["report"]["pairs"] if all(combo_id(c) in ids for c in p)
+        ]
+    if "curves" not in user_report:
+        data["report"]["curves"] = [c for c in data["report"]["curves"] if combo_id(c) in ids]
+
+
+def _semantic_checks(data: dict[str, Any], source: str) -> None:
+    problems: list[str] = []
+    combos = data["losses"]["combinations"]
+    for i, code in enumerate(combos):
+        try:
+            parse_combo(code)
+        except LossCodeError as exc:
+            problems.append(f"losses.combinations[{i}]: {exc}")
+    ids = [combo_id(c) for c in combos if _parses(c)]
+    if len(set(ids)) != len(ids):
+        problems.append(
+            "losses.combinations: the same combination is listed twice under different spellings"
+        )
+    for key in data["infer"]["overlap_by_combo"]:
+        if _parses(key) and combo_id(key) not in ids:
+            problems.append(f"infer.overlap_by_combo.{key}: not one of losses.combinations")
+    for i, pair in enumerate(data["report"]["pairs"]):
+        for j, code in enumerate(pair):
+            if _parses(code) and combo_id(code) not in ids:
+                problems.append(
+                    f"report.pairs[{i}][{j}]: {code!r} is not one of losses.combinations"
+                )
+    for i, code in enumerate(data["report"]["curves"]):
+        if _parses(code) and combo_id(code) not in ids:
+            problems.append(f"report.curves[{i}]: {code!r} is not one of losses.combinations")
+    ds = data["dataset"]
+    if ds["source"] != "synthetic":
+        if not ds["path"]:
+            problems.append(f"dataset.path: required when dataset.source is {ds['source']!r}")
+        else:
+            path = Path(ds["path"]).expanduser()
+            if ds["source"] == "manifest" and not path.is_file():
+                problems.append(f"dataset.path: manifest CSV {str(path)!r} does not exist")
+            if ds["source"] == "isles22" and not (path / "rawdata").is_dir():
+                problems.append(
+                    f"dataset.path: {str(path)!r} is not an ISLES 2022 root (no rawdata/ folder)"
+                )
+    lo, hi = data["preprocess"]["clip_percentiles"]
+    if not lo < hi:
+        problems.append(
+            f"preprocess.clip_percentiles: expected [low, high] with low < high, got {[lo, hi]}"
+        )
+    edges = data["metrics"]["strata_ml"]
+    if list(edges) != sorted(set(edges)):
+        problems.append(f"metrics.strata_ml: expected strictly increasing edges, got {edges}")
+    if problems:
+        raise ConfigError(
+            "invalid configuration:\n  " + "\n  ".join(f"{source}: {p}" for p in problems)
+        )
+
+
+def _parses(code: str) -> bool:
+    try:
+        parse_combo(code)
+    except LossCodeError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- typed objects
+
+
+Shape3 = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    cases: int
+    shape: Shape3
+    spacing: tuple[float, float, float]
+    mean_lesions: float
+    shine_through: bool
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    source: str
+    path: str | None
+    binarize_labels: bool
+    skip_invalid: bool
+    affine_atol: float
+    synthetic: SyntheticConfig
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    shape: Shape3
+    mode: str
+    clip_percentiles: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class FoldsConfig:
+    k: int
+    val_fraction: float
+    stratify: bool
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    enabled: bool
+    threshold_ml: float
+    softness: float
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    dice: float
+    tversky: float
+    focal: float
+    size: float
+    size_alone: float
+
+
+@dataclass(frozen=True)
+class TverskyConfig:
+    alpha: float
+    beta: float
+
+
+@dataclass(frozen=True)
+class FocalConfig:
+    gamma: float
+    alpha: float
+
+
+@dataclass(frozen=True)
+class DiceConfig:
+    batch: bool
+    smooth: float
+
+
+@dataclass(frozen=True)
+class LossesConfig:
+    combinations: tuple[str, ...]
+    tau: float | str
+    tau_quantile: float
+    eps: float
+    cap: float
+    gate: GateConfig
+    weights: LossWeights
+    tversky: TverskyConfig
+    focal: FocalConfig
+    dice: DiceConfig
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    base_filters: int
+    depth: int
+    dropout: float
+    aspp: bool
+    attention: bool
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    patches_per_volume: int
+    patch_large: Shape3
+    patch_small: Shape3
+    small_prob: float
+    pos_ratio_large: float
+    pos_ratio_small: float
+    lr: float
+    weight_decay: float
+    pct_start: float
+    div_factor: float
+    final_div_factor: float
+    grad_clip: float
+    amp: str
+    val_every: int
+    workers: int
+    device: str
+    threads: int
+    augment: bool
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    roi: Shape3
+    overlap: float
+    overlap_by_combo: dict[str, float]
+    sw_batch_size: int
+    tta: bool
+    thresholds: tuple[float, ...]
+    min_size: int
+    connectivity: int
+
+    def overlap_for(self, combo: str) -> float:
+        """Sliding-window overlap for a combination (per-combo override, else the default)."""
+        for key, value in self.overlap_by_combo.items():
+            if combo_id(key) == combo_id(combo):
+                return value
+        return self.overlap
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    profile: str
+    connectivity: int
+    matching: str
+    iou_threshold: float
+    eps: float
+    strata_ml: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    pairs: tuple[tuple[str, str], ...]
+    bootstrap: int
+    curves: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str | None
+    experiment: str
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    image: str
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    study: str
+    results: str
+    seed: int
+    dataset: DatasetConfig
+    preprocess: PreprocessConfig
+    folds: FoldsConfig
+    losses: LossesConfig
+    model: ModelConfig
+    train: TrainConfig
+    infer: InferConfig
+    metrics: MetricsConfig
+    report: ReportConfig
+    tracking: TrackingConfig
+    container: ContainerConfig
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def study_dir(self) -> Path:
+        """``<results>/<study>``: everything this study writes lives below it."""
+        return Path(self.results) / self.study
+
+    @property
+    def combo_names(self) -> tuple[str, ...]:
+        """Configured combinations under their thesis names."""
+        return tuple(canonical_name(c) for c in self.losses.combinations)
+
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI: configured, else a SQLite file in the study folder."""
+        if self.tracking.uri:
+            return self.tracking.uri
+        return f"sqlite:///{(self.study_dir / 'mlflow.db').resolve()}"
+
+    def digest(self) -> str:
+        """Short stable hash of the full (defaults-filled) configuration."""
+        return config_hash(self.raw)
+
+
+def config_hash(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    kwargs = {}
+    for f in fields(cls):
+        if f.name == "raw":
+            continue
+        value = data[f.name]
+        sub = _SECTION_TYPES.get((cls, f.name))
+        kwargs[f.name] = (
+            _build(sub, value)
+            if sub
+            else (dict(value) if isinstance(value, dict) else _tuples(value))
+        )
+    return cls(**kwargs)
+
+
+_SECTION_TYPES: dict[tuple[type, str], type] = {
+    (StudyConfig, "dataset"): DatasetConfig,
+    (DatasetConfig, "synthetic"): SyntheticConfig,
+    (StudyConfig, "preprocess"): PreprocessConfig,
+    (StudyConfig, "folds"): FoldsConfig,
+    (StudyConfig, "losses"): LossesConfig,
+    (LossesConfig, "gate"): GateConfig,
+    (LossesConfig, "weights"): LossWeights,
+    (LossesConfig, "tversky"): TverskyConfig,
+    (LossesConfig, "focal"): FocalConfig,
+    (LossesConfig, "dice"): DiceConfig,
+    (StudyConfig, "model"): ModelConfig,
+    (StudyConfig, "train"): TrainConfig,
+    (StudyConfig, "infer"): InferConfig,
+    (StudyConfig, "metrics"): MetricsConfig,
+    (StudyConfig, "report"): ReportConfig,
+    (StudyConfig, "tracking"): TrackingConfig,
+    (StudyConfig, "container"): ContainerConfig,
+}
+
+
+def from_dict(raw: dict[str, Any], source: str = "config") -> StudyConfig:
+    """Validate ``raw`` and return the typed configuration."""
+    data = validate_dict(raw, source)
+    cfg = _build(StudyConfig, data)
+    object.__setattr__(cfg, "raw", data)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Read a YAML config file (optionally deep-merged with ``overrides``) and validate it."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if overrides:
+        raw = deep_merge(raw, overrides)
+    return from_dict(raw, source=str(path))
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``update`` into a copy of ``base`` (like Snakemake's --configfile stacking)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out

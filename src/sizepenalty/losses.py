@@ -1,0 +1,377 @@
+"""Loss library: Size Penalty Loss (SPL) and the thesis's loss combinations.
+
+Everything here is a plain ``torch.nn.Module`` taking raw logits of shape (B, 1, *spatial)
+(2D or 3D) and a binary target of the same shape, so it drops into any PyTorch/MONAI loop::
+
+    from sizepenalty.losses import build_loss
+    criterion = build_loss("DTS")            # Dice + Tversky + 0.3 * SPL
+    total, terms = criterion(logits, target)  # terms: {"D": ..., "T": ..., "S": ...}
+
+Letters: D = Dice, T = Tversky, F = Focal, S = Size Penalty. Combination names are those of the
+thesis (``"DTS"``, ``"F+S"``, ``"S+T"``, ...); letter order and ``+`` do not matter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.losses import DiceLoss, FocalLoss, TverskyLoss
+from torch import nn
+
+LETTERS: dict[str, str] = {"D": "dice", "T": "tversky", "F": "focal", "S": "size"}
+"""Valid combination letters and the term each one adds."""
+
+COMBINATIONS: tuple[str, ...] = (
+    "D",
+    "D+T",
+    "DTF",
+    "DTS",
+    "F",
+    "F+D",
+    "F+S",
+    "FSD",
+    "S",
+    "S+D",
+    "S+T",
+    "T",
+    "T+F",
+    "TFS",
+)
+"""The 14 combinations of the thesis (every non-empty subset of {D,T,F,S} but DTFS), in its order."""
+
+
+class LossCodeError(ValueError):
+    """A loss combination code that cannot be parsed."""
+
+
+def parse_combo(code: str) -> frozenset[str]:
+    """Return the set of letters in a combination code such as ``"DTS"``, ``"F+S"`` or ``"s+t"``.
+
+    Raises :class:`LossCodeError` naming the code and the valid letters when the code is empty,
+    holds an unknown letter or repeats one.
+    """
+    if not isinstance(code, str):
+        raise LossCodeError(f"loss code {code!r}: expected a string of the letters D, T, F, S")
+    letters = [c for c in code.strip().upper() if c != "+"]
+    valid = "D (Dice), T (Tversky), F (Focal), S (Size Penalty)"
+    if not letters:
+        raise LossCodeError(f"loss code {code!r} is empty; valid letters are {valid}")
+    bad = sorted({c for c in letters if c not in LETTERS})
+    if bad:
+        raise LossCodeError(
+            f"loss code {code!r} has unknown letter(s) {', '.join(bad)}; valid letters are {valid}"
+        )
+    if len(set(letters)) != len(letters):
+        raise LossCodeError(f"loss code {code!r} repeats a letter; each of {valid} may appear once")
+    return frozenset(letters)
+
+
+def canonical_name(code: str) -> str:
+    """The thesis's name for a combination (e.g. ``"SD"`` -> ``"S+D"``, ``"dst"`` -> ``"DTS"``).
+
+    Codes that are not among :data:`COMBINATIONS` (only ``DTFS``) are returned in D, T, F, S order.
+    """
+    letters = parse_combo(code)
+    for name in COMBINATIONS:
+        if parse_combo(name) == letters:
+            return name
+    return "".join(c for c in "DTFS" if c in letters)
+
+
+def combo_id(code: str) -> str:
+    """Path-safe id of a combination: the thesis name without ``+`` (``"F+S"`` -> ``"FS"``)."""
+    return canonical_name(code).replace("+", "")
+
+
+def _flatten_per_sample(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1)
+
+
+def _check_shapes(logits: torch.Tensor, target: torch.Tensor) -> None:
+    if logits.ndim < 3 or logits.shape[1] != 1:
+        raise ValueError(f"expected logits of shape (B, 1, *spatial), got {tuple(logits.shape)}")
+    if target.shape != logits.shape:
+        raise ValueError(
+            f"target shape {tuple(target.shape)} != logits shape {tuple(logits.shape)}"
+        )
+
+
+class SizePenaltyLoss(nn.Module):
+    r"""Size Penalty Loss: a size-weighted relative volume error (thesis ch. 3, SPEC §3).
+
+    With ``p = sigmoid(logits)`` and a binary target ``y``, per sample ``i``::
+
+        V_g = sum(y),  V_p = sum(p)                     (all spatial voxels, in voxels)
+        w   = exp(-V_g / tau) * g(V_g)                  (g = 1 unless gated, see below)
+        l_i = min(cap, w * |V_p - V_g| / (V_g + eps))
+
+    and the batch loss is the mean of ``l_i`` over the lesion-positive samples (``V_g > 0``).
+
+    Edge cases and numerics:
+
+    * Samples with an empty target are excluded (the relative error is ill-conditioned there);
+      they stay supervised by the spatial terms. A batch with no lesion-positive sample gives
+      exactly 0, still connected to the graph so ``backward()`` works and yields zero gradients.
+    * Past the cap the term is constant: ``torch.clamp`` gives zero gradient there.
+    * Below the cap, ``d l_i / d z_j = w * sign(V_p - V_g) / (V_g + eps) * p_j (1 - p_j)`` divided by
+      the number of lesion-positive samples; at ``V_p == V_g`` the subgradient is 0.
+    * The computation runs in float32 with autocast disabled, even if the logits are float16 or
+      bfloat16: a half-precision sum over ~10^6 voxels would lose the volume.
+
+    Gating (beyond the thesis, its ch. 6.4): with ``gate_voxels`` set, the weight is multiplied by
+    the logistic fade ``g(V_g) = 1 / (1 + exp((V_g - gate_voxels) / (softness * gate_voxels)))``, so the
+    term is active for small lesions and fades out above the threshold. Build it from a volume in mL
+    with :meth:`gated`.
+    """
+
+    def __init__(
+        self,
+        tau: float = 600.0,
+        eps: float = 1e-5,
+        cap: float = 10.0,
+        gate_voxels: float | None = None,
+        softness: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if not (tau > 0 and math.isfinite(tau)):
+            raise ValueError(f"tau must be a positive finite number of voxels, got {tau!r}")
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps!r}")
+        if not cap > 0:  # math.inf is allowed: an uncapped term for analysis
+            raise ValueError(f"cap must be > 0, got {cap!r}")
+        if gate_voxels is not None and not gate_voxels > 0:
+            raise ValueError(f"gate_voxels must be > 0, got {gate_voxels!r}")
+        if not softness > 0:
+            raise ValueError(f"softness must be > 0, got {softness!r}")
+        self.tau = float(tau)
+        self.eps = float(eps)
+        self.cap = float(cap)
+        self.gate_voxels = None if gate_voxels is None else float(gate_voxels)
+        self.softness = float(softness)
+
+    @classmethod
+    def gated(
+        cls,
+        threshold_ml: float,
+        voxel_ml: float,
+        tau: float = 600.0,
+        eps: float = 1e-5,
+        cap: float = 10.0,
+        softness: float = 0.1,
+    ) -> SizePenaltyLoss:
+        """SPL that fades out above ``threshold_ml`` (thesis: 5 mL) given the voxel volume in mL."""
+        if not voxel_ml > 0:
+            raise ValueError(f"voxel_ml must be > 0, got {voxel_ml!r}")
+        return cls(
+            tau=tau, eps=eps, cap=cap, gate_voxels=threshold_ml / voxel_ml, softness=softness
+        )
+
+    def weight(self, v_g: torch.Tensor) -> torch.Tensor:
+        """Size weight ``exp(-V_g/tau)``, times the gate when one is set."""
+        w = torch.exp(-v_g / self.tau)
+        if self.gate_voxels is not None:
+            w = w * torch.sigmoid((self.gate_voxels - v_g) / (self.softness * self.gate_voxels))
+        return w
+
+    def from_volumes(self, v_p: torch.Tensor, v_g: torch.Tensor) -> torch.Tensor:
+        """``min(cap, w(V_g) |V_p - V_g| / (V_g + eps))`` elementwise, differentiable in ``V_p``.
+
+        The single place the formula lives; no lesion-positive masking here.
+        """
+        return torch.clamp(self.weight(v_g) * torch.abs(v_p - v_g) / (v_g + self.eps), max=self.cap)
+
+    def per_sample(
+        self, logits: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample values ``l_i`` (float32, shape (B,)) and the lesion-positive mask (bool, (B,)).
+
+        ``l_i`` is 0 for samples without a lesion; use the mask to tell them apart when logging.
+        """
+        _check_shapes(logits, target)
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            p = torch.sigmoid(logits.float())
+            y = target.float()
+            v_g = _flatten_per_sample(y).sum(dim=1)
+            v_p = _flatten_per_sample(p).sum(dim=1)
+            positive = v_g > 0
+            values = self.from_volumes(v_p, v_g)
+            values = torch.where(positive, values, torch.zeros_like(values))
+        return values, positive
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        values, positive = self.per_sample(logits, target)
+        # The sum over all samples keeps the graph alive when no sample is positive (0 / 1 = 0).
+        return values.sum() / positive.sum().clamp(min=1).to(values.dtype)
+
+
+def estimate_tau(lesion_volumes: Iterable[float], quantile: float = 0.5) -> float:
+    """Estimate the SPL size scale ``tau`` (voxels) from a training set's lesion volumes.
+
+    Rule: ``tau`` is the ``quantile`` (default the median) of the positive per-sample lesion
+    volumes in voxels, i.e. of the ``V_g`` values SPL will see. Why: the weight is ``e^-1 ~ 0.37`` at
+    ``V_g = tau``, so the smaller half of the training samples get weights between 0.37 and 1 and the
+    larger half fade towards 0 — the size curriculum adapts to the dataset's own scale instead of a
+    fixed 600 voxels (thesis ch. 6.5, 6.7). The median is insensitive to the few huge territorial
+    infarcts that dominate a mean. Zero volumes (lesion-free cases) are ignored.
+
+    Raises ``ValueError`` when there is no positive volume or the quantile is outside (0, 1).
+    """
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile!r}")
+    vols = np.asarray(list(lesion_volumes), dtype=float)
+    if vols.size and not np.all(np.isfinite(vols)):
+        raise ValueError("lesion volumes must be finite")
+    vols = vols[vols > 0]
+    if vols.size == 0:
+        raise ValueError("cannot estimate tau: no lesion-positive volume given")
+    return float(np.quantile(vols, quantile))
+
+
+@dataclass(frozen=True)
+class LossHyperParams:
+    """Hyper-parameters of every term; defaults are the thesis's (appendix A.1)."""
+
+    tau: float = 600.0
+    eps: float = 1e-5
+    cap: float = 10.0
+    gate_ml: float | None = None
+    gate_softness: float = 0.1
+    voxel_ml: float | None = None
+    tversky_alpha: float = 0.3
+    tversky_beta: float = 0.7
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25
+    dice_batch: bool = False
+    dice_smooth: float = 1e-5
+    lambda_dice: float = 1.0
+    lambda_tversky: float = 1.0
+    lambda_focal: float = 1.0
+    lambda_size: float = 0.3
+    lambda_size_alone: float = 1.0
+
+
+class CombinedLoss(nn.Module):
+    """Weighted sum of the active terms. ``forward`` returns ``(total, terms)``.
+
+    ``terms`` maps each active letter to its *weighted* contribution (detached floats are left to the
+    caller: the values keep their graph so they can also be back-propagated individually).
+    """
+
+    def __init__(self, code: str, terms: dict[str, nn.Module], weights: dict[str, float]) -> None:
+        super().__init__()
+        self.code = code
+        self.name = canonical_name(code)
+        self.terms = nn.ModuleDict(terms)
+        self.weights = dict(weights)
+
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        _check_shapes(logits, target)
+        parts: dict[str, torch.Tensor] = {}
+        for letter in "DTFS":
+            if letter in self.terms:
+                # Spatial terms also run in float32: MONAI's Dice/Tversky sums suffer in half precision.
+                with torch.autocast(device_type=logits.device.type, enabled=False):
+                    value = self.terms[letter](logits.float(), target.float())
+                parts[letter] = self.weights[letter] * value
+        total = torch.stack(list(parts.values())).sum()
+        return total, parts
+
+
+def build_loss(
+    code: str, hparams: LossHyperParams | None = None, **overrides: float
+) -> CombinedLoss:
+    """Build the loss for a combination code.
+
+    * D: ``monai.losses.DiceLoss(sigmoid=True, smooth_nr=smooth_dr=dice_smooth)``:
+      ``1 - (2 sum(p y) + s) / (sum(p) + sum(y) + s)`` per sample (``dice_batch=False``) averaged over
+      the batch, or pooled over the batch (``dice_batch=True``). An empty target with an empty
+      prediction gives loss 0; with any predicted mass it approaches 1.
+    * T: ``monai.losses.TverskyLoss(sigmoid=True, alpha=0.3, beta=0.7)``:
+      ``1 - (TP + s) / (TP + alpha FP + beta FN + s)`` with soft ``TP = sum(p y)``,
+      ``FP = sum(p (1-y))``, ``FN = sum((1-p) y)``, ``s = 1e-5``; alpha weights false positives and
+      beta false negatives, as in the thesis.
+    * F: ``monai.losses.FocalLoss(gamma=2, alpha=0.25, use_softmax=False)``: the sigmoid focal loss of
+      Lin et al., ``-a_t (1 - p_t)^gamma log(p_t)`` with ``a_t = alpha`` on lesion voxels and
+      ``1 - alpha`` on background, averaged over all voxels.
+    * S: :class:`SizePenaltyLoss`.
+
+    Weights: ``lambda_D = lambda_T = lambda_F = 1``; ``lambda_S = 0.3`` when S is combined with a
+    spatial term and ``1.0`` when S is alone (thesis §3.6). ``overrides`` replace fields of
+    ``hparams`` (e.g. ``build_loss("DTS", tau=300)``).
+    """
+    letters = parse_combo(code)
+    hp = hparams or LossHyperParams()
+    if overrides:
+        unknown = sorted(set(overrides) - set(LossHyperParams.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"unknown loss hyper-parameter(s): {', '.join(unknown)}")
+        hp = LossHyperParams(**{**hp.__dict__, **overrides})
+    terms: dict[str, nn.Module] = {}
+    weights: dict[str, float] = {}
+    if "D" in letters:
+        terms["D"] = DiceLoss(
+            sigmoid=True, smooth_nr=hp.dice_smooth, smooth_dr=hp.dice_smooth, batch=hp.dice_batch
+        )
+        weights["D"] = hp.lambda_dice
+    if "T" in letters:
+        terms["T"] = TverskyLoss(sigmoid=True, alpha=hp.tversky_alpha, beta=hp.tversky_beta)
+        weights["T"] = hp.lambda_tversky
+    if "F" in letters:
+        terms["F"] = FocalLoss(gamma=hp.focal_gamma, alpha=hp.focal_alpha, use_softmax=False)
+        weights["F"] = hp.lambda_focal
+    if "S" in letters:
+        if hp.gate_ml is not None:
+            if hp.voxel_ml is None:
+                raise ValueError("the gated size penalty needs voxel_ml (the voxel volume in mL)")
+            terms["S"] = SizePenaltyLoss.gated(
+                hp.gate_ml,
+                hp.voxel_ml,
+                tau=hp.tau,
+                eps=hp.eps,
+                cap=hp.cap,
+                softness=hp.gate_softness,
+            )
+        else:
+            terms["S"] = SizePenaltyLoss(tau=hp.tau, eps=hp.eps, cap=hp.cap)
+        weights["S"] = hp.lambda_size_alone if letters == {"S"} else hp.lambda_size
+    return CombinedLoss(code, terms, weights)
+
+
+def spl_curves(
+    v_g: Sequence[float] | np.ndarray,
+    ratio: Sequence[float] | np.ndarray,
+    tau: float = 600.0,
+    eps: float = 1e-5,
+    cap: float = 10.0,
+) -> dict[str, np.ndarray]:
+    """SPL components on a grid of lesion volumes ``v_g`` and ratios ``V_p / V_g``, computed with
+    :class:`SizePenaltyLoss` itself (autograd gives the gradient w.r.t. ``V_p``).
+
+    Returns arrays of shape (len(v_g), len(ratio)): ``weight``, ``rel_error``, ``loss`` (clamped) and
+    ``grad`` (d loss / d V_p with the cap, 0 where saturated) and ``grad_precap`` (without the cap).
+    Used by the figures and the explainer so they show the package's own function.
+    """
+    vg = torch.as_tensor(np.asarray(v_g, dtype=np.float64)).reshape(-1, 1)
+    r = torch.as_tensor(np.asarray(ratio, dtype=np.float64)).reshape(1, -1)
+    vp = (vg * r).clone().requires_grad_(True)
+    spl = SizePenaltyLoss(tau=tau, eps=eps, cap=cap)
+    w = spl.weight(vg).expand_as(vp)
+    loss = spl.from_volumes(vp, vg)
+    (grad,) = torch.autograd.grad(loss.sum(), vp)
+    # Without the cap (cap = inf) the same function gives the pre-clamp gradient of Fig. 3.1(d).
+    uncapped = SizePenaltyLoss(tau=tau, eps=eps, cap=math.inf).from_volumes(vp, vg)
+    (precap,) = torch.autograd.grad(uncapped.sum(), vp)
+    rel = torch.abs(vp - vg) / (vg + eps)
+    return {
+        "weight": w.detach().numpy(),
+        "rel_error": rel.detach().numpy(),
+        "loss": loss.detach().numpy(),
+        "grad": grad.numpy(),
+        "grad_precap": precap.numpy(),
+    }

@@ -1,0 +1,45 @@
+"""Glue between the typed study config and the library objects (no tracking, no Snakemake)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sizepenalty.config import StudyConfig
+
+if TYPE_CHECKING:
+    from sizepenalty.losses import CombinedLoss
+
+
+def loss_from_config(
+    cfg: StudyConfig, combo: str, tau: float | None = None, voxel_ml: float | None = None
+) -> CombinedLoss:
+    """The loss module for ``combo`` with the study's hyper-parameters.
+
+    ``tau`` must be given when the config says ``tau: auto`` (the trainer estimates it from the
+    training split); ``voxel_ml`` is needed by the gated variant.
+    """
+    from sizepenalty.losses import LossHyperParams, build_loss
+
+    lc = cfg.losses
+    if lc.tau == "auto" and tau is None:
+        tau = 600.0  # only for listing; training always passes the estimated value
+    hp = LossHyperParams(
+        tau=float(tau if tau is not None else lc.tau),
+        eps=lc.eps,
+        cap=lc.cap,
+        gate_ml=lc.gate.threshold_ml if lc.gate.enabled else None,
+        gate_softness=lc.gate.softness,
+        voxel_ml=voxel_ml if voxel_ml is not None else (1.0 if lc.gate.enabled else None),
+        tversky_alpha=lc.tversky.alpha,
+        tversky_beta=lc.tversky.beta,
+        focal_gamma=lc.focal.gamma,
+        focal_alpha=lc.focal.alpha,
+        dice_batch=lc.dice.batch,
+        dice_smooth=lc.dice.smooth,
+        lambda_dice=lc.weights.dice,
+        lambda_tversky=lc.weights.tversky,
+        lambda_focal=lc.weights.focal,
+        lambda_size=lc.weights.size,
+        lambda_size_alone=lc.weights.size_alone,
+    )
+    return build_loss(combo, hp)

@@ -1,0 +1,112 @@
+"""The study config: the default validates; each class of wrong config names its key path."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sizepenalty.config import ConfigError, from_dict, load_config, load_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_config_validates_and_is_typed():
+    cfg = load_config(ROOT / "config.yaml")
+    assert cfg.dataset.source == "synthetic"
+    assert cfg.folds.k == 5
+    assert len(cfg.combo_names) == 14
+    assert cfg.losses.tau == 600 and cfg.losses.cap == 10.0 and cfg.losses.eps == 1e-5
+    assert cfg.losses.tversky.alpha == 0.3 and cfg.losses.focal.gamma == 2.0
+    assert isinstance(cfg.train.patch_large, tuple) and len(cfg.train.patch_large) == 3
+    assert cfg.tracking_uri().startswith("sqlite:///") and cfg.tracking_uri().endswith("mlflow.db")
+    assert len(cfg.digest()) == 12
+
+
+def test_schema_in_package_is_the_workflow_schema():
+    on_disk = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    assert load_schema() == on_disk
+
+
+def test_empty_config_gets_thesis_defaults():
+    cfg = from_dict({})
+    assert cfg.train.lr == 3e-4 and cfg.train.batch_size == 18 and cfg.train.epochs == 400
+    assert cfg.train.patch_large == (32, 128, 128) and cfg.train.patch_small == (32, 64, 64)
+    assert cfg.infer.thresholds == (0.3, 0.4, 0.5, 0.6, 0.7)
+    assert cfg.infer.min_size == 5 and cfg.infer.connectivity == 18
+    assert cfg.model.base_filters == 32 and cfg.model.dropout == 0.2
+    assert cfg.report.pairs == (("DTF", "DTS"), ("DTF", "FSD"))
+
+
+def _error(raw) -> str:
+    with pytest.raises(ConfigError) as exc:
+        from_dict(raw, source="study.yaml")
+    return str(exc.value)
+
+
+def test_unknown_key_is_named():
+    msg = _error({"train": {"epochz": 3}})
+    assert "study.yaml: train.epochz: unknown key" in msg and "epochs" in msg
+    assert "bogus: unknown key" in _error({"bogus": 1})
+
+
+def test_unknown_loss_letter_is_named():
+    msg = _error({"losses": {"combinations": ["DTS", "DXS"]}})
+    assert "losses.combinations[1]" in msg and "'DXS'" in msg and "D (Dice)" in msg
+
+
+def test_repeated_letter_is_rejected():
+    assert "losses.combinations[0]" in _error({"losses": {"combinations": ["DDS"]}})
+
+
+def test_negative_tau_is_rejected():
+    msg = _error({"losses": {"tau": -600}})
+    assert "losses.tau" in msg and "> 0" in msg
+
+
+def test_auto_tau_is_accepted():
+    assert from_dict({"losses": {"tau": "auto"}}).losses.tau == "auto"
+
+
+def test_too_few_folds_is_rejected():
+    msg = _error({"folds": {"k": 1}})
+    assert "folds.k" in msg and "minimum of 2" in msg
+
+
+def test_missing_data_path_is_rejected(tmp_path):
+    msg = _error({"dataset": {"source": "isles22", "path": str(tmp_path / "nowhere")}})
+    assert "dataset.path" in msg and "nowhere" in msg
+    msg = _error({"dataset": {"source": "manifest", "path": str(tmp_path / "cases.csv")}})
+    assert "dataset.path" in msg and "cases.csv" in msg
+    assert "dataset.path: required" in _error({"dataset": {"source": "manifest"}})
+
+
+def test_wrong_type_and_shape_are_named():
+    assert "preprocess.shape" in _error({"preprocess": {"shape": [24, 48]}})
+    assert "train.batch_size" in _error({"train": {"batch_size": "four"}})
+    assert "metrics.connectivity" in _error({"metrics": {"connectivity": 8}})
+
+
+def test_comparison_pairs_must_be_studied():
+    msg = _error({"losses": {"combinations": ["D", "DTS"]}, "report": {"pairs": [["DTF", "DTS"]]}})
+    assert "report.pairs[0][0]" in msg
+    # Default pairs shrink to the studied combinations instead of failing.
+    assert from_dict({"losses": {"combinations": ["D", "DTS"]}}).report.pairs == ()
+
+
+def test_load_config_reports_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("losses: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_cli_rejects_bad_config_before_work(tmp_path, capsys):
+    from sizepenalty.cli import main
+
+    bad = tmp_path / "c.yaml"
+    bad.write_text("folds: {k: 1}\n")
+    assert main(["validate-config", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "folds.k" in err and str(bad) in err
