@@ -16,8 +16,10 @@ STAMP := $(VENV)/.sizepenalty-setup
 # Re-runs pip only when the dependency declaration changed (or the venv is new).
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	@$(BIN)/python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)" > $(VENV)/pip.log 2>&1 \
+	  || (grep -v '^WARNING: Location' $(VENV)/pip.log; exit 1)
+	@$(BIN)/python -m pip install -q -e ".[test]" > $(VENV)/pip.log 2>&1 \
+	  || (grep -v '^WARNING: Location' $(VENV)/pip.log; exit 1)
 	@$(BIN)/python -c "import torch, monai, sizepenalty; print('sizepenalty', sizepenalty.__version__, '| torch', torch.__version__, '| monai', monai.__version__)"
 	@touch $(STAMP)
 

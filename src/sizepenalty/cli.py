@@ -70,6 +70,242 @@ def _losses(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- data stages
+
+
+def _synth_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="cohort root to write (ISLES 2022 layout)")
+    p.add_argument("--cases", type=int, default=20)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--shape", type=int, nargs=3, metavar=("D", "H", "W"), default=None)
+    p.add_argument(
+        "--spacing", type=float, nargs=3, metavar=("D", "H", "W"), default=None, help="mm"
+    )
+    p.add_argument("--mean-lesions", type=float, default=None)
+    p.add_argument("--no-shine-through", action="store_true")
+    p.add_argument(
+        "--config",
+        "-c",
+        default=None,
+        help="take shape/spacing/lesions from this config's dataset.synthetic",
+    )
+
+
+@command(
+    "synth", "write the embedded synthetic stroke cohort (ISLES 2022 BIDS layout)", _synth_args
+)
+def _synth(args: argparse.Namespace) -> int:
+    from sizepenalty.data.synth import SynthSpec, write_cohort
+
+    spec = SynthSpec()
+    if args.config:
+        from sizepenalty.config import load_config
+
+        sc = load_config(args.config).dataset.synthetic
+        spec = SynthSpec(tuple(sc.shape), tuple(sc.spacing), sc.mean_lesions, sc.shine_through)
+    if args.cases < 3:
+        raise UserError(f"--cases {args.cases}: need at least 3 cases (one per lesion-size type)")
+    spec = SynthSpec(
+        shape=tuple(args.shape) if args.shape else spec.shape,
+        spacing=tuple(args.spacing) if args.spacing else spec.spacing,
+        mean_lesions=args.mean_lesions if args.mean_lesions else spec.mean_lesions,
+        shine_through=spec.shine_through and not args.no_shine_through,
+    )
+    rows = write_cohort(args.out, args.cases, args.seed, spec)
+    n_les = sum(int(r["n_lesions"]) for r in rows)
+    print(
+        f"wrote {len(rows)} cases ({n_les} lesions, shape {spec.shape}, spacing {spec.spacing} mm) to {args.out}"
+    )
+    return 0
+
+
+def _cohort_args(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    p.add_argument(
+        "--root",
+        default=None,
+        help="cohort root for dataset.source synthetic (default <study>/data/raw)",
+    )
+    p.add_argument("--out", required=True, help="validated case list (TSV) to write")
+    p.add_argument(
+        "--skip-invalid", action="store_true", help="list and skip bad cases instead of stopping"
+    )
+
+
+def _discover(cfg, root: str | None):
+    from sizepenalty.data.cohort import discover
+
+    synthetic_root = root or str(cfg.study_dir / "data" / "raw")
+    return discover(cfg.dataset.source, cfg.dataset.path, synthetic_root)
+
+
+@command("cohort", "discover and validate every case of the configured dataset", _cohort_args)
+def _cohort(args: argparse.Namespace) -> int:
+    from sizepenalty.config import load_config
+    from sizepenalty.data.cohort import CaseError, CohortError, validate_cohort, write_cases_tsv
+
+    cfg = load_config(args.config)
+    skip = args.skip_invalid or cfg.dataset.skip_invalid
+    try:
+        cases = _discover(cfg, args.root)
+        good, bad = validate_cohort(
+            cases, cfg.dataset.binarize_labels, cfg.dataset.affine_atol, skip
+        )
+    except (CaseError, CohortError) as exc:
+        raise UserError(str(exc)) from None
+    for err in bad:
+        print(f"skipped invalid case: {err}", file=sys.stderr)
+    write_cases_tsv(args.out, good)
+    print(f"{len(good)} valid case(s), {len(bad)} skipped -> {args.out}")
+    return 0
+
+
+def _preprocess_args(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    p.add_argument("--cases", required=True, help="case list from `sizepenalty cohort`")
+    p.add_argument(
+        "--case", action="append", default=None, help="case id (repeatable; default: all)"
+    )
+    p.add_argument("--out-dir", required=True, help="writes <case>.npz and <case>.json here")
+    p.add_argument("--skip-invalid", action="store_true")
+
+
+@command(
+    "preprocess",
+    "normalise, add the mismatch channel, crop/pad or resample; one file per case",
+    _preprocess_args,
+)
+def _preprocess(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sizepenalty.config import load_config
+    from sizepenalty.data.cohort import CaseError, load_case, read_cases_tsv
+    from sizepenalty.data.io import write_json_atomic
+    from sizepenalty.data.preprocess import lesion_stats, preprocess_case, save_preprocessed
+
+    cfg = load_config(args.config)
+    skip = args.skip_invalid or cfg.dataset.skip_invalid
+    listed = {c.case_id: c for c in read_cases_tsv(args.cases)}
+    wanted = args.case or list(listed)
+    unknown = [c for c in wanted if c not in listed]
+    if unknown:
+        raise UserError(f"{args.cases}: no case {', '.join(unknown)}")
+    out = Path(args.out_dir)
+    loaded = []
+    # Validate (load) everything asked for before writing anything: a bad case leaves no output.
+    for cid in wanted:
+        try:
+            loaded.append(
+                load_case(listed[cid], cfg.dataset.binarize_labels, cfg.dataset.affine_atol)
+            )
+        except CaseError as exc:
+            if not skip:
+                raise UserError(str(exc)) from None
+            print(f"skipped invalid case: {exc}", file=sys.stderr)
+    pp = cfg.preprocess
+    for case in loaded:
+        pre = preprocess_case(case, tuple(pp.shape), pp.mode, tuple(pp.clip_percentiles))
+        stats = lesion_stats(pre.mask, pre.spacing, cfg.metrics.connectivity)
+        stats.update(
+            case_id=case.case_id,
+            shape="x".join(map(str, pre.mask.shape)),
+            spacing="x".join(f"{s:g}" for s in pre.spacing),
+            orig_shape_xyz="x".join(map(str, case.orig_shape)),
+            lesion_voxels_outside_crop=pre.lesion_voxels_outside,
+        )
+        if pre.lesion_voxels_outside:
+            print(
+                f"warning: {case.case_id}: {pre.lesion_voxels_outside} lesion voxel(s) fall outside the "
+                f"{pp.shape} crop; consider a larger preprocess.shape or mode resample",
+                file=sys.stderr,
+            )
+        save_preprocessed(out / f"{case.case_id}.npz", pre)
+        write_json_atomic(out / f"{case.case_id}.json", stats)
+    print(f"preprocessed {len(loaded)} case(s) -> {out}")
+    return 0
+
+
+def _stats_table(stats_dir: str, cases: str | None = None):
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    files = sorted(Path(stats_dir).glob("*.json"))
+    if cases:
+        from sizepenalty.data.cohort import read_cases_tsv
+
+        ids = [c.case_id for c in read_cases_tsv(cases)]
+        files = [Path(stats_dir) / f"{cid}.json" for cid in ids]
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            raise UserError(f"missing preprocessed statistics: {', '.join(missing[:3])}")
+    if not files:
+        raise UserError(
+            f"{stats_dir}: no per-case statistics (*.json); run `sizepenalty preprocess` first"
+        )
+    return pd.DataFrame([json.loads(f.read_text()) for f in files])
+
+
+def _folds_args(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    p.add_argument(
+        "--stats-dir", required=True, help="folder of per-case statistics from preprocess"
+    )
+    p.add_argument("--cases", default=None, help="restrict to the cases of this list")
+    p.add_argument("--out", required=True, help="folds JSON to write")
+
+
+@command("folds", "deterministic k-fold train/val/test splits, written once as JSON", _folds_args)
+def _folds(args: argparse.Namespace) -> int:
+    from sizepenalty.config import load_config
+    from sizepenalty.data.folds import FoldError, check_folds, make_folds
+    from sizepenalty.data.io import write_json_atomic
+
+    cfg = load_config(args.config)
+    stats = _stats_table(args.stats_dir, args.cases)
+    volumes = dict(zip(stats["case_id"], stats["lesion_ml"].astype(float)))
+    try:
+        folds = make_folds(
+            volumes, cfg.folds.k, cfg.folds.val_fraction, cfg.seed, cfg.folds.stratify
+        )
+    except FoldError as exc:
+        raise UserError(str(exc)) from None
+    check_folds(folds)
+    write_json_atomic(args.out, folds)
+    sizes = ", ".join(f"{len(f['train'])}/{len(f['val'])}/{len(f['test'])}" for f in folds["folds"])
+    print(f"{cfg.folds.k} folds (train/val/test: {sizes}) -> {args.out}")
+    return 0
+
+
+def _summary_args(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    p.add_argument("--stats-dir", required=True)
+    p.add_argument("--cases", default=None)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+
+
+@command(
+    "summary",
+    "dataset summary table (thesis Table 4.1 analogue) as CSV and Markdown",
+    _summary_args,
+)
+def _summary(args: argparse.Namespace) -> int:
+    from sizepenalty.config import load_config
+    from sizepenalty.data.io import write_text_atomic
+    from sizepenalty.data.summary import dataset_summary
+
+    cfg = load_config(args.config)
+    table = dataset_summary(
+        _stats_table(args.stats_dir, args.cases), cfg.metrics.strata_ml, name=cfg.study
+    )
+    write_text_atomic(args.out_csv, table.to_csv(index=False))
+    write_text_atomic(args.out_md, table.to_markdown(index=False) + "\n")
+    print(table.to_string(index=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sizepenalty",

@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from sizepenalty.losses import LossCodeError, canonical_name, combo_id, parse_combo
+from sizepenalty.combos import LossCodeError, canonical_name, combo_id, parse_combo
 
 
 class ConfigError(ValueError):

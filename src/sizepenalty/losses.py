@@ -22,69 +22,29 @@ import torch
 from monai.losses import DiceLoss, FocalLoss, TverskyLoss
 from torch import nn
 
-LETTERS: dict[str, str] = {"D": "dice", "T": "tversky", "F": "focal", "S": "size"}
-"""Valid combination letters and the term each one adds."""
-
-COMBINATIONS: tuple[str, ...] = (
-    "D",
-    "D+T",
-    "DTF",
-    "DTS",
-    "F",
-    "F+D",
-    "F+S",
-    "FSD",
-    "S",
-    "S+D",
-    "S+T",
-    "T",
-    "T+F",
-    "TFS",
+from sizepenalty.combos import (
+    COMBINATIONS,
+    LETTERS,
+    LossCodeError,
+    canonical_name,
+    combo_id,
+    parse_combo,
 )
-"""The 14 combinations of the thesis (every non-empty subset of {D,T,F,S} but DTFS), in its order."""
 
-
-class LossCodeError(ValueError):
-    """A loss combination code that cannot be parsed."""
-
-
-def parse_combo(code: str) -> frozenset[str]:
-    """Return the set of letters in a combination code such as ``"DTS"``, ``"F+S"`` or ``"s+t"``.
-
-    Raises :class:`LossCodeError` naming the code and the valid letters when the code is empty,
-    holds an unknown letter or repeats one.
-    """
-    if not isinstance(code, str):
-        raise LossCodeError(f"loss code {code!r}: expected a string of the letters D, T, F, S")
-    letters = [c for c in code.strip().upper() if c != "+"]
-    valid = "D (Dice), T (Tversky), F (Focal), S (Size Penalty)"
-    if not letters:
-        raise LossCodeError(f"loss code {code!r} is empty; valid letters are {valid}")
-    bad = sorted({c for c in letters if c not in LETTERS})
-    if bad:
-        raise LossCodeError(
-            f"loss code {code!r} has unknown letter(s) {', '.join(bad)}; valid letters are {valid}"
-        )
-    if len(set(letters)) != len(letters):
-        raise LossCodeError(f"loss code {code!r} repeats a letter; each of {valid} may appear once")
-    return frozenset(letters)
-
-
-def canonical_name(code: str) -> str:
-    """The thesis's name for a combination (e.g. ``"SD"`` -> ``"S+D"``, ``"dst"`` -> ``"DTS"``).
-
-    Codes that are not among :data:`COMBINATIONS` (only ``DTFS``) are returned in D, T, F, S order.
-    """
-    letters = parse_combo(code)
-    for name in COMBINATIONS:
-        if parse_combo(name) == letters:
-            return name
-    return "".join(c for c in "DTFS" if c in letters)
-
-
-def combo_id(code: str) -> str:
-    """Path-safe id of a combination: the thesis name without ``+`` (``"F+S"`` -> ``"FS"``)."""
-    return canonical_name(code).replace("+", "")
+__all__ = [
+    "COMBINATIONS",
+    "LETTERS",
+    "CombinedLoss",
+    "LossCodeError",
+    "LossHyperParams",
+    "SizePenaltyLoss",
+    "build_loss",
+    "canonical_name",
+    "combo_id",
+    "estimate_tau",
+    "parse_combo",
+    "spl_curves",
+]
 
 
 def _flatten_per_sample(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,264 @@
+"""Cohort discovery (ISLES 2022 BIDS layout, manifest CSV) and per-case validation.
+
+Every case is validated before any work uses it. A bad case raises :class:`CaseError`, whose
+message is one line naming the case, the file and the problem, e.g.
+``sub-strokecase0007: ADC shape (96,96,60) != DWI shape (112,112,72) [.../sub-..._adc.nii.gz]``.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sizepenalty.data.io import fmt_shape
+
+
+class CaseError(ValueError):
+    """A case that cannot be used; ``str()`` is the one-line message."""
+
+    def __init__(self, case_id: str, problem: str, path: str | Path | None = None) -> None:
+        self.case_id = case_id
+        self.problem = problem
+        self.path = None if path is None else str(path)
+        where = f" [{self.path}]" if self.path else ""
+        super().__init__(f"{case_id}: {problem}{where}")
+
+
+class CohortError(ValueError):
+    """A cohort-level problem (empty cohort, malformed manifest, duplicate ids)."""
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    case_id: str
+    dwi: Path
+    adc: Path
+    mask: Path
+
+
+@dataclass
+class CaseData:
+    """A validated case as (D, H, W) = (z, y, x) arrays plus the original NIfTI geometry."""
+
+    case_id: str
+    dwi: np.ndarray  # float32
+    adc: np.ndarray  # float32
+    mask: np.ndarray  # uint8 in {0, 1}
+    affine: np.ndarray  # 4x4 of the original DWI
+    spacing: tuple[float, float, float]  # mm, (D, H, W)
+    orig_shape: tuple[int, int, int]  # the DWI's (x, y, z) shape as stored in the file
+
+
+_SUBJECT = re.compile(r"^sub-[A-Za-z0-9]+$")
+
+
+def discover_isles22(root: str | Path) -> list[CaseFiles]:
+    """Cases of an ISLES 2022 root: ``rawdata/sub-*/ses-*/**/*_{dwi,adc}.nii.gz`` with masks in
+    ``derivatives/sub-*/ses-*/*_msk.nii.gz``. FLAIR (another space) is ignored. Missing files are
+    reported by :func:`load_case`, not here, so that the error names the case.
+    """
+    root = Path(root)
+    raw = root / "rawdata"
+    if not raw.is_dir():
+        raise CohortError(f"{root}: not an ISLES 2022 root (no rawdata/ folder)")
+    cases = []
+    for subj in sorted(p for p in raw.iterdir() if p.is_dir() and _SUBJECT.match(p.name)):
+        cid = subj.name
+
+        def find(folder: Path, suffix: str, cid: str = cid) -> Path:
+            hits = sorted(folder.glob(f"ses-*/**/{cid}_*{suffix}")) if folder.is_dir() else []
+            # Fall back to the canonical name so the error message shows where it was expected.
+            return hits[0] if hits else folder / "ses-0001" / "dwi" / f"{cid}_ses-0001{suffix}"
+
+        dwi = find(subj, "_dwi.nii.gz")
+        adc = find(subj, "_adc.nii.gz")
+        deriv = root / "derivatives" / cid
+        mask = find(deriv, "_msk.nii.gz")
+        if not mask.exists():
+            mask = deriv / "ses-0001" / f"{cid}_ses-0001_msk.nii.gz"
+        cases.append(CaseFiles(cid, dwi, adc, mask))
+    if not cases:
+        raise CohortError(f"{raw}: no sub-* folders found")
+    return cases
+
+
+MANIFEST_COLUMNS = ("case_id", "dwi", "adc", "mask")
+
+
+def read_manifest(path: str | Path) -> list[CaseFiles]:
+    """Cases of a manifest CSV with columns ``case_id,dwi,adc,mask`` (paths relative to the CSV)."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            missing = [c for c in MANIFEST_COLUMNS if c not in header]
+            if missing:
+                raise CohortError(
+                    f"{path}: manifest is missing column(s) {', '.join(missing)}; expected case_id,dwi,adc,mask"
+                )
+            rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    except OSError as exc:
+        raise CohortError(f"{path}: cannot read manifest: {exc.strerror}") from None
+    cases: list[CaseFiles] = []
+    seen: dict[str, int] = {}
+    for line, row in enumerate(rows, start=2):
+        cid = row["case_id"]
+        if not cid or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", cid):
+            raise CohortError(
+                f"{path}:{line}: case_id {cid!r} is empty or not path-safe (letters, digits, _ . -)"
+            )
+        if cid in seen:
+            raise CohortError(
+                f"{path}:{line}: duplicate case_id {cid!r} (first on line {seen[cid]})"
+            )
+        seen[cid] = line
+        empty = [c for c in ("dwi", "adc", "mask") if not row[c]]
+        if empty:
+            raise CohortError(f"{path}:{line}: case {cid} has no {', '.join(empty)} path")
+        cases.append(CaseFiles(cid, *(path.parent / row[c] for c in ("dwi", "adc", "mask"))))
+    if not cases:
+        raise CohortError(f"{path}: manifest lists no cases")
+    return cases
+
+
+def _load_volume(case_id: str, role: str, path: Path):
+    import nibabel as nib
+
+    if not path.exists():
+        raise CaseError(case_id, f"{role} file not found", path)
+    try:
+        img = nib.load(str(path))
+        shape = tuple(int(s) for s in img.shape)
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise CaseError(
+            case_id, f"{role} is not a readable NIfTI file ({type(exc).__name__}: {exc})", path
+        ) from None
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise CaseError(
+            case_id, f"{role} must be a 3D volume, got shape {fmt_shape(img.shape)}", path
+        )
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
+    except Exception as exc:
+        raise CaseError(
+            case_id, f"{role} data cannot be read ({type(exc).__name__}: {exc})", path
+        ) from None
+    return img, data
+
+
+def load_case(
+    files: CaseFiles, binarize_labels: bool = False, affine_atol: float = 1e-3
+) -> CaseData:
+    """Load and validate one case; raise :class:`CaseError` on the first problem found.
+
+    Checks: files exist and are readable NIfTI; 3D (a trailing singleton 4th dimension is accepted);
+    ADC and mask have the DWI's shape and affine (within ``affine_atol``); every value finite; mask
+    binary, or — with ``binarize_labels`` — a non-negative label map turned into lesion > 0.
+    """
+    cid = files.case_id
+    dwi_img, dwi = _load_volume(cid, "DWI", files.dwi)
+    adc_img, adc = _load_volume(cid, "ADC", files.adc)
+    msk_img, msk = _load_volume(cid, "mask", files.mask)
+    for role, img, data, path in (
+        ("ADC", adc_img, adc, files.adc),
+        ("mask", msk_img, msk, files.mask),
+    ):
+        if data.shape != dwi.shape:
+            raise CaseError(
+                cid,
+                f"{role} shape {fmt_shape(data.shape)} != DWI shape {fmt_shape(dwi.shape)}",
+                path,
+            )
+        if not np.allclose(img.affine, dwi_img.affine, atol=affine_atol, rtol=0):
+            diff = float(np.abs(img.affine - dwi_img.affine).max())
+            raise CaseError(
+                cid,
+                f"{role} affine differs from the DWI affine by up to {diff:.4g} (tolerance {affine_atol:g})",
+                path,
+            )
+    for role, data, path in (
+        ("DWI", dwi, files.dwi),
+        ("ADC", adc, files.adc),
+        ("mask", msk, files.mask),
+    ):
+        bad = ~np.isfinite(data)
+        if bad.any():
+            raise CaseError(cid, f"{role} has {int(bad.sum())} non-finite value(s) (NaN/inf)", path)
+    values = np.unique(msk)
+    if not np.isin(values, (0.0, 1.0)).all():
+        non_integer = not np.all(np.equal(np.mod(values, 1), 0))
+        if not binarize_labels or non_integer or values.min() < 0:
+            shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if len(values) > 6 else "")
+            hint = "" if binarize_labels else " (set dataset.binarize_labels: true for a label map)"
+            raise CaseError(cid, f"mask is not binary: values {{{shown}}}{hint}", files.mask)
+    mask = (msk > 0).astype(np.uint8)
+    zooms = tuple(float(z) for z in dwi_img.header.get_zooms()[:3])
+    return CaseData(
+        case_id=cid,
+        dwi=np.ascontiguousarray(dwi.transpose(2, 1, 0)),
+        adc=np.ascontiguousarray(adc.transpose(2, 1, 0)),
+        mask=np.ascontiguousarray(mask.transpose(2, 1, 0)),
+        affine=np.asarray(dwi_img.affine, dtype=np.float64),
+        spacing=(zooms[2], zooms[1], zooms[0]),
+        orig_shape=tuple(int(s) for s in dwi.shape),
+    )
+
+
+def discover(
+    source: str, path: str | Path | None, synthetic_root: str | Path | None = None
+) -> list[CaseFiles]:
+    """Cases for a dataset source: ``isles22`` and ``synthetic`` read the ISLES layout, ``manifest`` a CSV."""
+    if source == "manifest":
+        return read_manifest(path)  # type: ignore[arg-type]
+    root = synthetic_root if source == "synthetic" else path
+    return discover_isles22(root)  # type: ignore[arg-type]
+
+
+def validate_cohort(
+    cases: list[CaseFiles],
+    binarize_labels: bool = False,
+    affine_atol: float = 1e-3,
+    skip_invalid: bool = False,
+) -> tuple[list[CaseFiles], list[CaseError]]:
+    """Validate every case. Without ``skip_invalid`` the first bad case raises; with it, bad cases
+    are collected and returned next to the good ones."""
+    good: list[CaseFiles] = []
+    bad: list[CaseError] = []
+    for files in cases:
+        try:
+            load_case(files, binarize_labels, affine_atol)
+        except CaseError as exc:
+            if not skip_invalid:
+                raise
+            bad.append(exc)
+            continue
+        good.append(files)
+    if not good:
+        raise CohortError("no valid case left" + (f" ({len(bad)} invalid)" if bad else ""))
+    return good, bad
+
+
+CASES_TSV_COLUMNS = ("case_id", "dwi", "adc", "mask")
+
+
+def write_cases_tsv(path: str | Path, cases: list[CaseFiles]) -> None:
+    from sizepenalty.data.io import write_text_atomic
+
+    lines = ["\t".join(CASES_TSV_COLUMNS)]
+    lines += [
+        f"{c.case_id}\t{c.dwi.resolve()}\t{c.adc.resolve()}\t{c.mask.resolve()}" for c in cases
+    ]
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def read_cases_tsv(path: str | Path) -> list[CaseFiles]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    return [CaseFiles(r["case_id"], Path(r["dwi"]), Path(r["adc"]), Path(r["mask"])) for r in rows]

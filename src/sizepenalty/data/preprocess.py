@@ -1,0 +1,233 @@
+"""Per-case preprocessing: normalisation, mismatch channel, crop/pad or resample, compact file.
+
+Channels (thesis §4.2): DWI and ADC are each clipped to their 1st-99th percentile and min-max
+scaled to [0, 1]; the third channel is ``mismatch = DWI * (1 - clip(ADC, 0, 1))`` — high where DWI
+is bright and ADC dark (acute ischaemia), low for T2 shine-through (both bright).
+
+Geometry: volumes are handled depth-first (D, H, W) = (z, y, x). ``crop_pad`` centres the target
+box on the brain's bounding box and crops or zero-pads each axis (spacing unchanged, so the mapping
+back is exact); ``resample`` resizes the whole volume (spacing changes accordingly). The file keeps
+the original affine and shape and the crop box so predictions go back to the input geometry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from sizepenalty.data.cohort import CaseData
+from sizepenalty.data.io import save_npz_atomic
+
+FORMAT_VERSION = 1
+
+
+def normalize(volume: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
+    """Clip to the given percentiles of the whole volume and min-max scale to [0, 1] (float32).
+
+    A constant volume (high == low percentile) maps to zeros.
+    """
+    lo, hi = np.percentile(volume, percentiles)
+    if hi <= lo:
+        return np.zeros(volume.shape, dtype=np.float32)
+    return ((np.clip(volume, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+
+def mismatch(dwi: np.ndarray, adc: np.ndarray) -> np.ndarray:
+    """``DWI * (1 - clip(ADC, 0, 1))`` on normalised channels."""
+    return (dwi * (1.0 - np.clip(adc, 0.0, 1.0))).astype(np.float32)
+
+
+def image_channels(dwi: np.ndarray, adc: np.ndarray) -> np.ndarray:
+    """Stack (DWI, ADC, mismatch) as a (3, *spatial) float32 array from normalised DWI and ADC."""
+    return np.stack([dwi, adc, mismatch(dwi, adc)]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a preprocessed grid maps to the original image."""
+
+    mode: str
+    orig_shape_dhw: tuple[int, int, int]
+    box: tuple[tuple[int, int, int, int], ...]  # per axis: src_start, src_stop, dst_start, dst_stop
+
+    def to_original(self, volume: np.ndarray, order: int = 0) -> np.ndarray:
+        """Map a (D, H, W) array on the preprocessed grid back to the original (D, H, W) grid."""
+        if self.mode == "resample":
+            return resize(volume, self.orig_shape_dhw, order=order)
+        out = np.zeros(self.orig_shape_dhw, dtype=volume.dtype)
+        src = tuple(slice(a, b) for a, b, _, _ in self.box)
+        dst = tuple(slice(c, d) for _, _, c, d in self.box)
+        out[src] = volume[dst]
+        return out
+
+
+def resize(volume: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
+    """Resize to exactly ``shape`` (order 0 for masks, 1 for images)."""
+    factors = [t / s for t, s in zip(shape, volume.shape)]
+    out = ndimage.zoom(volume, factors, order=order, grid_mode=True, mode="nearest")
+    if out.shape != tuple(shape):  # pragma: no cover - zoom rounds; guard the contract anyway
+        pad = [(0, max(t - o, 0)) for t, o in zip(shape, out.shape)]
+        out = np.pad(out, pad, mode="edge")[tuple(slice(0, t) for t in shape)]
+    return out
+
+
+def brain_bbox(
+    dwi_norm: np.ndarray, adc_norm: np.ndarray, threshold: float = 0.05
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding box (lo, hi exclusive) of voxels bright on either normalised channel."""
+    fg = (dwi_norm > threshold) | (adc_norm > threshold)
+    if not fg.any():
+        return np.zeros(3, dtype=int), np.array(dwi_norm.shape)
+    idx = np.argwhere(fg)
+    return idx.min(0), idx.max(0) + 1
+
+
+def crop_pad_box(
+    shape: tuple[int, ...], target: tuple[int, ...], centre: np.ndarray
+) -> tuple[tuple[int, int, int, int], ...]:
+    """Per axis (src_start, src_stop, dst_start, dst_stop) centring ``target`` on ``centre``."""
+    box = []
+    for s, t, c in zip(shape, target, centre):
+        if s >= t:
+            start = int(np.clip(int(round(c)) - t // 2, 0, s - t))
+            box.append((start, start + t, 0, t))
+        else:
+            off = (t - s) // 2
+            box.append((0, s, off, off + s))
+    return tuple(box)
+
+
+def apply_box(
+    volume: np.ndarray, box: tuple[tuple[int, int, int, int], ...], target: tuple[int, ...]
+) -> np.ndarray:
+    out = np.zeros(target, dtype=volume.dtype)
+    src = tuple(slice(a, b) for a, b, _, _ in box)
+    dst = tuple(slice(c, d) for _, _, c, d in box)
+    out[dst] = volume[src]
+    return out
+
+
+@dataclass
+class Preprocessed:
+    case_id: str
+    image: np.ndarray  # (3, D, H, W) float32
+    mask: np.ndarray  # (D, H, W) uint8
+    spacing: tuple[float, float, float]  # of the preprocessed grid, mm (D, H, W)
+    affine: np.ndarray  # original 4x4
+    geometry: Geometry
+    lesion_voxels_outside: int = 0
+
+    @property
+    def voxel_ml(self) -> float:
+        return float(np.prod(self.spacing)) / 1000.0
+
+
+def preprocess_case(
+    case: CaseData,
+    shape: tuple[int, int, int],
+    mode: str = "crop_pad",
+    percentiles: tuple[float, float] = (1.0, 99.0),
+) -> Preprocessed:
+    """Normalise, add the mismatch channel and bring the case to ``shape`` (D, H, W)."""
+    dwi = normalize(case.dwi, percentiles)
+    adc = normalize(case.adc, percentiles)
+    orig = tuple(int(s) for s in case.dwi.shape)
+    if mode == "crop_pad":
+        lo, hi = brain_bbox(dwi, adc)
+        box = crop_pad_box(orig, shape, (lo + hi - 1) / 2.0)
+        dwi_t, adc_t = apply_box(dwi, box, shape), apply_box(adc, box, shape)
+        mask_t = apply_box(case.mask, box, shape)
+        spacing = case.spacing
+        outside = int(case.mask.sum()) - int(mask_t.sum())
+    elif mode == "resample":
+        box = tuple((0, s, 0, t) for s, t in zip(orig, shape))
+        dwi_t, adc_t = resize(dwi, shape, 1), resize(adc, shape, 1)
+        mask_t = resize(case.mask, shape, 0)
+        spacing = tuple(float(sp * s / t) for sp, s, t in zip(case.spacing, orig, shape))
+        outside = 0
+    else:
+        raise ValueError(f"unknown preprocess mode {mode!r}; expected crop_pad or resample")
+    return Preprocessed(
+        case_id=case.case_id,
+        image=image_channels(dwi_t, adc_t),
+        mask=mask_t.astype(np.uint8),
+        spacing=spacing,  # type: ignore[arg-type]
+        affine=case.affine,
+        geometry=Geometry(mode, orig, box),  # type: ignore[arg-type]
+        lesion_voxels_outside=outside,
+    )
+
+
+def save_preprocessed(path: str | Path, pre: Preprocessed) -> None:
+    """One compact file per case: float16 channels, uint8 mask and the geometry (atomic write)."""
+    save_npz_atomic(
+        path,
+        format_version=np.int64(FORMAT_VERSION),
+        case_id=np.str_(pre.case_id),
+        image=pre.image.astype(np.float16),
+        mask=pre.mask.astype(np.uint8),
+        spacing=np.asarray(pre.spacing, dtype=np.float64),
+        affine=pre.affine,
+        mode=np.str_(pre.geometry.mode),
+        orig_shape_dhw=np.asarray(pre.geometry.orig_shape_dhw, dtype=np.int64),
+        box=np.asarray(pre.geometry.box, dtype=np.int64),
+    )
+
+
+def load_preprocessed(path: str | Path) -> Preprocessed:
+    with np.load(path) as z:
+        if int(z["format_version"]) != FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: preprocessed format {int(z['format_version'])} != {FORMAT_VERSION}; rerun preprocess"
+            )
+        geometry = Geometry(
+            str(z["mode"]),
+            tuple(int(s) for s in z["orig_shape_dhw"]),  # type: ignore[arg-type]
+            tuple(tuple(int(v) for v in row) for row in z["box"]),  # type: ignore[arg-type]
+        )
+        return Preprocessed(
+            case_id=str(z["case_id"]),
+            image=z["image"].astype(np.float32),
+            mask=z["mask"].astype(np.uint8),
+            spacing=tuple(float(s) for s in z["spacing"]),  # type: ignore[arg-type]
+            affine=z["affine"],
+            geometry=geometry,
+        )
+
+
+def lesion_stats(
+    mask: np.ndarray, spacing: tuple[float, float, float], connectivity: int = 18
+) -> dict[str, Any]:
+    """Total lesion volume (voxels, mL), number of 3D connected components, smallest/largest."""
+    import cc3d
+
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    labels, n = cc3d.connected_components(
+        mask.astype(np.uint8), connectivity=connectivity, return_N=True
+    )
+    sizes = np.bincount(labels.ravel())[1:] if n else np.zeros(0, dtype=int)
+    total = int(mask.sum())
+    return {
+        "lesion_voxels": total,
+        "lesion_ml": total * voxel_ml,
+        "n_lesions": int(n),
+        "smallest_lesion_voxels": int(sizes.min()) if n else 0,
+        "largest_lesion_voxels": int(sizes.max()) if n else 0,
+        "smallest_lesion_ml": float(sizes.min()) * voxel_ml if n else 0.0,
+        "largest_lesion_ml": float(sizes.max()) * voxel_ml if n else 0.0,
+        "voxel_ml": voxel_ml,
+    }
+
+
+def to_nifti(volume_dhw: np.ndarray, pre: Preprocessed, order: int = 0):
+    """A nibabel image of a preprocessed-grid (D, H, W) volume in the case's original geometry."""
+    import nibabel as nib
+
+    back = pre.geometry.to_original(volume_dhw, order=order)
+    img = nib.Nifti1Image(np.ascontiguousarray(back.transpose(2, 1, 0)), pre.affine)
+    img.header.set_xyzt_units("mm")
+    return img
