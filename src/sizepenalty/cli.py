@@ -306,6 +306,72 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gt", required=True, help="reference mask (NIfTI)")
+    p.add_argument("--pred", required=True, help="predicted mask (NIfTI), same grid as --gt")
+    p.add_argument("--connectivity", type=int, choices=(6, 18, 26), default=18)
+    p.add_argument("--matching", choices=("iou", "overlap"), default="iou")
+    p.add_argument("--iou-threshold", type=float, default=0.5)
+    p.add_argument(
+        "--min-size", type=int, default=0, help="drop predicted components smaller than N voxels"
+    )
+    p.add_argument("--profile", choices=("thesis", "isles22"), default="thesis")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object (default: key = value lines)"
+    )
+
+
+def _read_mask(path: str, role: str):
+    from pathlib import Path
+
+    import numpy as np
+
+    from sizepenalty.data.cohort import CaseError, _load_volume
+
+    try:
+        img, data = _load_volume(role, "mask", Path(path))
+    except CaseError as exc:
+        raise UserError(str(exc)) from None
+    values = np.unique(data)
+    if not np.isin(values, (0.0, 1.0)).all():
+        raise UserError(f"{role}: mask is not binary (values {values[:5].tolist()}) [{path}]")
+    return img, data
+
+
+@command("evaluate", "metrics for one reference/prediction mask pair", _evaluate_args)
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from sizepenalty.metrics import case_metrics, isles22_metrics
+
+    gt_img, gt = _read_mask(args.gt, "reference")
+    pred_img, pred = _read_mask(args.pred, "prediction")
+    if gt.shape != pred.shape:
+        raise UserError(
+            f"prediction: shape ({','.join(map(str, pred.shape))}) != reference shape ({','.join(map(str, gt.shape))}) [{args.pred}]"
+        )
+    if not np.allclose(gt_img.affine, pred_img.affine, atol=1e-3, rtol=0):
+        raise UserError(f"prediction: affine differs from the reference affine [{args.pred}]")
+    spacing = tuple(float(z) for z in gt_img.header.get_zooms()[:3])
+    if args.profile == "isles22":
+        result = isles22_metrics(gt, pred, spacing)
+    else:
+        result = case_metrics(
+            gt, pred, spacing, args.connectivity, args.matching, args.iou_threshold, args.min_size
+        )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key} = {value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sizepenalty",

@@ -1,0 +1,313 @@
+"""Metrics against panoptica (instances, PQ/SQ/RQ, ASSD) and a direct ISLES 2022 implementation."""
+
+import json
+
+import cc3d
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from sizepenalty.cli import main
+from sizepenalty.metrics import (
+    assd_mm,
+    case_metrics,
+    ccc,
+    isles22_metrics,
+    match_instances,
+    remove_small_components,
+)
+from sizepenalty.metrics.instances import label_instances
+
+panoptica = pytest.importorskip("panoptica")
+from panoptica import (  # noqa: E402
+    ConnectedComponentsInstanceApproximator,
+    InputType,
+    NaiveThresholdMatching,
+    Panoptica_Evaluator,
+)
+from panoptica.metrics import Metric  # noqa: E402
+from panoptica.metrics.assd import _average_symmetric_surface_distance  # noqa: E402
+
+EVALUATOR = Panoptica_Evaluator(
+    expected_input=InputType.SEMANTIC,
+    instance_approximator=ConnectedComponentsInstanceApproximator(),  # cc3d, 26-connectivity
+    # We follow Kirillov et al.'s IoU > 0.5 (strict); panoptica's default is >= 0.5, so ask it for
+    # the strict comparison. The difference at exactly 0.5 is pinned in a test below.
+    instance_matcher=NaiveThresholdMatching(
+        matching_metric=Metric.IOU, matching_threshold=0.5, strict_threshold=True
+    ),
+    instance_metrics=[Metric.DSC, Metric.IOU],
+    global_metrics=[Metric.DSC],
+)
+
+
+def blob(shape, centre, radii):
+    grids = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    return sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre, radii)) <= 1.0
+
+
+def random_pair(rng: np.random.Generator, shape=(24, 40, 40)):
+    """A reference with several lesions and a prediction with typical errors: shifted, grown,
+    shrunk, missed, split, merged (a bridge), tiny and false-positive lesions."""
+    ref = np.zeros(shape, bool)
+    pred = np.zeros(shape, bool)
+    for _ in range(rng.integers(1, 7)):
+        c = rng.integers([3, 5, 5], np.array(shape) - [3, 5, 5])
+        r = rng.uniform(0.6, 4.5, size=3)
+        lesion = blob(shape, c, r)
+        ref |= lesion
+        kind = rng.choice(["same", "shift", "grow", "shrink", "miss", "split"])
+        if kind == "same":
+            pred |= lesion
+        elif kind == "shift":
+            pred |= np.roll(lesion, rng.integers(-2, 3, size=3), axis=(0, 1, 2))
+        elif kind == "grow":
+            pred |= ndimage.binary_dilation(lesion)
+        elif kind == "shrink":
+            pred |= ndimage.binary_erosion(lesion)
+        elif kind == "split":
+            cut = lesion.copy()
+            cut[:, int(c[1]), :] = False
+            pred |= cut
+    if rng.random() < 0.5:  # merge two lesions with a bridge in the prediction
+        pts = np.argwhere(ref)
+        if len(pts) > 2:
+            a, b = pts[rng.integers(len(pts))], pts[rng.integers(len(pts))]
+            for t in np.linspace(0, 1, 30):
+                pred[tuple(np.round(a + t * (b - a)).astype(int))] = True
+    for _ in range(rng.integers(0, 3)):  # false positives, some tiny
+        c = rng.integers([2, 2, 2], np.array(shape) - 2)
+        pred |= blob(shape, c, rng.uniform(0.5, 2.5, size=3))
+    return ref.astype(np.uint8), pred.astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_instances_and_panoptic_quality_match_panoptica(seed):
+    rng = np.random.default_rng(seed)
+    ref, pred = random_pair(rng)
+    if not ref.any() or not pred.any():
+        pytest.skip("edge cases are tested separately")
+    ours = case_metrics(ref, pred, (1.0, 1.0, 1.0), connectivity=26, matching="iou")
+    res = EVALUATOR.evaluate(pred, ref, verbose=False)["ungrouped"]
+    assert (ours["tp"], ours["fp"], ours["fn"]) == (res.tp, res.fp, res.fn)
+    for key in ("pq", "sq", "rq", "pq_dsc", "sq_dsc"):
+        assert ours[key] == pytest.approx(getattr(res, key), abs=1e-9), key
+    assert ours["dice"] == pytest.approx(res.global_bin_dsc, abs=1e-9)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (6.0, 0.9, 0.9), (2.0, 0.5, 1.25)])
+@pytest.mark.parametrize("seed", range(8))
+def test_assd_mm_matches_panoptica_with_spacing(seed, spacing):
+    rng = np.random.default_rng(100 + seed)
+    ref, pred = random_pair(rng)
+    if not ref.any() or not pred.any():
+        pytest.skip("edge cases are tested separately")
+    expected = _average_symmetric_surface_distance(ref, pred, voxelspacing=spacing)
+    assert assd_mm(ref, pred, spacing) == pytest.approx(expected, rel=1e-9)
+    assert case_metrics(ref, pred, spacing)["assd_mm"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_assd_anisotropy_matters():
+    ref = np.zeros((10, 10, 10), bool)
+    ref[4:6, 4:6, 4:6] = True
+    pred = np.roll(ref, 2, axis=0)
+    iso = assd_mm(ref, pred, (1, 1, 1))
+    aniso = assd_mm(ref, pred, (5, 1, 1))
+    assert aniso > 3 * iso
+
+
+def test_edge_cases_have_documented_values():
+    z = np.zeros((8, 8, 8), np.uint8)
+    one = z.copy()
+    one[2:5, 2:5, 2:5] = 1
+    both_empty = case_metrics(z, z, (1, 1, 1))
+    assert both_empty["dice"] == 1.0 and both_empty["pq"] == 1.0 and both_empty["rq"] == 1.0
+    assert (
+        both_empty["detection"] == 1.0
+        and both_empty["lesion_f1"] == 1.0
+        and both_empty["assd_mm"] == 0.0
+    )
+    assert both_empty["rve"] == 0.0 and both_empty["vw_dice"] == 1.0
+    missed = case_metrics(one, z, (1, 1, 1))
+    assert (
+        missed["dice"] == 0.0
+        and missed["fn"] == 1
+        and missed["pq"] == 0.0
+        and missed["detection"] == 0.0
+    )
+    assert missed["assd_mm"] == pytest.approx(np.sqrt(3 * 7**2)) and missed["rve"] == pytest.approx(
+        1.0, rel=1e-6
+    )
+    false_pos = case_metrics(z, one, (1, 1, 1))
+    assert false_pos["fp"] == 1 and false_pos["detection"] == 1.0 and false_pos["vw_dice"] == 0.0
+    assert false_pos["rve"] == pytest.approx(27 / 1e-5)
+    for result in (both_empty, missed, false_pos):
+        assert all(np.isfinite(v) for v in result.values())
+    # Where panoptica differs: with an empty prediction it reports ASSD inf; we report the image
+    # diagonal so that fold means stay finite (documented in sizepenalty.metrics.surface).
+    res = EVALUATOR.evaluate(z, one, verbose=False)["ungrouped"]
+    assert (res.tp, res.fn) == (0, 1) and res.pq == 0.0
+
+
+def test_iou_exactly_half_is_not_a_match_unlike_panoptica_default():
+    ref = np.zeros((3, 10, 3), np.uint8)
+    ref[1, 0:4, 1] = 1
+    pred = np.zeros_like(ref)
+    pred[1, 2:6, 1] = 1  # IoU = 2/6 ... extend so that IoU is exactly 0.5
+    pred[1, 0:2, 1] = 1  # pred = 0..5 (6 voxels), ref = 0..3 (4): IoU = 4/6
+    pred[1, 4:8, 1] = 1  # pred = 0..7 (8 voxels): IoU = 4/8 = 0.5
+    ours = case_metrics(ref, pred, (1, 1, 1), connectivity=26)
+    assert ours["tp"] == 0  # spec/Kirillov: IoU must exceed 0.5
+    lenient = Panoptica_Evaluator(
+        expected_input=InputType.SEMANTIC,
+        instance_approximator=ConnectedComponentsInstanceApproximator(),
+        instance_matcher=NaiveThresholdMatching(matching_metric=Metric.IOU, matching_threshold=0.5),
+    )
+    assert lenient.evaluate(pred, ref, verbose=False)["ungrouped"].tp == 1  # panoptica default: >=
+
+
+def test_overlap_matching_counts_merged_lesions_once():
+    ref = np.zeros((5, 20, 5), np.uint8)
+    ref[2, 2:6, 2] = 1
+    ref[2, 10:14, 2] = 1
+    pred = np.zeros_like(ref)
+    pred[2, 3:13, 2] = 1  # one prediction bridging both lesions
+    iou = case_metrics(ref, pred, (1, 1, 1), matching="iou")
+    ovl = case_metrics(ref, pred, (1, 1, 1), matching="overlap")
+    assert (iou["tp"], iou["fp"], iou["fn"]) == (0, 1, 2)
+    assert (ovl["tp"], ovl["fp"], ovl["fn"]) == (1, 0, 1)
+
+
+def test_min_size_removes_small_components_with_18_connectivity():
+    m = np.zeros((6, 6, 6), np.uint8)
+    m[0, 0, 0:4] = 1  # 4 voxels: removed
+    m[3, 3, 3] = m[4, 4, 3] = 1  # edge-connected pair (18-connected): 2 voxels, removed
+    m[0:2, 4:6, 4:6] = 1  # 8 voxels: kept
+    out = remove_small_components(m, 5, 18)
+    assert out.sum() == 8
+    labels, n = label_instances(m, 18)
+    assert n == 3 and label_instances(m, 6)[1] == 4
+
+
+def test_vw_dice_weights_by_reference_volume():
+    ref = np.zeros((4, 30, 4), np.uint8)
+    ref[1, 0:20, 1] = 1  # 20 voxels, predicted exactly
+    ref[1, 25:27, 1] = 1  # 2 voxels, missed
+    pred = ref.copy()
+    pred[1, 25:27, 1] = 0
+    assert case_metrics(ref, pred, (1, 1, 1))["vw_dice"] == pytest.approx(20 / 22)
+
+
+# ----------------------------------------------------------------------------- ISLES 2022 profile
+
+
+def isles_reference(gt, pred, voxel_ml):
+    """Direct transcription of the ISLES 2022 definitions: loop over every component."""
+    gt, pred = gt.astype(bool), pred.astype(bool)
+    inter = gt & pred
+    dice = 1.0 if gt.sum() + pred.sum() == 0 else 2 * inter.sum() / (gt.sum() + pred.sum())
+    gl, ng = cc3d.connected_components(gt, connectivity=26, return_N=True)
+    pl, npred = cc3d.connected_components(pred, connectivity=26, return_N=True)
+    tp = fn = fp = 0
+    for i in range(1, ng + 1):
+        if np.logical_and(gl == i, inter).any():
+            tp += 1
+        else:
+            fn += 1
+    for j in range(1, npred + 1):
+        if not np.logical_and(pl == j, gt).any():
+            fp += 1
+    denom = tp + (fp + fn) / 2
+    return {
+        "dice": dice,
+        "avd_ml": abs(int(gt.sum()) - int(pred.sum())) * voxel_ml,
+        "lesion_count_diff": abs(ng - npred),
+        "lesion_f1": tp / denom if denom else 1.0,
+    }
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_isles22_profile_matches_direct_definitions(seed):
+    rng = np.random.default_rng(500 + seed)
+    ref, pred = random_pair(rng)
+    ours = isles22_metrics(ref, pred, (2.0, 2.0, 2.0))
+    for key, value in isles_reference(ref, pred, 0.008).items():
+        assert ours[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_isles22_empty_cases():
+    z = np.zeros((5, 5, 5), np.uint8)
+    assert isles22_metrics(z, z, (1, 1, 1))["dice"] == 1.0
+    assert isles22_metrics(z, z, (1, 1, 1))["lesion_f1"] == 1.0
+
+
+# ----------------------------------------------------------------------------- across cases
+
+
+def test_ccc_known_values():
+    assert ccc([1, 2, 3], [1, 2, 3]) == pytest.approx(1.0)
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    y = x + 1
+    expected = 2 * x.var() / (2 * x.var() + 1.0)
+    assert ccc(x, y) == pytest.approx(expected)
+    assert ccc([2, 2], [2, 2]) == 1.0 and ccc([2, 2], [3, 3]) == 0.0
+    assert ccc([1.0], [1.0]) == 1.0
+
+
+def test_matching_unique_above_half_iou():
+    ref = np.zeros((3, 12, 3), np.int32)
+    ref[1, 0:6, 1] = 1
+    ref[1, 6:12, 1] = 2
+    pred = np.zeros_like(ref)
+    pred[1, 0:12, 1] = 1
+    m = match_instances(ref, pred, 2, 1, "iou", 0.5)
+    assert m.tp == 0 and m.fp == 1 and m.fn == 2
+
+
+# ----------------------------------------------------------------------------- evaluate CLI
+
+
+def _nifti(path, arr, zooms=(1.0, 1.0, 2.0)):
+    nib.Nifti1Image(arr.astype(np.uint8), np.diag([*zooms, 1.0])).to_filename(path)
+    return str(path)
+
+
+def test_evaluate_cli_prints_the_documented_keys(tmp_path, capsys):
+    rng = np.random.default_rng(9)
+    ref, pred = random_pair(rng)
+    gt = _nifti(tmp_path / "gt.nii.gz", ref.transpose(2, 1, 0))
+    pr = _nifti(tmp_path / "pred.nii.gz", pred.transpose(2, 1, 0))
+    assert main(["evaluate", "--gt", gt, "--pred", pr, "--connectivity", "26", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    keys = "dice, rve, ave_ml, n_ref, n_pred, tp, fp, fn, detection, lesion_f1, pq, sq, rq, pq_dsc, sq_dsc, assd_mm, vw_dice".split(
+        ", "
+    )
+    assert set(keys) <= set(out)
+    direct = case_metrics(
+        ref.transpose(2, 1, 0), pred.transpose(2, 1, 0), (1.0, 1.0, 2.0), connectivity=26
+    )
+    assert out["pq"] == pytest.approx(direct["pq"]) and out["assd_mm"] == pytest.approx(
+        direct["assd_mm"]
+    )
+    assert out["ave_ml"] == pytest.approx(direct["ave_ml"])
+
+
+def test_evaluate_cli_errors_are_one_line(tmp_path, capsys):
+    a = _nifti(tmp_path / "a.nii.gz", np.zeros((4, 4, 4)))
+    b = _nifti(tmp_path / "b.nii.gz", np.zeros((4, 4, 5)))
+    c = _nifti(tmp_path / "c.nii.gz", np.zeros((4, 4, 4)), zooms=(2.0, 1.0, 2.0))
+    nb = tmp_path / "nb.nii.gz"
+    nib.Nifti1Image(np.full((4, 4, 4), 3, np.uint8), np.eye(4)).to_filename(nb)
+    (tmp_path / "bad.nii.gz").write_bytes(b"junk")
+    cases = [
+        (b, "shape (4,4,5) != reference shape (4,4,4)"),
+        (c, "affine differs"),
+        (str(nb), "not binary"),
+        (str(tmp_path / "bad.nii.gz"), "not a readable NIfTI"),
+        (str(tmp_path / "missing.nii.gz"), "not found"),
+    ]
+    for pred, msg in cases:
+        assert main(["evaluate", "--gt", a, "--pred", pred, "--json"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert msg in err and len(err.splitlines()) == 1, err
