@@ -372,6 +372,297 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- training, inference
+
+
+def _fold_args(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    p.add_argument("--combo", required=True, help="loss combination, e.g. DTS or F+S")
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--folds", required=True, help="folds JSON from `sizepenalty folds`")
+    p.add_argument("--pre-dir", required=True, help="preprocessed cases")
+
+
+def _load_fold(path: str, k: int) -> dict:
+    import json
+
+    folds = json.loads(open(path).read())["folds"]
+    if not 0 <= k < len(folds):
+        raise UserError(f"{path}: no fold {k} (have 0..{len(folds) - 1})")
+    return folds[k]
+
+
+def _check_combo(cfg, combo: str) -> str:
+    from sizepenalty.combos import LossCodeError, canonical_name, combo_id
+
+    try:
+        name = canonical_name(combo)
+    except LossCodeError as exc:
+        raise UserError(str(exc)) from None
+    if combo_id(name) not in {combo_id(c) for c in cfg.combo_names}:
+        raise UserError(
+            f"--combo {combo}: not one of losses.combinations ({', '.join(cfg.combo_names)})"
+        )
+    return name
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    _fold_args(p)
+    p.add_argument("--run-dir", required=True, help="checkpoints, epoch log and done marker")
+    p.add_argument(
+        "--parent-run-file", default=None, help="file holding the study's MLflow parent run id"
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument(
+        "--fingerprint",
+        default=None,
+        help="settings hash; a run made with another one restarts from epoch 0",
+    )
+    p.add_argument("--max-epochs", type=int, default=None, help=argparse.SUPPRESS)
+
+
+@command(
+    "train", "train one (loss combination, fold); resumes from its last checkpoint", _train_args
+)
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sizepenalty import __version__
+    from sizepenalty.combos import combo_id
+    from sizepenalty.config import load_config
+    from sizepenalty.tracking import Tracker, flatten, git_commit
+    from sizepenalty.train import train
+
+    cfg = load_config(args.config)
+    name = _check_combo(cfg, args.combo)
+    fold = _load_fold(args.folds, args.fold)
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    from sizepenalty.train import reset_if_stale
+
+    fingerprint = args.fingerprint or cfg.digest()
+    reset_if_stale(
+        run_dir, fingerprint
+    )  # before reading the MLflow run id: a reset starts a new run
+    tracker = Tracker(cfg.tracking_uri(), cfg.tracking.experiment, cfg.tracking.enabled)
+    id_file = run_dir / "mlflow_run_id.txt"
+    parent = (
+        Path(args.parent_run_file).read_text().strip()
+        if args.parent_run_file and Path(args.parent_run_file).exists()
+        else None
+    )
+    run_id = tracker.start(f"{name}-fold{args.fold}", id_file.read_text().strip() if id_file.exists() else None, parent,
+                           {"combo": name, "fold": str(args.fold)})  # fmt: skip
+    if run_id and not id_file.exists():
+        id_file.write_text(run_id + "\n")
+    params = {"combo": name, "combo_id": combo_id(name), "fold": args.fold, "seed": cfg.seed, "version": __version__,
+              "git_commit": git_commit(Path(__file__).parent), "config_hash": cfg.digest()}  # fmt: skip
+    params.update(flatten({k: cfg.raw[k] for k in ("losses", "model", "train", "preprocess")}))
+    tracker.log_params(params)
+
+    def on_epoch(row: dict) -> None:
+        tracker.log_metrics(
+            {
+                f"train_{k}" if k in ("loss", "D", "T", "F", "S") else k: v
+                for k, v in row.items()
+                if k != "epoch"
+            },
+            step=int(row["epoch"]),
+        )
+
+    try:
+        result = train(
+            cfg,
+            name,
+            fold,
+            args.pre_dir,
+            run_dir,
+            on_epoch,
+            args.device,
+            args.max_epochs,
+            fingerprint,
+        )
+    except BaseException:
+        tracker.end("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
+        raise
+    if result.skipped:
+        print(f"{name} fold {args.fold}: already trained ({run_dir / 'done.json'}); nothing to do")
+        return 0
+    for f in ("best.pt", "epochs.csv", "train_meta.json"):
+        tracker.log_artifact(run_dir / f)
+    tracker.log_metrics({"best_val_dice": result.best_score, "best_epoch": result.best_epoch})
+    if result.epochs_done == cfg.train.epochs:
+        tracker.end("FINISHED")
+    return 0
+
+
+def _infer_args(p: argparse.ArgumentParser) -> None:
+    _fold_args(p)
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--out-dir", required=True, help="probability maps (float16) for val/ and test/")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+
+
+@command(
+    "infer",
+    "sliding-window (+TTA) probabilities for a fold's validation and test cases",
+    _infer_args,
+)
+def _infer(args: argparse.Namespace) -> int:
+    from sizepenalty.config import load_config
+    from sizepenalty.infer import predict_fold
+
+    cfg = load_config(args.config)
+    name = _check_combo(cfg, args.combo)
+    n = predict_fold(
+        cfg,
+        name,
+        _load_fold(args.folds, args.fold),
+        args.pre_dir,
+        args.run_dir,
+        args.out_dir,
+        args.device,
+    )
+    print(f"{name} fold {args.fold}: {n} probability map(s) -> {args.out_dir}")
+    return 0
+
+
+def _evalfold_args(p: argparse.ArgumentParser) -> None:
+    _fold_args(p)
+    p.add_argument("--prob-dir", required=True)
+    p.add_argument("--out", required=True, help="per-case metrics CSV (test split)")
+    p.add_argument(
+        "--threshold-out", required=True, help="JSON with the validation-selected threshold"
+    )
+    p.add_argument(
+        "--nifti-dir", default=None, help="write thresholded test predictions as NIfTI here"
+    )
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        help="training run folder (to add test metrics to its MLflow run)",
+    )
+
+
+@command(
+    "evaluate-fold",
+    "pick the threshold on validation, apply it to test, per-case metrics CSV",
+    _evalfold_args,
+)
+def _evaluate_fold(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from sizepenalty.config import load_config
+    from sizepenalty.data.io import write_json_atomic, write_text_atomic
+    from sizepenalty.infer import evaluate_fold
+
+    cfg = load_config(args.config)
+    name = _check_combo(cfg, args.combo)
+    t, scores, rows = evaluate_fold(
+        cfg, name, _load_fold(args.folds, args.fold), args.pre_dir, args.prob_dir, args.nifti_dir
+    )
+    table = pd.DataFrame(rows)
+    write_text_atomic(args.out, table.to_csv(index=False))
+    write_json_atomic(
+        args.threshold_out,
+        {"threshold": t, "val_dice_by_threshold": {str(k): v for k, v in scores.items()}},
+    )
+    if args.run_dir and (Path(args.run_dir) / "mlflow_run_id.txt").exists():
+        from sizepenalty.tracking import Tracker
+
+        tracker = Tracker(cfg.tracking_uri(), cfg.tracking.experiment, cfg.tracking.enabled)
+        tracker.run_id = (Path(args.run_dir) / "mlflow_run_id.txt").read_text().strip()
+        numeric = table.select_dtypes("number").drop(columns=["fold"], errors="ignore").mean()
+        tracker.log_metrics({f"test_{k}": v for k, v in numeric.items()} | {"threshold": t})
+        tracker.log_artifact(args.out)
+    print(
+        f"{name} fold {args.fold}: threshold {t} (val Dice {scores[t]:.4f}); test Dice {table['dice'].mean():.4f} over {len(table)} case(s)"
+    )
+    return 0
+
+
+def _study_run_args(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    p.add_argument("--out", required=True, help="file to store the parent run id in")
+
+
+@command("study-run", "create the study's MLflow parent run once and store its id", _study_run_args)
+def _study_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sizepenalty import __version__
+    from sizepenalty.config import load_config
+    from sizepenalty.data.io import write_text_atomic
+    from sizepenalty.tracking import Tracker, flatten
+
+    cfg = load_config(args.config)
+    out = Path(args.out)
+    if out.exists() and out.read_text().strip():
+        print(f"parent run {out.read_text().strip()} exists")
+        return 0
+    tracker = Tracker(cfg.tracking_uri(), cfg.tracking.experiment, cfg.tracking.enabled)
+    run_id = tracker.start(
+        f"study-{cfg.study}", tags={"study": cfg.study, "sizepenalty_version": __version__}
+    )
+    tracker.log_params(flatten(cfg.raw) | {"config_hash": cfg.digest()})
+    write_text_atomic(out, (run_id or "") + "\n")
+    print(f"study parent run: {run_id or '(tracking unavailable)'} -> {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+def _aggregate_args(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    p.add_argument(
+        "--metrics", nargs="+", required=True, help="per-case metric CSVs from evaluate-fold"
+    )
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--parent-run-file", default=None)
+
+
+@command(
+    "aggregate",
+    "thesis-style tables (Table 5.1 analogue) from the per-case metrics",
+    _aggregate_args,
+)
+def _aggregate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from sizepenalty.config import load_config
+    from sizepenalty.data.io import write_text_atomic
+    from sizepenalty.report.tables import main_table, to_latex, to_markdown
+
+    cfg = load_config(args.config)
+    frames = []
+    for path in args.metrics:
+        try:
+            frames.append(pd.read_csv(path))
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise UserError(f"{path}: cannot read per-case metrics: {exc}") from None
+    cases = pd.concat(frames, ignore_index=True)
+    out = Path(args.out_dir)
+    write_text_atomic(out / "per_case_metrics.csv", cases.to_csv(index=False))
+    table = main_table(cases, cfg.combo_names)
+    write_text_atomic(out / "table_main.csv", table.to_csv(index=False))
+    write_text_atomic(out / "table_main.md", to_markdown(table) + "\n")
+    write_text_atomic(out / "table_main.tex", to_latex(table))
+    if args.parent_run_file and Path(args.parent_run_file).exists():
+        from sizepenalty.tracking import Tracker
+
+        tracker = Tracker(cfg.tracking_uri(), cfg.tracking.experiment, cfg.tracking.enabled)
+        tracker.run_id = Path(args.parent_run_file).read_text().strip() or None
+        for name in ("table_main.csv", "table_main.md", "per_case_metrics.csv"):
+            tracker.log_artifact(out / name, "tables")
+    print(to_markdown(table))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sizepenalty",

@@ -1,0 +1,3 @@
+from sizepenalty.cli import main
+
+raise SystemExit(main())

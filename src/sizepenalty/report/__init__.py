@@ -1,0 +1,1 @@
+"""Tables, statistics and figures built from the per-case metrics (no tracking)."""

@@ -1,0 +1,74 @@
+import json
+import os
+
+from sizepenalty.combos import canonical_name, combo_id
+from sizepenalty.config import config_hash, from_dict
+
+# Typed, fully validated view of the config (also checks data paths and loss letters).
+CFG = from_dict(config, source="config")
+STUDY = str(CFG.study_dir)
+COMBO_IDS = [combo_id(c) for c in CFG.combo_names]
+FOLDS = list(range(CFG.folds.k))
+
+
+def _effective_config_file():
+    """The merged, defaults-filled config (config.yaml + --configfile + --config) as one file
+    that every `sizepenalty` step reads; rewritten only when its content changes."""
+    import yaml
+    from sizepenalty.data.io import write_text_atomic
+
+    path = os.path.join(STUDY, "config.effective.yaml")
+    text = yaml.safe_dump(CFG.raw, sort_keys=False)
+    if not os.path.exists(path) or open(path).read() != text:
+        write_text_atomic(path, text)
+    return path
+
+
+CONFIG_ARG = "--config " + _effective_config_file()
+
+
+wildcard_constraints:
+    combo="|".join(sorted(COMBO_IDS, key=len, reverse=True)),
+    fold=r"\d+",
+    case=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+
+
+def case_ids(wildcards):
+    """Validated case ids, known once the cohort checkpoint has run."""
+    tsv = checkpoints.cohort.get().output.cases
+    with open(tsv) as fh:
+        return [line.split("\t")[0] for line in fh.read().splitlines()[1:] if line]
+
+
+def train_fingerprint(wildcards):
+    """Only the settings a (combo, fold) training depends on: changing tau reruns S combos only."""
+    letters = set(canonical_name(wildcards.combo).replace("+", ""))
+    losses = {
+        k: v
+        for k, v in CFG.raw["losses"].items()
+        if k in ("weights", "eps")
+        or (k == "dice" and "D" in letters)
+        or (k == "tversky" and "T" in letters)
+        or (k == "focal" and "F" in letters)
+        or (k in ("tau", "tau_quantile", "cap", "gate") and "S" in letters)
+    }
+    keep = {
+        "losses": losses,
+        "model": CFG.raw["model"],
+        "train": CFG.raw["train"],
+        "preprocess": CFG.raw["preprocess"],
+        "seed": CFG.raw["seed"],
+    }
+    return config_hash(keep)
+
+
+def infer_fingerprint(wildcards):
+    return config_hash(
+        {"infer": CFG.raw["infer"], "overlap": CFG.infer.overlap_for(wildcards.combo)}
+    )
+
+
+def cohort_inputs(wildcards):
+    if CFG.dataset.source == "synthetic":
+        return [os.path.join(STUDY, "data/raw/participants.tsv")]
+    return []
