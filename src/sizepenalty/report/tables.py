@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 
 from sizepenalty.combos import canonical_name
@@ -101,5 +100,4 @@ __all__ = [
     "to_latex",
     "to_markdown",
     "volume_ccc",
-    "np",
 ]
