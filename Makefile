@@ -11,7 +11,7 @@ SNAKEMAKE_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sizepenalty-setup
 
-.PHONY: setup run test lint clean-results
+.PHONY: setup run test test-slurm lint clean-results
 
 # Re-runs pip only when the dependency declaration changed (or the venv is new).
 $(STAMP): pyproject.toml
@@ -29,13 +29,18 @@ setup: $(STAMP)
 run: setup
 	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_DISABLE_TELEMETRY=true $(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 
+# The SLURM test starts its own single-node cluster: it runs separately (needs munge + slurm-wlm).
 test: setup
-	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest -q
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest -q -m "not slurm"
+
+test-slurm: setup
+	MLFLOW_DISABLE_TELEMETRY=true timeout -k 15 900 $(BIN)/python -m pytest -q -m slurm -rs
 
 lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/snakefmt --check Snakefile workflow
-	$(BIN)/snakemake --lint
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --lint
+	$(BIN)/hadolint Dockerfile
 
 clean-results:
 	rm -rf results .snakemake

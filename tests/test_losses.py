@@ -307,3 +307,24 @@ def test_overrides_and_unknown_hyperparameter():
     assert build_loss("DTS", tau=300).terms["S"].tau == 300
     with pytest.raises(TypeError, match="unknown loss hyper-parameter"):
         build_loss("DTS", taux=300)
+
+
+def test_size_warmup_ramps_only_the_combined_size_term():
+    from sizepenalty.losses import size_warmup_scale
+
+    assert size_warmup_scale(0, 100, 0.0) == 1.0  # thesis: full weight from the first step
+    assert size_warmup_scale(0, 100, 0.5) == 0.0
+    assert size_warmup_scale(25, 100, 0.5) == 0.5
+    assert size_warmup_scale(80, 100, 0.5) == 1.0
+    torch.manual_seed(0)
+    z = torch.randn(2, 1, 4, 8, 8)
+    y = (torch.rand(2, 1, 4, 8, 8) > 0.8).float()
+    dts = build_loss("DTS")
+    full = dts(z, y)[1]["S"]
+    dts.size_scale = 0.25
+    total, parts = dts(z, y)
+    assert torch.isclose(parts["S"], 0.25 * full)
+    assert torch.isclose(total, parts["D"] + parts["T"] + parts["S"])
+    alone = build_loss("S")
+    alone.size_scale = 0.0  # never silences S on its own: it would have no gradient at all
+    assert torch.isclose(alone(z, y)[0], build_loss("S")(z, y)[0])

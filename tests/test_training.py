@@ -80,11 +80,12 @@ def test_thesis_model_parameter_count():
 
 
 def test_model_output_shape_and_prior():
-    m = build_model(4, 3).eval()
+    m = build_model(4, 3, prior_prob=0.01).eval()
     with torch.no_grad():
         y = m(torch.zeros(1, 3, 8, 16, 16))
     assert y.shape == (1, 1, 8, 16, 16)
     assert float(torch.sigmoid(y).mean()) < 0.1  # starts near the 1 % foreground prior
+    assert float(build_model(4, 3).head.bias.detach()[0]) == 0.0  # default: the usual zero bias (thesis)
 
 
 def test_patch_plan_sizes_and_positive_ratio():

@@ -1,34 +1,18 @@
 """The Snakemake DAG end to end on a tiny study (2 combinations x 2 folds, 1 epoch)."""
 
-import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from workflow_helpers import SNAKEMAKE, copy_workflow, snakemake_env
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-
-
-def _env():
-    return dict(
-        os.environ,
-        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        MLFLOW_DISABLE_TELEMETRY="true",
-    )
+_env = snakemake_env
 
 
 @pytest.mark.slow
 def test_tiny_study_runs_end_to_end_and_is_lint_clean(tmp_path):
-    work = tmp_path / "wf"
-    shutil.copytree(ROOT / "workflow", work / "workflow")
-    shutil.copytree(ROOT / "envs", work / "envs")
-    shutil.copy(ROOT / "Snakefile", work / "Snakefile")
-    shutil.copy(ROOT / "config.yaml", work / "config.yaml")
+    work = copy_workflow(tmp_path / "wf")
     tiny = {
         "study": "tiny",
         "dataset": {"synthetic": {"cases": 6, "shape": [16, 32, 32]}},
@@ -50,6 +34,52 @@ def test_tiny_study_runs_end_to_end_and_is_lint_clean(tmp_path):
     assert set(cases["combo"]) == {"D", "DTS"} and set(cases["fold"]) == {0, 1}
     assert len(list((study / "predictions/DTS/fold0").glob("*_pred.nii.gz"))) >= 1
     assert (study / "runs/D/fold1/last.pt").exists() and (study / "mlflow.db").exists()
+    # Tables, figures, report and explainer.
+    for name in ("table_extra", "table_pairs", "table_strata", "table_thesis"):
+        assert (study / f"tables/{name}.csv").exists() and (study / f"tables/{name}.tex").exists()
+    for fig in ("fig_3_1_spl", "fig_5_1_improvement", "fig_5_2_curves"):
+        assert (study / f"figures/{fig}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (study / f"figures/{fig}.pdf").read_bytes()[:5] == b"%PDF-"
+    html = (study / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "data:image/png;base64," in html
+    assert "Side by side with the thesis" in html and "<script" not in html
+    assert "DATA = {" in (study / "explainer.html").read_text()
+    # MLflow: a parent run, one child per (combo, fold) with test metrics, tables on the parent.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{study / 'mlflow.db'}")
+    parent = (study / "mlflow_parent_run.txt").read_text().strip()
+    exp = client.get_experiment_by_name("sizepenalty")
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted(r.info.run_name for r in children) == [
+        "D-fold0",
+        "D-fold1",
+        "DTS-fold0",
+        "DTS-fold1",
+    ]
+    assert all("test_dice" in r.data.metrics and r.info.status == "FINISHED" for r in children)
+    artifacts = [a.path for a in client.list_artifacts(parent, "tables")]
+    assert "tables/table_main.csv" in artifacts and "tables/mlflow_runs.md" in artifacts
+    assert str(client.get_experiment(exp.experiment_id).artifact_location).startswith(
+        study.resolve().as_uri()
+    )
+    compare = subprocess.run(
+        [str(SNAKEMAKE.with_name("sizepenalty")), "compare", "-c", "results/tiny/config.effective.yaml"],
+        cwd=work, env=_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert compare.returncode == 0, compare.stderr
+    assert compare.stdout.count("FINISHED") == 4 and "test_dice" in compare.stdout
+    # Snakemake's own report.
+    rep = subprocess.run(
+        [*cmd, "--report", "sm_report.zip"],
+        cwd=work,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    assert (work / "sm_report.zip").stat().st_size > 10_000
     # Nothing left to do on a second call.
     again = subprocess.run(
         [*cmd, "-n"], cwd=work, env=_env(), capture_output=True, text=True, timeout=120
@@ -58,7 +88,13 @@ def test_tiny_study_runs_end_to_end_and_is_lint_clean(tmp_path):
     # Changing tau reruns the size-penalty trainings only.
     (work / "tau.yaml").write_text(yaml.safe_dump({"losses": {"tau": 300}}))
     dry = subprocess.run(
-        [*cmd, "tau.yaml", "-n"], cwd=work, env=_env(), capture_output=True, text=True, timeout=120
+        [*cmd, "tau.yaml", "-n", "-p"],
+        cwd=work,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     text = dry.stdout + dry.stderr
-    assert "runs/DTS/fold0/done.json" in text and "runs/D/fold0/done.json" not in text
+    trainings = [line for line in text.splitlines() if "sizepenalty train " in line]
+    assert len(trainings) == 2 and all("--combo DTS" in line for line in trainings), trainings

@@ -392,6 +392,15 @@ def _load_fold(path: str, k: int) -> dict:
     return folds[k]
 
 
+def _tracker(cfg):
+    """The study's failure-tolerant MLflow tracker (artifacts beside the SQLite store)."""
+    from sizepenalty.tracking import Tracker
+
+    return Tracker(
+        cfg.tracking_uri(), cfg.tracking.experiment, cfg.tracking.enabled, cfg.artifact_location()
+    )
+
+
 def _check_combo(cfg, combo: str) -> str:
     from sizepenalty.combos import LossCodeError, canonical_name, combo_id
 
@@ -419,6 +428,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="settings hash; a run made with another one restarts from epoch 0",
     )
     p.add_argument("--max-epochs", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--no-predict",
+        action="store_true",
+        help="do not leave validation/test probabilities in the run folder for the infer stage",
+    )
 
 
 @command(
@@ -430,7 +444,7 @@ def _train(args: argparse.Namespace) -> int:
     from sizepenalty import __version__
     from sizepenalty.combos import combo_id
     from sizepenalty.config import load_config
-    from sizepenalty.tracking import Tracker, flatten, git_commit
+    from sizepenalty.tracking import flatten, git_commit
     from sizepenalty.train import train
 
     cfg = load_config(args.config)
@@ -444,7 +458,7 @@ def _train(args: argparse.Namespace) -> int:
     reset_if_stale(
         run_dir, fingerprint
     )  # before reading the MLflow run id: a reset starts a new run
-    tracker = Tracker(cfg.tracking_uri(), cfg.tracking.experiment, cfg.tracking.enabled)
+    tracker = _tracker(cfg)
     id_file = run_dir / "mlflow_run_id.txt"
     parent = (
         Path(args.parent_run_file).read_text().strip()
@@ -493,6 +507,11 @@ def _train(args: argparse.Namespace) -> int:
     tracker.log_metrics({"best_val_dice": result.best_score, "best_epoch": result.best_epoch})
     if result.epochs_done == cfg.train.epochs:
         tracker.end("FINISHED")
+        if not args.no_predict:
+            from sizepenalty.infer import predict_into_run
+
+            n = predict_into_run(cfg, name, fold, args.pre_dir, run_dir)
+            print(f"{name} fold {args.fold}: {n} probability map(s) left for the infer stage")
     return 0
 
 
@@ -501,6 +520,11 @@ def _infer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", required=True)
     p.add_argument("--out-dir", required=True, help="probability maps (float16) for val/ and test/")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument(
+        "--recompute",
+        action="store_true",
+        help="always run the network, even when the training job left matching probabilities",
+    )
 
 
 @command(
@@ -510,19 +534,19 @@ def _infer_args(p: argparse.ArgumentParser) -> None:
 )
 def _infer(args: argparse.Namespace) -> int:
     from sizepenalty.config import load_config
-    from sizepenalty.infer import predict_fold
+    from sizepenalty.infer import predict_fold, reuse_predictions
 
     cfg = load_config(args.config)
     name = _check_combo(cfg, args.combo)
-    n = predict_fold(
-        cfg,
-        name,
-        _load_fold(args.folds, args.fold),
-        args.pre_dir,
-        args.run_dir,
-        args.out_dir,
-        args.device,
-    )
+    fold = _load_fold(args.folds, args.fold)
+    n = None if args.recompute else reuse_predictions(cfg, name, fold, args.run_dir, args.out_dir)
+    if n is not None:
+        print(
+            f"{name} fold {args.fold}: {n} probability map(s) made by the training job from the same "
+            f"checkpoint and inference settings -> {args.out_dir}"
+        )
+        return 0
+    n = predict_fold(cfg, name, fold, args.pre_dir, args.run_dir, args.out_dir, args.device)
     print(f"{name} fold {args.fold}: {n} probability map(s) -> {args.out_dir}")
     return 0
 
@@ -550,35 +574,42 @@ def _evalfold_args(p: argparse.ArgumentParser) -> None:
     _evalfold_args,
 )
 def _evaluate_fold(args: argparse.Namespace) -> int:
+    import csv
+    import io
     from pathlib import Path
-
-    import pandas as pd
 
     from sizepenalty.config import load_config
     from sizepenalty.data.io import write_json_atomic, write_text_atomic
     from sizepenalty.infer import evaluate_fold
 
+    # No pandas/MLflow here: this runs once per (combo, fold); the aggregate step attaches the
+    # test metrics to every training's MLflow run in one go (or --run-dir does it here).
     cfg = load_config(args.config)
     name = _check_combo(cfg, args.combo)
     t, scores, rows = evaluate_fold(
         cfg, name, _load_fold(args.folds, args.fold), args.pre_dir, args.prob_dir, args.nifti_dir
     )
-    table = pd.DataFrame(rows)
-    write_text_atomic(args.out, table.to_csv(index=False))
+    buf = io.StringIO()
+    writer = csv.DictWriter(
+        buf, fieldnames=list(rows[0]) if rows else ["case_id"], lineterminator="\n"
+    )
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(args.out, buf.getvalue())
     write_json_atomic(
         args.threshold_out,
         {"threshold": t, "val_dice_by_threshold": {str(k): v for k, v in scores.items()}},
     )
     if args.run_dir and (Path(args.run_dir) / "mlflow_run_id.txt").exists():
-        from sizepenalty.tracking import Tracker
+        from sizepenalty.tracking import test_metrics
 
-        tracker = Tracker(cfg.tracking_uri(), cfg.tracking.experiment, cfg.tracking.enabled)
+        tracker = _tracker(cfg)
         tracker.run_id = (Path(args.run_dir) / "mlflow_run_id.txt").read_text().strip()
-        numeric = table.select_dtypes("number").drop(columns=["fold"], errors="ignore").mean()
-        tracker.log_metrics({f"test_{k}": v for k, v in numeric.items()} | {"threshold": t})
+        tracker.log_metrics(test_metrics(rows) | {"threshold": t})
         tracker.log_artifact(args.out)
+    dice = sum(r["dice"] for r in rows) / len(rows) if rows else float("nan")
     print(
-        f"{name} fold {args.fold}: threshold {t} (val Dice {scores[t]:.4f}); test Dice {table['dice'].mean():.4f} over {len(table)} case(s)"
+        f"{name} fold {args.fold}: threshold {t} (val Dice {scores[t]:.4f}); test Dice {dice:.4f} over {len(rows)} case(s)"
     )
     return 0
 
@@ -595,14 +626,14 @@ def _study_run(args: argparse.Namespace) -> int:
     from sizepenalty import __version__
     from sizepenalty.config import load_config
     from sizepenalty.data.io import write_text_atomic
-    from sizepenalty.tracking import Tracker, flatten
+    from sizepenalty.tracking import flatten
 
     cfg = load_config(args.config)
     out = Path(args.out)
     if out.exists() and out.read_text().strip():
         print(f"parent run {out.read_text().strip()} exists")
         return 0
-    tracker = Tracker(cfg.tracking_uri(), cfg.tracking.experiment, cfg.tracking.enabled)
+    tracker = _tracker(cfg)
     run_id = tracker.start(
         f"study-{cfg.study}", tags={"study": cfg.study, "sizepenalty_version": __version__}
     )
@@ -621,12 +652,20 @@ def _aggregate_args(p: argparse.ArgumentParser) -> None:
         "--metrics", nargs="+", required=True, help="per-case metric CSVs from evaluate-fold"
     )
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--parent-run-file", default=None)
+    p.add_argument("--parent-run-file", default=None, help="attach the tables to this MLflow run")
+    p.add_argument(
+        "--runs-dir",
+        default=None,
+        help="training run folders (<combo>/fold<k>/): add each fold's test metrics to its MLflow run",
+    )
+
+
+TABLE_FILES = ("table_main", "table_extra", "table_pairs", "table_strata", "table_thesis")
 
 
 @command(
     "aggregate",
-    "thesis-style tables (Table 5.1 analogue) from the per-case metrics",
+    "thesis-style tables, paired statistics and the thesis side-by-side from per-case metrics",
     _aggregate_args,
 )
 def _aggregate(args: argparse.Namespace) -> int:
@@ -636,7 +675,8 @@ def _aggregate(args: argparse.Namespace) -> int:
 
     from sizepenalty.config import load_config
     from sizepenalty.data.io import write_text_atomic
-    from sizepenalty.report.tables import main_table, to_latex, to_markdown
+    from sizepenalty.data.summary import stratum_labels
+    from sizepenalty.report import tables as T
 
     cfg = load_config(args.config)
     frames = []
@@ -646,20 +686,258 @@ def _aggregate(args: argparse.Namespace) -> int:
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise UserError(f"{path}: cannot read per-case metrics: {exc}") from None
     cases = pd.concat(frames, ignore_index=True)
+    missing = sorted({"combo", "fold", "case_id", "stratum", "dice"} - set(cases.columns))
+    if missing:
+        raise UserError(f"{args.metrics[0]}: per-case metrics lack column(s) {', '.join(missing)}")
     out = Path(args.out_dir)
+    main = T.main_table(cases, cfg.combo_names)
+    extra = T.extra_table(cases, cfg.combo_names)
+    pairs = T.pair_table(cases, cfg.report.pairs, cfg.report.bootstrap, seed=cfg.seed)
+    strata = T.strata_table(cases, cfg.report.pairs, stratum_labels(cfg.metrics.strata_ml))
+    thesis = T.thesis_side_by_side(main)
     write_text_atomic(out / "per_case_metrics.csv", cases.to_csv(index=False))
-    table = main_table(cases, cfg.combo_names)
-    write_text_atomic(out / "table_main.csv", table.to_csv(index=False))
-    write_text_atomic(out / "table_main.md", to_markdown(table) + "\n")
-    write_text_atomic(out / "table_main.tex", to_latex(table))
-    if args.parent_run_file and Path(args.parent_run_file).exists():
-        from sizepenalty.tracking import Tracker
+    write_text_atomic(out / "table_main.md", T.to_markdown(main) + "\n")
+    write_text_atomic(out / "table_main.tex", T.to_latex(main))
+    write_text_atomic(out / "table_extra.md", T.to_markdown(extra, T.EXTRA_COLUMNS) + "\n")
+    write_text_atomic(out / "table_extra.tex", T.to_latex(extra, T.EXTRA_COLUMNS))
+    for name, frame in (("table_pairs", pairs), ("table_strata", strata), ("table_thesis", thesis)):
+        write_text_atomic(out / f"{name}.md", T.frame_markdown(frame) + "\n")
+        write_text_atomic(out / f"{name}.tex", T.frame_latex(frame))
+    for name, frame in zip(TABLE_FILES, (main, extra, pairs, strata, thesis)):
+        write_text_atomic(out / f"{name}.csv", frame.to_csv(index=False))
+    _track_aggregate(cfg, args, cases, out)
+    print(T.to_markdown(main))
+    if len(pairs):
+        print("\n" + T.frame_markdown(pairs[["Baseline", "Candidate", "Metric", "Delta", "Direction", "CI low", "CI high", "p (Holm)"]]))  # fmt: skip
+    return 0
 
-        tracker = Tracker(cfg.tracking_uri(), cfg.tracking.experiment, cfg.tracking.enabled)
-        tracker.run_id = Path(args.parent_run_file).read_text().strip() or None
-        for name in ("table_main.csv", "table_main.md", "per_case_metrics.csv"):
-            tracker.log_artifact(out / name, "tables")
-    print(to_markdown(table))
+
+def _track_aggregate(cfg, args, cases, out) -> None:
+    """Test metrics onto each training's MLflow run; tables and the run comparison onto the parent."""
+    from pathlib import Path
+
+    from sizepenalty.combos import combo_id
+    from sizepenalty.tracking import compare_runs, test_metrics
+
+    if not cfg.tracking.enabled:
+        return
+    tracker = _tracker(cfg)
+    if args.runs_dir:
+        for (combo, fold), group in cases.groupby(["combo", "fold"]):
+            id_file = Path(args.runs_dir) / combo_id(combo) / f"fold{fold}" / "mlflow_run_id.txt"
+            if not id_file.exists():
+                continue
+            tracker.run_id = id_file.read_text().strip()
+            rows = group.to_dict("records")
+            tracker.log_metrics(
+                test_metrics(rows) | {"threshold": float(group["threshold"].iloc[0])}
+            )
+    parent = Path(args.parent_run_file) if args.parent_run_file else None
+    if parent is None or not parent.exists() or not parent.read_text().strip():
+        return
+    tracker.run_id = parent.read_text().strip()
+    from sizepenalty.data.io import write_text_atomic
+
+    comparison = compare_runs(tracker, tracker.run_id)
+    if comparison is not None:
+        shown = comparison.drop(columns=["run_id", "experiment_id"])
+        write_text_atomic(
+            out / "mlflow_runs.md",
+            shown.to_markdown(index=False, floatfmt=".4f", missingval="–") + "\n",
+        )
+        write_text_atomic(out / "mlflow_runs.csv", comparison.to_csv(index=False))
+    for f in sorted(out.glob("*")):
+        if f.suffix in (".csv", ".md", ".tex"):
+            tracker.log_artifact(f, "tables")
+    tracker.log_metrics(
+        {f"mean_test_{m}": float(cases[m].mean()) for m in ("dice", "pq", "rve") if m in cases}
+    )
+
+
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    p.add_argument("--uri", default=None, help="tracking URI (default: from the config)")
+    p.add_argument(
+        "--parent",
+        default=None,
+        help="parent run id (default: the study's, from its results folder)",
+    )
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        default=["best_val_dice", "test_dice", "test_pq", "test_rve", "test_fn", "test_fp"],
+        help="metric columns to show",
+    )
+    p.add_argument("--format", choices=("markdown", "csv"), default="markdown")
+
+
+@command(
+    "compare", "table of the study's MLflow runs (one per combination and fold)", _compare_args
+)
+def _compare(args: argparse.Namespace) -> int:
+    from sizepenalty.config import load_config
+    from sizepenalty.tracking import Tracker, run_table
+
+    cfg = load_config(args.config)
+    uri = args.uri or cfg.tracking_uri()
+    parent = args.parent
+    parent_file = cfg.study_dir / "mlflow_parent_run.txt"
+    if parent is None and parent_file.exists():
+        parent = parent_file.read_text().strip() or None
+    tracker = Tracker(uri, cfg.tracking.experiment)
+    table = run_table(tracker.client(), cfg.tracking.experiment, parent, args.metrics)
+    if table is None:
+        raise UserError(f"{uri}: no experiment {cfg.tracking.experiment!r} in this tracking store")
+    table = table.drop(columns=["experiment_id"])
+    if args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    else:
+        print(table.to_markdown(index=False, floatfmt=".4f", missingval="–"))
+    return 0
+
+
+# ----------------------------------------------------------------------------- figures and report
+
+
+def _figures_args(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    p.add_argument("--tables-dir", required=True, help="output folder of `sizepenalty aggregate`")
+    p.add_argument("--runs-dir", required=True, help="training run folders (epochs.csv)")
+    p.add_argument("--probs-dir", required=True, help="probability maps from `sizepenalty infer`")
+    p.add_argument("--metrics-dir", required=True, help="per-fold thresholds from evaluate-fold")
+    p.add_argument("--pre-dir", required=True, help="preprocessed cases")
+    p.add_argument("--out-dir", required=True)
+
+
+@command("figures", "Figs. 3.1, 5.1, 5.2 and the case overlays (PNG + PDF)", _figures_args)
+def _figures(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from sizepenalty.combos import canonical_name, combo_id
+    from sizepenalty.config import load_config
+    from sizepenalty.data.preprocess import load_preprocessed
+    from sizepenalty.report import figures as F
+
+    cfg = load_config(args.config)
+    tables, out = Path(args.tables_dir), Path(args.out_dir)
+    try:
+        cases = pd.read_csv(tables / "per_case_metrics.csv")
+        pairs = (
+            pd.read_csv(tables / "table_pairs.csv")
+            if (tables / "table_pairs.csv").stat().st_size > 1
+            else pd.DataFrame()
+        )
+        strata = (
+            pd.read_csv(tables / "table_strata.csv")
+            if (tables / "table_strata.csv").stat().st_size > 1
+            else pd.DataFrame()
+        )
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UserError(f"{tables}: cannot read the aggregate tables: {exc}") from None
+    tau = 600.0 if cfg.losses.tau == "auto" else float(cfg.losses.tau)
+    made = F.fig_spl(out / "fig_3_1_spl", tau, cfg.losses.eps, cfg.losses.cap)
+    if len(pairs):
+        made += F.fig_improvement(pairs, strata, out / "fig_5_1_improvement")
+    else:
+        made += F.fig_improvement(pd.DataFrame(columns=["Baseline", "Candidate", "Metric"]),
+                                  pd.DataFrame(columns=["Baseline", "Candidate"]), out / "fig_5_1_improvement")  # fmt: skip
+    curves = [
+        c
+        for c in cfg.report.curves
+        if canonical_name(c) in {canonical_name(x) for x in cfg.combo_names}
+    ]
+    made += F.fig_curves(args.runs_dir, curves, out / "fig_5_2_curves")
+    small = cfg.metrics.strata_ml[-1]
+    for i, (a, b) in enumerate(cfg.report.pairs):
+        a, b = canonical_name(a), canonical_name(b)
+        row = F.pick_overlay_case(
+            cases.assign(combo=cases["combo"].map(canonical_name)), a, b, small
+        )
+        base = out / f"fig_overlay_{i + 1}"
+        if row is None:
+            plt = F._plt()
+            fig, ax = plt.subplots(figsize=(6, 1.5))
+            ax.text(
+                0.5,
+                0.5,
+                f"{a} vs {b}: no shared test case with a lesion below {small:g} mL",
+                ha="center",
+            )
+            ax.set_axis_off()
+            made += F.save(fig, base)
+            continue
+        fold, cid = int(row["fold"]), str(row["case_id"])
+        pre = load_preprocessed(Path(args.pre_dir) / f"{cid}.npz")
+        preds = []
+        for combo in (a, b):
+            t = json.loads(
+                (
+                    Path(args.metrics_dir) / combo_id(combo) / f"fold{fold}_threshold.json"
+                ).read_text()
+            )["threshold"]
+            prob = np.load(
+                Path(args.probs_dir) / combo_id(combo) / f"fold{fold}" / "test" / f"{cid}.npz"
+            )["prob"]
+            from sizepenalty.metrics import remove_small_components
+
+            preds.append(
+                remove_small_components(
+                    prob.astype(np.float32) >= t, cfg.infer.min_size, cfg.infer.connectivity
+                )
+            )
+        voxel_ml = float(np.prod(pre.spacing)) / 1000.0
+        made += F.fig_overlay(
+            row, a, b, pre.image[0], pre.mask > 0, preds[0], preds[1], voxel_ml, base
+        )
+    for path in made:
+        print(path)
+    return 0
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    p.add_argument("--tables-dir", required=True)
+    p.add_argument("--figures-dir", required=True)
+    p.add_argument("--out", required=True, help="the HTML report (self-contained)")
+
+
+@command(
+    "report",
+    "one self-contained HTML report: config, data, tables, figures, statistics, runs",
+    _report_args,
+)
+def _report(args: argparse.Namespace) -> int:
+    from sizepenalty.config import load_config
+    from sizepenalty.data.io import write_text_atomic
+    from sizepenalty.report.html import build_report
+
+    cfg = load_config(args.config)
+    html = build_report(cfg, args.tables_dir, args.figures_dir)
+    write_text_atomic(args.out, html)
+    print(f"report -> {args.out} ({len(html) / 1e6:.1f} MB)")
+    return 0
+
+
+def _explainer_args(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    p.add_argument("--out", required=True, help="the explainer page (one offline HTML file)")
+
+
+@command("explainer", "the interactive SPL explainer as one offline HTML page", _explainer_args)
+def _explainer(args: argparse.Namespace) -> int:
+    from sizepenalty.config import load_config
+    from sizepenalty.data.io import write_text_atomic
+    from sizepenalty.report.explainer import build_explainer
+
+    cfg = load_config(args.config)
+    tau = 600.0 if cfg.losses.tau == "auto" else float(cfg.losses.tau)
+    html = build_explainer(tau=tau, eps=cfg.losses.eps, cap=cfg.losses.cap)
+    write_text_atomic(args.out, html)
+    print(f"explainer -> {args.out}")
     return 0
 
 

@@ -252,6 +252,7 @@ class LossesConfig:
     tau_quantile: float
     eps: float
     cap: float
+    size_warmup: float
     gate: GateConfig
     weights: LossWeights
     tversky: TverskyConfig
@@ -266,6 +267,7 @@ class ModelConfig:
     dropout: float
     aspp: bool
     attention: bool
+    prior_prob: float
 
 
 @dataclass(frozen=True)
@@ -373,6 +375,15 @@ class StudyConfig:
         if self.tracking.uri:
             return self.tracking.uri
         return f"sqlite:///{(self.study_dir / 'mlflow.db').resolve()}"
+
+    def artifact_location(self) -> str | None:
+        """Where new MLflow experiments keep artifacts: next to the SQLite store in the study folder
+        (MLflow's own default is ./mlruns in the working directory); a tracking server decides
+        for itself (None)."""
+        uri = self.tracking_uri()
+        if uri.startswith("sqlite:") or uri.startswith("file:"):
+            return (self.study_dir / "mlartifacts").resolve().as_uri()
+        return None
 
     def digest(self) -> str:
         """Short stable hash of the full (defaults-filled) configuration."""

@@ -64,6 +64,72 @@ def predict_fold(
     return n
 
 
+PREDICTIONS_DIR = "predictions"
+"""Sub-folder of a training run where the training job leaves its own inference (see below)."""
+
+
+def prediction_key(cfg: StudyConfig, combo: str, run_dir: str | Path) -> dict[str, Any]:
+    """What a fold's probability maps depend on besides the data: the inference settings that
+    change them and the exact checkpoint (its SHA-256)."""
+    import hashlib
+
+    ic = cfg.infer
+    digest = hashlib.sha256((Path(run_dir) / "best.pt").read_bytes()).hexdigest()
+    return {
+        "roi": list(ic.roi),
+        "overlap": ic.overlap_for(combo),
+        "sw_batch_size": ic.sw_batch_size,
+        "tta": ic.tta,
+        "amp": cfg.train.amp,
+        "checkpoint_sha256": digest,
+    }
+
+
+def predict_into_run(
+    cfg: StudyConfig, combo: str, fold: dict[str, Any], pre_dir: str | Path, run_dir: str | Path
+) -> int:
+    """Run :func:`predict_fold` inside the training job, into ``run_dir/predictions``, keyed by
+    :func:`prediction_key`. The training process already holds the model and paid for importing
+    PyTorch/MONAI; the ``infer`` stage then only copies the maps (see :func:`reuse_predictions`)."""
+    import shutil
+
+    from sizepenalty.data.io import write_json_atomic
+
+    dest = Path(run_dir) / PREDICTIONS_DIR
+    shutil.rmtree(dest, ignore_errors=True)
+    n = predict_fold(cfg, combo, fold, pre_dir, run_dir, dest)
+    write_json_atomic(dest / "key.json", prediction_key(cfg, combo, run_dir))
+    return n
+
+
+def reuse_predictions(
+    cfg: StudyConfig, combo: str, fold: dict[str, Any], run_dir: str | Path, out_dir: str | Path
+) -> int | None:
+    """Copy the training job's probability maps to ``out_dir`` when they were made from the same
+    checkpoint with the same inference settings and cover the fold's cases; else ``None`` (and the
+    caller runs inference itself)."""
+    import json
+    import shutil
+
+    src = Path(run_dir) / PREDICTIONS_DIR
+    key_file = src / "key.json"
+    if not key_file.exists() or not (Path(run_dir) / "best.pt").exists():
+        return None
+    if json.loads(key_file.read_text()) != prediction_key(cfg, combo, run_dir):
+        return None
+    files = [src / split / f"{cid}.npz" for split in ("val", "test") for cid in fold[split]]
+    if not all(f.exists() for f in files):
+        return None
+    out_dir = Path(out_dir)
+    for f in files:
+        dest = out_dir / f.parent.name / f.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part")
+        shutil.copyfile(f, tmp)
+        tmp.replace(dest)
+    return len(files)
+
+
 def _postprocess(prob: np.ndarray, t: float, cfg: StudyConfig) -> np.ndarray:
     return remove_small_components(prob >= t, cfg.infer.min_size, cfg.infer.connectivity)
 

@@ -219,6 +219,10 @@ class CombinedLoss(nn.Module):
 
     ``terms`` maps each active letter to its *weighted* contribution (detached floats are left to the
     caller: the values keep their graph so they can also be back-propagated individually).
+
+    ``size_scale`` (default 1) multiplies the size term when it is combined with spatial terms; the
+    trainer ramps it from 0 to 1 when ``losses.size_warmup`` is set (see :func:`size_warmup_scale`).
+    S alone is never scaled: it would have no gradient at all.
     """
 
     def __init__(self, code: str, terms: dict[str, nn.Module], weights: dict[str, float]) -> None:
@@ -227,6 +231,7 @@ class CombinedLoss(nn.Module):
         self.name = canonical_name(code)
         self.terms = nn.ModuleDict(terms)
         self.weights = dict(weights)
+        self.size_scale = 1.0
 
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor
@@ -238,9 +243,25 @@ class CombinedLoss(nn.Module):
                 # Spatial terms also run in float32: MONAI's Dice/Tversky sums suffer in half precision.
                 with torch.autocast(device_type=logits.device.type, enabled=False):
                     value = self.terms[letter](logits.float(), target.float())
-                parts[letter] = self.weights[letter] * value
+                weight = self.weights[letter]
+                if letter == "S" and len(self.terms) > 1:
+                    weight = weight * self.size_scale
+                parts[letter] = weight * value
         total = torch.stack(list(parts.values())).sum()
         return total, parts
+
+
+def size_warmup_scale(step: int, total_steps: int, warmup: float) -> float:
+    """Linear ramp of the size term's weight: ``min(1, step / (warmup * total_steps))``; 1 when
+    ``warmup`` is 0 (the thesis setting). ``step`` counts optimizer steps from 0.
+
+    Why: with few optimisation steps the penalty (per-voxel gradient ~ 1/V_g on every voxel) outweighs
+    the spatial terms before they have localised anything and drives all probabilities down; a short
+    ramp lets Dice/Tversky/Focal act first, as they do over the thesis's 400 epochs.
+    """
+    if warmup <= 0:
+        return 1.0
+    return min(1.0, step / (warmup * total_steps))
 
 
 def build_loss(

@@ -39,7 +39,7 @@ class AttentionUNetASPP(nn.Module):
         dropout: float = 0.2,
         aspp: bool = True,
         attention: bool = True,
-        prior_prob: float = 0.01,
+        prior_prob: float = 0.5,
     ) -> None:
         super().__init__()
         if depth < 2:
@@ -96,8 +96,9 @@ class AttentionUNetASPP(nn.Module):
             )
             self.decoders.append(_conv_block(2 * chans[i - 1], chans[i - 1], dropout))
         self.head = nn.Conv3d(chans[0], out_channels, kernel_size=1)
-        # Prior-probability bias (Lin et al., focal loss): start predicting ~1% foreground instead
-        # of 50%, so early steps are not spent un-learning a half-lesion volume (lesions are sparse).
+        # Optional prior-probability bias (Lin et al., focal loss). Kept at 0.5 (zero bias) by
+        # default: a low prior puts the predicted volume within the size penalty's cap from the
+        # first step, and that term then drives every voxel down before Dice has localised anything.
         nn.init.constant_(self.head.bias, -math.log((1 - prior_prob) / prior_prob))
         self.attention = attention
 
@@ -121,8 +122,14 @@ def build_model(
     dropout: float = 0.2,
     aspp: bool = True,
     attention: bool = True,
+    prior_prob: float = 0.5,
 ) -> AttentionUNetASPP:
-    return AttentionUNetASPP(3, 1, base_filters, depth, dropout, aspp, attention)
+    return AttentionUNetASPP(3, 1, base_filters, depth, dropout, aspp, attention, prior_prob)
+
+
+def model_from_config(mc) -> AttentionUNetASPP:
+    """The network described by a :class:`sizepenalty.config.ModelConfig`."""
+    return build_model(mc.base_filters, mc.depth, mc.dropout, mc.aspp, mc.attention, mc.prior_prob)
 
 
 def count_parameters(model: nn.Module) -> int:

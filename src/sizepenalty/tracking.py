@@ -7,18 +7,32 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
-class Tracker:
-    """A thin, failure-tolerant wrapper around one MLflow run."""
+def _transient(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return "database is locked" in text or "database is busy" in text or "sqlite_busy" in text
 
-    def __init__(self, uri: str, experiment: str, enabled: bool = True) -> None:
+
+class Tracker:
+    """A thin, failure-tolerant wrapper around one MLflow run.
+
+    ``artifact_location`` is used only when this tracker creates the experiment.
+    """
+
+    RETRIES = 6
+
+    def __init__(
+        self, uri: str, experiment: str, enabled: bool = True, artifact_location: str | None = None
+    ) -> None:
         self.uri = uri
         self.experiment = experiment
+        self.artifact_location = artifact_location
         self.enabled = enabled
         self.run_id: str | None = None
         self._warned = False
@@ -34,11 +48,17 @@ class Tracker:
     def _guard(self, what: str, fn, *args, **kwargs) -> Any:
         if not self.enabled:
             return None
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - any tracking error must not stop the job
-            self._fail(what, exc)
-            return None
+        for attempt in range(self.RETRIES + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - any tracking error must not stop the job
+                # Concurrent jobs on one SQLite file can briefly find it locked: wait and retry
+                # before giving up on tracking for this job.
+                if attempt < self.RETRIES and _transient(exc):
+                    time.sleep(0.2 * 2**attempt)
+                    continue
+                self._fail(what, exc)
+                return None
 
     def client(self):
         if self._client is None:
@@ -53,7 +73,9 @@ class Tracker:
         if exp is not None:
             return exp.experiment_id
         try:
-            return client.create_experiment(self.experiment)
+            return client.create_experiment(
+                self.experiment, artifact_location=self.artifact_location
+            )
         except Exception:  # another job created it concurrently
             return client.get_experiment_by_name(self.experiment).experiment_id
 
@@ -95,7 +117,6 @@ class Tracker:
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         import math
-        import time
 
         from mlflow.entities import Metric
 
@@ -125,6 +146,61 @@ class Tracker:
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id:
             self._guard("end run", lambda: self.client().set_terminated(self.run_id, status=status))
+
+
+def test_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """``test_<metric>``: the mean over a fold's test cases of every numeric per-case metric."""
+    import math
+
+    sums: dict[str, list[float]] = {}
+    for row in rows:
+        for k, v in row.items():
+            if k in ("fold", "threshold") or isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if math.isfinite(float(v)):
+                sums.setdefault(k, []).append(float(v))
+    return {f"test_{k}": sum(v) / len(v) for k, v in sums.items() if v}
+
+
+RUN_COLUMNS = ("run", "combo", "fold", "status", "epochs", "minutes", "run_id", "experiment_id")
+
+
+def run_table(client, experiment: str, parent_id: str | None, metrics: list[str]):
+    """One row per training run of ``experiment`` (children of ``parent_id`` when given): name,
+    combination, fold, status, epochs logged, wall minutes and the requested metrics (latest
+    values), sorted by combination and fold. ``None`` when the experiment does not exist."""
+    import pandas as pd
+
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    query = f"tags.mlflow.parentRunId = '{parent_id}'" if parent_id else "params.combo != ''"
+    runs = client.search_runs([exp.experiment_id], query, max_results=5000)
+    rows = []
+    for r in runs:
+        end = r.info.end_time or r.info.start_time
+        row = {
+            "run": r.info.run_name,
+            "combo": r.data.params.get("combo", ""),
+            "fold": int(r.data.params.get("fold", -1)),
+            "status": r.info.status,
+            "epochs": len(client.get_metric_history(r.info.run_id, "train_loss")),
+            "minutes": round((end - r.info.start_time) / 60000, 2),
+            "run_id": r.info.run_id,
+            "experiment_id": r.info.experiment_id,
+        }
+        row.update({m: r.data.metrics.get(m, float("nan")) for m in metrics})
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=[*RUN_COLUMNS, *metrics])
+    return table.sort_values(["combo", "fold"], kind="stable").reset_index(drop=True)
+
+
+def compare_runs(tracker: Tracker, parent_id: str, metrics: list[str] | None = None):
+    """:func:`run_table` for a study's parent run, or ``None`` when tracking fails."""
+    metrics = metrics or ["best_val_dice", "test_dice", "test_pq", "test_rve"]
+    return tracker._guard(
+        "compare runs", run_table, tracker.client(), tracker.experiment, parent_id, metrics
+    )
 
 
 def git_commit(cwd: str | Path | None = None) -> str:

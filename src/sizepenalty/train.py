@@ -22,8 +22,8 @@ import torch
 from sizepenalty.config import StudyConfig
 from sizepenalty.data.io import atomic_path, write_json_atomic, write_text_atomic
 from sizepenalty.data.preprocess import load_preprocessed
-from sizepenalty.losses import estimate_tau
-from sizepenalty.model import build_model
+from sizepenalty.losses import estimate_tau, size_warmup_scale
+from sizepenalty.model import model_from_config
 from sizepenalty.sampling import PatchDataset, plan_epoch
 from sizepenalty.study import loss_from_config
 
@@ -187,7 +187,8 @@ def train(
         tau = estimate_tau([float(m.sum()) for m in train_v.masks], cfg.losses.tau_quantile)
     criterion = loss_from_config(cfg, combo, tau=tau, voxel_ml=train_v.voxel_ml)
     mc = cfg.model
-    model = build_model(mc.base_filters, mc.depth, mc.dropout, mc.aspp, mc.attention).to(dev)
+    # channels-last 3D: ~1.6x faster convolutions on CPU (oneDNN) and the layout cuDNN prefers.
+    model = model_from_config(mc).to(dev, memory_format=torch.channels_last_3d)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     steps = math.ceil(len(train_v.ids) * tc.patches_per_volume / tc.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -232,7 +233,11 @@ def train(
         sums = {"loss": 0.0, "D": 0.0, "T": 0.0, "F": 0.0, "S": 0.0}
         loader = _epoch_loader(train_v, batches, tc.augment, tc.workers)
         for b, (x, y) in enumerate(loader):
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            criterion.size_scale = size_warmup_scale(
+                epoch * steps + b, steps * tc.epochs, cfg.losses.size_warmup
+            )
+            x = x.to(dev, non_blocking=True, memory_format=torch.channels_last_3d)
+            y = y.to(dev, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(dev.type, dtype=amp[1], enabled=amp[0]):
                 logits = model(x)
@@ -306,6 +311,7 @@ RUN_FILES = (
     "epochs.csv",
     "train_meta.json",
     "mlflow_run_id.txt",
+    "predictions",
 )
 
 
@@ -328,8 +334,14 @@ def reset_if_stale(run_dir: Path, fingerprint: str) -> bool:
         return False
     if found == fingerprint:
         return False
+    import shutil
+
     for name in RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     return True
 
 
@@ -353,7 +365,7 @@ def load_model_for_inference(
 ) -> torch.nn.Module:
     """The best checkpoint (by validation Dice) of a finished run, in eval mode."""
     mc = cfg.model
-    model = build_model(mc.base_filters, mc.depth, mc.dropout, mc.aspp, mc.attention).to(device)
+    model = model_from_config(mc).to(device, memory_format=torch.channels_last_3d)
     ck = torch.load(Path(run_dir) / "best.pt", map_location=device, weights_only=True)
     model.load_state_dict(ck["model"])
     model.eval()

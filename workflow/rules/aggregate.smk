@@ -1,3 +1,6 @@
+TABLES = ["table_main", "table_extra", "table_pairs", "table_strata", "table_thesis"]
+
+
 rule aggregate:
     input:
         metrics=expand(
@@ -6,9 +9,27 @@ rule aggregate:
             fold=FOLDS,
         ),
         parent=os.path.join(STUDY, "mlflow_parent_run.txt"),
+        done=expand(
+            os.path.join(STUDY, "runs/{combo}/fold{fold}/done.json"),
+            combo=COMBO_IDS,
+            fold=FOLDS,
+        ),
     output:
         cases=os.path.join(STUDY, "tables/per_case_metrics.csv"),
         main=os.path.join(STUDY, "tables/table_main.md"),
+        tables=[
+            report(
+                os.path.join(STUDY, f"tables/{name}.csv"),
+                caption="../report/tables.rst",
+                category="Tables",
+            )
+            for name in TABLES
+        ],
+        tex=expand(os.path.join(STUDY, "tables/{name}.tex"), name=TABLES),
+        md=expand(
+            os.path.join(STUDY, "tables/{name}.md"),
+            name=["table_extra", "table_pairs", "table_strata", "table_thesis"],
+        ),
     log:
         os.path.join(STUDY, "logs/aggregate.log"),
     conda:
@@ -18,7 +39,11 @@ rule aggregate:
         runtime=10,
     params:
         tables=lambda w, output: os.path.dirname(output.main),
+        runs=lambda w, input: os.path.dirname(
+            os.path.dirname(os.path.dirname(input.done[0]))
+        ),
         config=CONFIG_ARG,
+        settings=config_hash({"report": CFG.raw["report"], "seed": CFG.raw["seed"]}),
     shell:
         "sizepenalty aggregate {params.config} --metrics {input.metrics} --out-dir {params.tables}"
-        " --parent-run-file {input.parent} > {log} 2>&1"
+        " --parent-run-file {input.parent} --runs-dir {params.runs} > {log} 2>&1"

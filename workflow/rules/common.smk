@@ -9,6 +9,11 @@ CFG = from_dict(config, source="config")
 STUDY = str(CFG.study_dir)
 COMBO_IDS = [combo_id(c) for c in CFG.combo_names]
 FOLDS = list(range(CFG.folds.k))
+# Training, inference, evaluation and figures read the preprocessed cases from here. They depend
+# on data/folds.json, which is made from every preprocessed case, so they run after preprocessing
+# and again when it changes, without each job listing all cases: that made planning a 185-case
+# study take 6.7 s (Snakemake re-resolves every job that calls the cohort checkpoint).
+PREPROCESSED = os.path.join(STUDY, "data/preprocessed")
 
 
 def _effective_config_file():
@@ -24,7 +29,7 @@ def _effective_config_file():
     return path
 
 
-CONFIG_ARG = "--config " + _effective_config_file()
+CONFIG_ARG = f"--config {_effective_config_file()}"
 
 
 wildcard_constraints:
@@ -50,7 +55,10 @@ def train_fingerprint(wildcards):
         or (k == "dice" and "D" in letters)
         or (k == "tversky" and "T" in letters)
         or (k == "focal" and "F" in letters)
-        or (k in ("tau", "tau_quantile", "cap", "gate") and "S" in letters)
+        or (
+            k in ("tau", "tau_quantile", "cap", "gate", "size_warmup")
+            and "S" in letters
+        )
     }
     keep = {
         "losses": losses,
@@ -63,9 +71,13 @@ def train_fingerprint(wildcards):
 
 
 def infer_fingerprint(wildcards):
-    return config_hash(
-        {"infer": CFG.raw["infer"], "overlap": CFG.infer.overlap_for(wildcards.combo)}
+    """The settings that change probability maps (thresholds and post-processing are evaluate's)."""
+    ic = CFG.raw["infer"]
+    keep = {k: ic[k] for k in ("roi", "sw_batch_size", "tta")}
+    keep.update(
+        overlap=CFG.infer.overlap_for(wildcards.combo), amp=CFG.raw["train"]["amp"]
     )
+    return config_hash(keep)
 
 
 def cohort_inputs(wildcards):

@@ -1,11 +1,7 @@
 rule evaluate:
     input:
         probs=os.path.join(STUDY, "probs/{combo}/fold{fold}"),
-        done=os.path.join(STUDY, "runs/{combo}/fold{fold}/done.json"),
         folds=os.path.join(STUDY, "data/folds.json"),
-        pre=lambda w: expand(
-            os.path.join(STUDY, "data/preprocessed/{case}.npz"), case=case_ids(w)
-        ),
     output:
         metrics=os.path.join(STUDY, "metrics/{combo}/fold{fold}.csv"),
         threshold=os.path.join(STUDY, "metrics/{combo}/fold{fold}_threshold.json"),
@@ -20,18 +16,18 @@ rule evaluate:
         mem_mb=2000,
         runtime=30,
     params:
-        rundir=lambda w, input: os.path.dirname(input.done),
-        predir=lambda w, input: os.path.dirname(input.pre[0]),
+        predir=PREPROCESSED,
         config=CONFIG_ARG,
         settings=config_hash(
             {
                 "metrics": CFG.raw["metrics"],
                 "thresholds": CFG.raw["infer"]["thresholds"],
                 "min_size": CFG.raw["infer"]["min_size"],
+                "connectivity": CFG.raw["infer"]["connectivity"],
             }
         ),
     shell:
         "sizepenalty evaluate-fold {params.config} --combo {wildcards.combo} --fold {wildcards.fold}"
         " --folds {input.folds} --pre-dir {params.predir} --prob-dir {input.probs}"
         " --out {output.metrics} --threshold-out {output.threshold}"
-        " --nifti-dir {output.nifti} --run-dir {params.rundir} > {log} 2>&1"
+        " --nifti-dir {output.nifti} > {log} 2>&1"

@@ -2,9 +2,6 @@ rule infer:
     input:
         done=os.path.join(STUDY, "runs/{combo}/fold{fold}/done.json"),
         folds=os.path.join(STUDY, "data/folds.json"),
-        pre=lambda w: expand(
-            os.path.join(STUDY, "data/preprocessed/{case}.npz"), case=case_ids(w)
-        ),
     output:
         probs=directory(os.path.join(STUDY, "probs/{combo}/fold{fold}")),
     log:
@@ -20,7 +17,7 @@ rule infer:
         gpu=1,
     params:
         rundir=lambda w, input: os.path.dirname(input.done),
-        predir=lambda w, input: os.path.dirname(input.pre[0]),
+        predir=PREPROCESSED,
         config=CONFIG_ARG,
         settings=infer_fingerprint,
     shell:

@@ -2,9 +2,6 @@ rule train:
     input:
         folds=os.path.join(STUDY, "data/folds.json"),
         parent=os.path.join(STUDY, "mlflow_parent_run.txt"),
-        pre=lambda w: expand(
-            os.path.join(STUDY, "data/preprocessed/{case}.npz"), case=case_ids(w)
-        ),
     output:
         # Only the done marker is declared: checkpoints in the run folder survive a kill, so a
         # rerun (--rerun-incomplete) resumes from the last epoch instead of epoch 0.
@@ -22,7 +19,7 @@ rule train:
         gpu=1,
     params:
         rundir=lambda w, output: os.path.dirname(output.done),
-        predir=lambda w, input: os.path.dirname(input.pre[0]),
+        predir=PREPROCESSED,
         config=CONFIG_ARG,
         settings=train_fingerprint,
     shell:

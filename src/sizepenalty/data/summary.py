@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where the table is built: evaluate only needs stratum_of
+    import pandas as pd
 
 
 def stratum_labels(edges_ml: Sequence[float]) -> list[str]:
@@ -27,6 +30,8 @@ def dataset_summary(
 ) -> pd.DataFrame:
     """Property/value table. ``stats`` has one row per case with the columns written by preprocess
     (``lesion_ml``, ``n_lesions``, ``shape``, ``spacing``, ``voxel_ml``)."""
+    import pandas as pd
+
     vols = stats["lesion_ml"].to_numpy(dtype=float)
     strata = [stratum_of(v, edges_ml) for v in vols]
     counts = {label: strata.count(label) for label in stratum_labels(edges_ml)}

@@ -21,43 +21,77 @@ def fold_means(cases: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     return cases.groupby(["combo", "fold"], sort=False)[list(metrics)].mean().reset_index()
 
 
-def main_table(cases: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
-    """Every combination x Table 5.1 metrics: mean over folds of the fold means, with the standard
-    deviation across folds (``<metric>_sd``); rows in the configured (thesis) order."""
-    metrics = [m for _, m, _ in MAIN_COLUMNS]
-    per_fold = fold_means(cases.assign(combo=cases["combo"].map(canonical_name)), metrics)
+# Extra metrics table: lesion-wise F1, volume-weighted Dice, absolute volume error, and the
+# concordance correlation coefficient of predicted vs reference volumes (computed per fold).
+EXTRA_COLUMNS = (
+    ("Lesion F1", "lesion_f1", True), ("vw-Dice", "vw_dice", True), ("CCC", "ccc", True),
+    ("AVE (mL)", "ave_ml", False),
+)  # fmt: skip
+
+
+def _with_fold_ccc(cases: pd.DataFrame) -> pd.DataFrame:
+    """Adds a ``ccc`` column: the fold's CCC of predicted vs reference volume (same for its cases)."""
+    per = {
+        key: ccc(g["vol_ref_ml"], g["vol_pred_ml"]) for key, g in cases.groupby(["combo", "fold"])
+    }
+    return cases.assign(ccc=[per[(c, f)] for c, f in zip(cases["combo"], cases["fold"])])
+
+
+def main_table(
+    cases: pd.DataFrame,
+    order: Sequence[str],
+    columns: Sequence[tuple[str, str, bool]] = MAIN_COLUMNS,
+) -> pd.DataFrame:
+    """Every combination x ``columns`` (default: the Table 5.1 metrics): mean over folds of the fold
+    means, with the standard deviation across folds (``<label>_sd``); rows in the configured (thesis)
+    order. Non-finite case values (e.g. no prediction for a surface metric) are skipped."""
+    cases = cases.assign(combo=cases["combo"].map(canonical_name))
+    if any(m == "ccc" for _, m, _ in columns):
+        cases = _with_fold_ccc(cases)
+    metrics = [m for _, m, _ in columns]
+    finite = cases.replace([float("inf"), float("-inf")], float("nan"))
+    per_fold = fold_means(finite, metrics)
     rows = []
     for combo in order:
         sub = per_fold[per_fold["combo"] == canonical_name(combo)]
         if sub.empty:
             continue
         row: dict[str, object] = {"Loss": canonical_name(combo), "folds": len(sub)}
-        for label, metric, _ in MAIN_COLUMNS:
+        for label, metric, _ in columns:
             row[label] = float(sub[metric].mean())
             row[f"{label}_sd"] = float(sub[metric].std(ddof=1)) if len(sub) > 1 else 0.0
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def best_rows(table: pd.DataFrame) -> dict[str, str]:
-    """The best combination per Table 5.1 column (direction-aware)."""
+def extra_table(cases: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
+    """Lesion F1, vw-Dice, CCC and AVE per combination (mean ± SD across folds)."""
+    return main_table(cases, order, EXTRA_COLUMNS)
+
+
+def best_rows(
+    table: pd.DataFrame, columns: Sequence[tuple[str, str, bool]] = MAIN_COLUMNS
+) -> dict[str, str]:
+    """The best combination per column (direction-aware; NaN ignored)."""
     out = {}
-    for label, _, higher in MAIN_COLUMNS:
-        if label in table and len(table):
+    for label, _, higher in columns:
+        if label in table and table[label].notna().any():
             idx = table[label].idxmax() if higher else table[label].idxmin()
             out[label] = str(table.loc[idx, "Loss"])
     return out
 
 
 def _fmt(label: str, value: float, sd: float) -> str:
-    digits = 2 if label in ("FP", "Missed") else 4
+    digits = 2 if label in ("FP", "Missed", "AVE (mL)") else 4
     return f"{value:.{digits}f} ± {sd:.{digits}f}"
 
 
-def to_markdown(table: pd.DataFrame) -> str:
+def to_markdown(
+    table: pd.DataFrame, columns: Sequence[tuple[str, str, bool]] = MAIN_COLUMNS
+) -> str:
     """Markdown with mean ± SD across folds; the best value per column in bold."""
-    best = best_rows(table)
-    labels = [label for label, _, _ in MAIN_COLUMNS]
+    best = best_rows(table, columns)
+    labels = [label for label, _, _ in columns]
     lines = ["| Loss | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
     for _, r in table.iterrows():
         cells = []
@@ -68,9 +102,10 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def to_latex(table: pd.DataFrame) -> str:
-    best = best_rows(table)
-    labels = [label for label, _, _ in MAIN_COLUMNS]
+def to_latex(table: pd.DataFrame, columns: Sequence[tuple[str, str, bool]] = MAIN_COLUMNS) -> str:
+    """LaTeX tabular with mean $\\pm$ SD across folds; the best value per column in bold."""
+    best = best_rows(table, columns)
+    labels = [label for label, _, _ in columns]
     lines = [
         r"\begin{tabular}{l" + "r" * len(labels) + "}",
         r"\hline",
@@ -92,11 +127,149 @@ def volume_ccc(cases: pd.DataFrame) -> dict[str, float]:
     return {str(c): ccc(g["vol_ref_ml"], g["vol_pred_ml"]) for c, g in cases.groupby("combo")}
 
 
+# ------------------------------------------------------------------ comparisons (Tables 5.2, 5.4/5.5)
+
+# Metrics compared between a baseline and a candidate: (label, per-case metric, higher is better).
+PAIR_METRICS = MAIN_COLUMNS + (("Lesion F1", "lesion_f1", True), ("AVE (mL)", "ave_ml", False))
+STRATUM_METRICS = (
+    ("Dice", "dice", True), ("RVE", "rve", False), ("FP", "fp", False), ("Missed", "fn", False),
+    ("PQ", "pq", True), ("SQ", "sq", True), ("RQ", "rq", True),
+)  # fmt: skip
+
+
+def _direction(delta: float, higher: bool) -> str:
+    if delta != delta or delta == 0:  # nan or exact tie
+        return "tie"
+    return "better" if (delta > 0) == higher else "worse"
+
+
+def pair_table(
+    cases: pd.DataFrame, pairs: Sequence[Sequence[str]], n_boot: int = 2000, seed: int = 0
+) -> pd.DataFrame:
+    """Table 5.2 analogue for every (baseline, candidate) pair and metric.
+
+    ``Baseline``/``Candidate`` values are the fold-mean averages (as in Table 5.1), ``Delta`` their
+    difference (candidate - baseline) and ``Direction`` whether that is better for the candidate.
+    Beyond the thesis: over the paired test cases, the mean difference, its bootstrap 95% CI, the
+    Wilcoxon signed-rank p and the Holm-adjusted p over all rows of the table (the family).
+    """
+    from sizepenalty.report.stats import bootstrap_ci, holm, paired, wilcoxon_p
+
+    cases = cases.assign(combo=cases["combo"].map(canonical_name))
+    rows = []
+    for base, cand in pairs:
+        base, cand = canonical_name(base), canonical_name(cand)
+        means = main_table(cases, [base, cand], PAIR_METRICS).set_index("Loss")
+        if base not in means.index or cand not in means.index:
+            continue
+        for label, metric, higher in PAIR_METRICS:
+            d = paired(cases, base, cand, metric)["diff"].to_numpy()
+            lo, hi = bootstrap_ci(d, n_boot, seed=seed)
+            delta = float(means.loc[cand, label] - means.loc[base, label])
+            rows.append({
+                "Baseline": base, "Candidate": cand, "Metric": label,
+                "Baseline value": float(means.loc[base, label]), "Candidate value": float(means.loc[cand, label]),
+                "Delta": delta, "Direction": _direction(delta, higher), "n cases": int(d.size),
+                "Case mean diff": float(d.mean()) if d.size else float("nan"),
+                "CI low": lo, "CI high": hi, "p": wilcoxon_p(d),
+            })  # fmt: skip
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["p (Holm)"] = holm(table["p"].tolist())
+    return table
+
+
+def strata_table(
+    cases: pd.DataFrame, pairs: Sequence[Sequence[str]], strata: Sequence[str]
+) -> pd.DataFrame:
+    """Tables 5.4/5.5 analogue: per pair and size stratum (the case's total reference volume), the
+    number of paired test cases and each metric's mean over those cases for baseline and candidate,
+    with the delta (candidate - baseline). Strata with no case are listed with n = 0."""
+    from sizepenalty.report.stats import paired
+
+    cases = cases.assign(combo=cases["combo"].map(canonical_name))
+    rows = []
+    for base, cand in pairs:
+        base, cand = canonical_name(base), canonical_name(cand)
+        for stratum in strata:
+            sub = cases[cases["stratum"] == stratum]
+            row: dict[str, object] = {"Baseline": base, "Candidate": cand, "Stratum": stratum}
+            n = 0
+            for label, metric, _ in STRATUM_METRICS:
+                d = paired(sub, base, cand, metric)
+                n = max(n, len(d))
+                b, c = (
+                    (float(d["base"].mean()), float(d["cand"].mean()))
+                    if len(d)
+                    else (float("nan"),) * 2
+                )
+                row[f"{label} base"], row[f"{label} cand"], row[f"{label} delta"] = b, c, c - b
+            row["n"] = n
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def thesis_side_by_side(table: pd.DataFrame) -> pd.DataFrame:
+    """Our Table 5.1 means next to the thesis's (proprietary cohort), per combination and column.
+    Different data: the two are not expected to agree; the labels say so."""
+    from sizepenalty.report.thesis import COLUMNS, TABLE_5_1
+
+    rows = []
+    for _, r in table.iterrows():
+        ref = TABLE_5_1.get(str(r["Loss"]))
+        row: dict[str, object] = {"Loss": r["Loss"]}
+        for i, col in enumerate(COLUMNS):
+            row[f"{col} (this study)"] = float(r[col]) if col in r else float("nan")
+            row[f"{col} (thesis, proprietary)"] = ref[i] if ref else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def frame_markdown(frame: pd.DataFrame, digits: int = 4) -> str:
+    """A plain Markdown table of any frame (floats rounded, NaN shown as an en dash)."""
+    return frame.to_markdown(index=False, floatfmt=f".{digits}f", missingval="–")
+
+
+def frame_latex(frame: pd.DataFrame, digits: int = 4) -> str:
+    """A plain LaTeX tabular of any frame (no extra packages needed)."""
+
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return "--" if v != v else f"{v:.{digits}f}"
+        return (
+            str(v)
+            .replace("&", r"\&")
+            .replace("%", r"\%")
+            .replace("_", r"\_")
+            .replace("<", "$<$")
+            .replace("≥", "$\\geq$")
+        )
+
+    cols = list(frame.columns)
+    lines = [
+        r"\begin{tabular}{" + "l" * len(cols) + "}",
+        r"\hline",
+        " & ".join(cell(c) for c in cols) + r" \\",
+        r"\hline",
+    ]
+    lines += [" & ".join(cell(v) for v in row) + r" \\" for row in frame.itertuples(index=False)]
+    return "\n".join(lines + [r"\hline", r"\end{tabular}", ""])
+
+
 __all__ = [
+    "EXTRA_COLUMNS",
     "MAIN_COLUMNS",
+    "PAIR_METRICS",
+    "STRATUM_METRICS",
     "best_rows",
+    "extra_table",
     "fold_means",
+    "frame_latex",
+    "frame_markdown",
     "main_table",
+    "pair_table",
+    "strata_table",
+    "thesis_side_by_side",
     "to_latex",
     "to_markdown",
     "volume_ccc",

@@ -1,0 +1,244 @@
+"""The thesis's figures, regenerated from a study's outputs (PNG + PDF, readable in grayscale).
+
+* Fig. 3.1 :func:`fig_spl` — SPL components from the package's own loss (:func:`spl_curves`).
+* Fig. 5.1 :func:`fig_improvement` — relative improvement of candidate vs baseline, per stratum.
+* Fig. 5.2 :func:`fig_curves` — training curves (loss terms, validation Dice) from epochs.csv.
+* Figs. 5.3/5.4 :func:`fig_overlay` — one DWI slice through a small lesion with the reference and
+  two combinations' predictions, chosen where the two differ most.
+
+Styles never rely on colour alone: line styles, markers and hatches separate the series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+GRAYS = ("0.0", "0.35", "0.6", "0.8")
+LINES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D")
+HATCHES = ("", "//", "..", "xx")
+# Metrics where a lower value is better: their improvement is plotted as a relative reduction.
+LOWER_IS_BETTER = {"RVE", "ASSD", "FP", "Missed", "AVE (mL)"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(
+        {"font.size": 9, "axes.grid": True, "grid.color": "0.9", "savefig.dpi": 150}
+    )
+    return plt
+
+
+def save(fig, base: str | Path) -> list[Path]:
+    """Write ``base``.png and ``base``.pdf atomically; returns both paths."""
+    from sizepenalty.data.io import atomic_path
+
+    out = []
+    for ext in ("png", "pdf"):
+        path = Path(f"{base}.{ext}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, bbox_inches="tight")
+        out.append(path)
+    _plt().close(fig)
+    return out
+
+
+def fig_spl(
+    base: str | Path, tau: float = 600.0, eps: float = 1e-5, cap: float = 10.0
+) -> list[Path]:
+    """Fig. 3.1: (a) size weight exp(-V_g/tau), (b) relative error, (c) clamped loss, (d) gradient
+    magnitude w.r.t. V_p before the cap (solid) and with it (dashed), for several V_g."""
+    from sizepenalty.losses import spl_curves
+
+    plt = _plt()
+    vg_axis = np.linspace(1, 5 * tau, 400)
+    ratio = np.linspace(0.0, 4.0, 401)
+    sizes = [v for v in (20.0, 100.0, 600.0, 2000.0)]
+    curves = spl_curves(sizes, ratio, tau, eps, cap)
+    weight = spl_curves(vg_axis, [1.0], tau, eps, cap)["weight"][:, 0]
+    fig, ax = plt.subplots(2, 2, figsize=(8, 6))
+    ax[0, 0].plot(vg_axis, weight, color="0", lw=1.5)
+    ax[0, 0].axvline(tau, color="0.5", ls=":", lw=1)
+    ax[0, 0].set(title="(a) size weight exp(-V_g/τ)", xlabel="V_g (voxels)", ylabel="weight")
+    for i, vg in enumerate(sizes):
+        style = dict(color=GRAYS[i], ls=LINES[i], lw=1.5, label=f"V_g = {vg:g}")
+        ax[0, 1].plot(ratio, curves["rel_error"][i], **style)
+        ax[1, 0].plot(ratio, curves["loss"][i], **style)
+        ax[1, 1].semilogy(ratio, np.abs(curves["grad_precap"][i]) + 1e-12, **style)
+        ax[1, 1].semilogy(ratio, np.abs(curves["grad"][i]) + 1e-12, color=GRAYS[i], ls="none",
+                          marker=MARKERS[i], markevery=40, ms=3)  # fmt: skip
+    ax[0, 1].set(
+        title="(b) relative error |V_p-V_g|/(V_g+ε)", xlabel="V_p / V_g", ylabel="relative error"
+    )
+    ax[1, 0].axhline(cap, color="0.5", ls=":", lw=1)
+    ax[1, 0].set(title=f"(c) SPL, clamped at c = {cap:g}", xlabel="V_p / V_g", ylabel="loss")
+    ax[1, 1].set(title="(d) |∂SPL/∂V_p|: lines pre-cap, markers capped", xlabel="V_p / V_g",
+                 ylabel="gradient magnitude", ylim=(1e-6, None))  # fmt: skip
+    ax[0, 1].legend(frameon=False)
+    fig.suptitle(f"Size Penalty Loss components (τ = {tau:g} voxels, ε = {eps:g})")
+    fig.tight_layout()
+    return save(fig, base)
+
+
+def relative_improvement(base: float, cand: float, label: str) -> float:
+    """(cand - base)/|base| for higher-is-better metrics, (base - cand)/|base| for lower-is-better
+    ones (so positive always means the candidate is better); nan when the baseline is 0 or nan."""
+    if not np.isfinite(base) or not np.isfinite(cand) or base == 0:
+        return float("nan")
+    gain = (base - cand) if label in LOWER_IS_BETTER else (cand - base)
+    return float(gain / abs(base))
+
+
+def fig_improvement(
+    pairs: pd.DataFrame,
+    strata: pd.DataFrame,
+    base: str | Path,
+    metrics: Sequence[str] | None = None,
+) -> list[Path]:
+    """Fig. 5.1: one panel per (baseline, candidate); grouped bars per metric, one bar per size
+    stratum (all cases first), hatched so strata stay apart in grayscale."""
+    plt = _plt()
+    metrics = list(metrics or ["Dice", "RVE", "FP", "Missed", "PQ", "SQ", "RQ"])
+    keys = list(dict.fromkeys(zip(pairs["Baseline"], pairs["Candidate"])))
+    fig, axes = plt.subplots(
+        1, max(len(keys), 1), figsize=(5.5 * max(len(keys), 1), 3.6), squeeze=False
+    )
+    for ax, (b, c) in zip(axes[0], keys):
+        groups = [("all cases", {r["Metric"]: (r["Baseline value"], r["Candidate value"])
+                                 for _, r in pairs[(pairs["Baseline"] == b) & (pairs["Candidate"] == c)].iterrows()})]  # fmt: skip
+        sub = strata[(strata["Baseline"] == b) & (strata["Candidate"] == c)]
+        for _, r in sub.iterrows():
+            groups.append((f"{r['Stratum']} (n={int(r['n'])})",
+                           {m: (r.get(f"{m} base", np.nan), r.get(f"{m} cand", np.nan)) for m in metrics}))  # fmt: skip
+        width = 0.8 / len(groups)
+        x = np.arange(len(metrics))
+        for i, (name, values) in enumerate(groups):
+            vals = [
+                100 * relative_improvement(*values.get(m, (np.nan, np.nan)), m) for m in metrics
+            ]
+            ax.bar(x + (i - (len(groups) - 1) / 2) * width, np.nan_to_num(vals), width,
+                   color=GRAYS[i % 4], edgecolor="0", hatch=HATCHES[i % 4], lw=0.6, label=name)  # fmt: skip
+        ax.axhline(0, color="0", lw=0.8)
+        ax.set_xticks(
+            x, [f"{m}\n(reduction)" if m in LOWER_IS_BETTER else m for m in metrics], fontsize=7
+        )
+        ax.set(title=f"{c} vs {b}", ylabel="relative improvement (%)")
+        ax.legend(frameon=False, fontsize=7)
+    fig.suptitle("Relative improvement of the candidate over the baseline (positive = better)")
+    fig.tight_layout()
+    return save(fig, base)
+
+
+def fig_curves(runs_dir: str | Path, combos: Sequence[str], base: str | Path) -> list[Path]:
+    """Fig. 5.2: per combination, the loss terms per epoch (mean over the folds that have an
+    epoch log) and the validation Dice on a second axis."""
+    from sizepenalty.combos import canonical_name, combo_id
+
+    plt = _plt()
+    fig, axes = plt.subplots(
+        1, max(len(combos), 1), figsize=(4.2 * max(len(combos), 1), 3.4), squeeze=False
+    )
+    for ax, combo in zip(axes[0], combos):
+        logs = [
+            pd.read_csv(p) for p in sorted(Path(runs_dir, combo_id(combo)).glob("fold*/epochs.csv"))
+        ]
+        ax.set(
+            title=f"{canonical_name(combo)} ({len(logs)} fold(s))", xlabel="epoch", ylabel="loss"
+        )
+        if not logs:
+            continue
+        mean = pd.concat(logs).groupby("epoch").mean(numeric_only=True).reset_index()
+        terms = ["loss"] + [t for t in "DTFS" if t in mean and mean[t].abs().sum() > 0]
+        for i, term in enumerate(terms):
+            ax.plot(mean["epoch"], mean[term], color=GRAYS[i % 4], ls=LINES[i % 4], lw=1.4,
+                    label="total" if term == "loss" else term)  # fmt: skip
+        val = mean.dropna(subset=["val_dice"])
+        ax2 = ax.twinx()
+        ax2.plot(
+            val["epoch"], val["val_dice"], color="0", marker="o", ms=3, ls="none", label="val Dice"
+        )
+        ax2.set(ylabel="validation Dice", ylim=(0, 1))
+        ax2.grid(False)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, frameon=False, fontsize=7)
+    fig.suptitle("Training curves (mean over folds)")
+    fig.tight_layout()
+    return save(fig, base)
+
+
+def pick_overlay_case(
+    cases: pd.DataFrame, a: str, b: str, small_ml: float = 5.0
+) -> pd.Series | None:
+    """The test case (with a reference lesion below ``small_ml``) where combinations ``a`` and ``b``
+    differ most in Dice; ``None`` if the two share no such case. Returns a row with ``fold``,
+    ``case_id``, ``ref_ml`` and both Dice/volume values (suffixes ``_a``/``_b``)."""
+    cols = ["fold", "case_id", "ref_ml", "dice", "vol_pred_ml"]
+    x = cases[cases["combo"] == a][cols]
+    y = cases[cases["combo"] == b][cols].drop(columns="ref_ml")
+    both = x.merge(y, on=["fold", "case_id"], suffixes=("_a", "_b"))
+    both = both[(both["ref_ml"] > 0) & (both["ref_ml"] < small_ml)]
+    if both.empty:
+        return None
+    gap = (both["dice_a"] - both["dice_b"]).abs()
+    return both.loc[gap.idxmax()]
+
+
+def fig_overlay(
+    row: pd.Series,
+    a: str,
+    b: str,
+    dwi: np.ndarray,
+    ref: np.ndarray,
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    voxel_ml: float,
+    base: str | Path,
+) -> list[Path]:
+    """Figs. 5.3/5.4: the axial DWI slice through the centre of the case's smallest reference
+    lesion; reference contour solid, predictions dashed, annotated with volumes (mL) and Dice."""
+    import cc3d
+
+    plt = _plt()
+    labels = cc3d.connected_components(ref.astype(np.uint8), connectivity=26)
+    sizes = np.bincount(labels.ravel())[1:]
+    target = int(np.argmin(sizes)) + 1 if sizes.size else 0
+    z = int(np.round(np.argwhere(labels == target)[:, 0].mean())) if target else ref.shape[0] // 2
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
+    panels = [("reference", None, None), (a, pred_a, row["dice_a"]), (b, pred_b, row["dice_b"])]
+    for ax, (name, pred, dice) in zip(axes, panels):
+        ax.imshow(dwi[z], cmap="gray", origin="lower")
+        ax.contour(ref[z].astype(float), levels=[0.5], colors="white", linewidths=1.2)
+        title = f"reference: {row['ref_ml']:.2f} mL"
+        if pred is not None:
+            ax.contour(
+                pred[z].astype(float),
+                levels=[0.5],
+                colors="black",
+                linewidths=1.4,
+                linestyles="dashed",
+            )
+            ax.contour(
+                pred[z].astype(float),
+                levels=[0.5],
+                colors="white",
+                linewidths=0.6,
+                linestyles="dashed",
+            )
+            vol = float(pred.sum()) * voxel_ml
+            title = f"{name}: {vol:.2f} mL, Dice {dice:.3f}"
+        ax.set_title(title, fontsize=8)
+        ax.set_axis_off()
+    fig.suptitle(
+        f"{row['case_id']} (fold {int(row['fold'])}), slice {z}: reference solid, prediction dashed"
+    )
+    fig.tight_layout()
+    return save(fig, base)

@@ -1,0 +1,173 @@
+"""One self-contained HTML report per study: everything inline (figures as data URIs, no scripts,
+no external stylesheets), so it opens offline and can be mailed or archived as a single file."""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from sizepenalty import __version__
+from sizepenalty.config import StudyConfig
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;
+padding:0 1em;color:#111;line-height:1.45}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;font-size:.82em;margin:.6em 0;display:block;overflow-x:auto}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}th{background:#f2f2f2}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.85em;color:#444}
+.note{background:#f7f7f7;border-left:4px solid #888;padding:.5em 1em;font-size:.9em}
+code,pre{background:#f4f4f4;font-size:.85em}pre{padding:.6em;overflow-x:auto}
+"""
+
+FIGURES = (
+    (
+        "fig_3_1_spl",
+        "Fig. 3.1 — Size Penalty Loss components, computed with the package's own loss.",
+    ),
+    (
+        "fig_5_1_improvement",
+        "Fig. 5.1 — relative improvement of each candidate over its baseline, by size stratum.",
+    ),
+    (
+        "fig_5_2_curves",
+        "Fig. 5.2 — training curves (loss terms and validation Dice, mean over folds).",
+    ),
+)
+
+
+def _read(path: Path) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(path)
+    except (OSError, pd.errors.EmptyDataError):
+        return None
+
+
+def _table(frame: pd.DataFrame | None, digits: int = 4) -> str:
+    if frame is None or frame.empty:
+        return "<p><em>(empty)</em></p>"
+    return frame.to_html(
+        index=False, float_format=lambda v: f"{v:.{digits}f}", na_rep="–", border=0
+    )
+
+
+def _mean_sd(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    """Collapse ``X`` and ``X_sd`` into "mean ± sd" strings, best value per column in bold."""
+    from sizepenalty.report.tables import best_rows
+
+    best = best_rows(frame, columns)
+    out = pd.DataFrame({"Loss": frame["Loss"]})
+    for label, _, _ in columns:
+        digits = 2 if label in ("FP", "Missed", "AVE (mL)") else 4
+        cells = []
+        for loss, v, sd in zip(frame["Loss"], frame[label], frame[f"{label}_sd"]):
+            text = html.escape(f"{v:.{digits}f} ± {sd:.{digits}f}") if v == v else "–"
+            cells.append(f"<b>{text}</b>" if best.get(label) == loss else text)
+        out[label] = cells
+    return out
+
+
+def _figure(path: Path, caption: str) -> str:
+    if not path.exists():
+        return f"<p><em>missing figure {html.escape(path.name)}</em></p>"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+
+
+def _config_summary(cfg: StudyConfig) -> pd.DataFrame:
+    tc, mc, lc = cfg.train, cfg.model, cfg.losses
+    rows = [
+        ("Study", cfg.study), ("Dataset", f"{cfg.dataset.source} {cfg.dataset.path or ''}".strip()),
+        ("Input shape (D×H×W)", "×".join(map(str, cfg.preprocess.shape))), ("Folds", cfg.folds.k),
+        ("Combinations", ", ".join(cfg.combo_names)),
+        ("Model", f"Attention U-Net + ASPP, base {mc.base_filters}, depth {mc.depth}, dropout {mc.dropout}"),
+        ("Training", f"{tc.epochs} epochs, batch {tc.batch_size}, lr {tc.lr:g}, {tc.patches_per_volume} patches/volume"),
+        ("SPL", f"τ = {lc.tau}, ε = {lc.eps:g}, cap = {lc.cap:g}, λ_S = {lc.weights.size:g} (alone {lc.weights.size_alone:g}), warm-up {lc.size_warmup:g}"),
+        ("Inference", f"roi {'×'.join(map(str, cfg.infer.roi))}, overlap {cfg.infer.overlap:g}, TTA {cfg.infer.tta}"),
+        ("Config hash", cfg.digest()), ("sizepenalty", __version__),
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["Setting", "Value"])
+
+
+def _runs_section(cfg: StudyConfig, tables: Path) -> str:
+    uri = cfg.tracking_uri()
+    parts = [f"<p>Tracking store: <code>{html.escape(uri)}</code>. Browse it with "
+             f"<code>mlflow ui --backend-store-uri {html.escape(uri)}</code> (then the links below work), "
+             "or print this table with <code>sizepenalty compare</code>.</p>"]  # fmt: skip
+    runs = _read(tables / "mlflow_runs.csv")
+    if runs is None or runs.empty:
+        return (
+            parts[0] + "<p><em>No MLflow runs recorded (tracking disabled or unavailable).</em></p>"
+        )
+    base = "http://127.0.0.1:5000" if uri.startswith("sqlite") else uri.rstrip("/")
+    runs = runs.copy()
+    runs["run"] = [
+        f'<a href="{html.escape(base)}/#/experiments/{e}/runs/{r}">{html.escape(str(n))}</a>'
+        for n, e, r in zip(runs["run"], runs["experiment_id"], runs["run_id"])
+    ]
+    shown = runs.drop(columns=["run_id", "experiment_id"])
+    parts.append(
+        shown.to_html(
+            index=False, escape=False, float_format=lambda v: f"{v:.4f}", na_rep="–", border=0
+        )
+    )
+    return "".join(parts)
+
+
+def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Path) -> str:
+    """The report's HTML text (see the module doc)."""
+    from sizepenalty.report.tables import EXTRA_COLUMNS, MAIN_COLUMNS
+
+    tables, figures = Path(tables_dir), Path(figures_dir)
+    main, extra = _read(tables / "table_main.csv"), _read(tables / "table_extra.csv")
+    pairs, strata = _read(tables / "table_pairs.csv"), _read(tables / "table_strata.csv")
+    summary = _read(tables / "dataset_summary.csv")
+    thesis = _read(tables / "table_thesis.csv")
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    body = [
+        f"<h1>Size Penalty Loss study: {html.escape(cfg.study)}</h1>",
+        f"<p>Generated {now} by sizepenalty {__version__}. Everything in this file is inline; it needs no network.</p>",
+        "<h2>Configuration</h2>", _table(_config_summary(cfg)),
+        "<details><summary>Full effective configuration</summary><pre>"
+        + html.escape(yaml.safe_dump(cfg.raw, sort_keys=False)) + "</pre></details>",
+        "<h2>Dataset</h2>", _table(summary),
+        "<h2>Results (Table 5.1 analogue)</h2>",
+        "<p>Mean over folds of each fold's mean over its test cases, ± standard deviation across folds; "
+        "best value per column in bold. Lower is better for FP, Missed, RVE and ASSD.</p>",
+        _table(_mean_sd(main, MAIN_COLUMNS)) if main is not None and len(main) else _table(None),
+        "<h3>Further metrics</h3>",
+        _table(_mean_sd(extra, EXTRA_COLUMNS)) if extra is not None and len(extra) else _table(None),
+        "<h2>Baseline vs candidate (Table 5.2 analogue) with paired statistics</h2>",
+        "<p>Delta = candidate − baseline of the fold-mean values; Direction says whether that is better "
+        "for the candidate. Over paired test cases: bootstrap 95% CI of the mean difference and the "
+        "Wilcoxon signed-rank p, Holm-adjusted over every row of this table. A CI that spans 0 or a "
+        "large adjusted p means the difference is within noise.</p>", _table(pairs),
+        "<h2>By lesion size (Tables 5.4/5.5 analogue)</h2>",
+        "<p>Strata by the case's total reference volume; n = paired test cases in the stratum.</p>",
+        _table(strata),
+    ]  # fmt: skip
+    for stem, caption in FIGURES:
+        body.append(_figure(figures / f"{stem}.png", caption))
+    body.append("<h2>Case overlays (Figs. 5.3/5.4 analogue)</h2>")
+    for i, (a, b) in enumerate(cfg.report.pairs):
+        body.append(_figure(figures / f"fig_overlay_{i + 1}.png",
+                            f"{a} vs {b}: the small-lesion test case where the two differ most in Dice."))  # fmt: skip
+    body += [
+        "<h2>Side by side with the thesis</h2>",
+        '<p class="note">Different data. The thesis numbers come from its private stroke cohort '
+        "(5 folds, up to 400 GPU epochs; Table 5.1). This study ran on "
+        f"<b>{html.escape(cfg.dataset.source)}</b> data with the settings above; agreement is not "
+        "expected, and only the pattern across losses is worth comparing.</p>",
+        _table(thesis),
+        "<h2>MLflow runs</h2>", _runs_section(cfg, tables),
+    ]  # fmt: skip
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>sizepenalty report: {html.escape(cfg.study)}</title><style>{CSS}</style></head><body>"
+            + "\n".join(body) + "</body></html>\n")  # fmt: skip

@@ -1,0 +1,149 @@
+"""Aggregation, statistics, figures and the HTML report on fabricated per-case tables with known
+answers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sizepenalty.report import figures as F
+from sizepenalty.report import tables as T
+from sizepenalty.report.stats import bootstrap_ci, holm, paired, wilcoxon_p
+
+STRATA = ["< 1 mL", "< 5 mL", ">= 5 mL"]
+
+
+def fabricated(
+    n_per_fold: int = 6, folds: int = 3, shift: float = 0.05, seed: int = 0
+) -> pd.DataFrame:
+    """Cases where DTS's Dice is DTF's + ``shift`` + small noise, and its RVE is 0.02 lower."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for fold in range(folds):
+        for i in range(n_per_fold):
+            ref = [0.5, 3.0, 12.0][i % 3]
+            base = {"case_id": f"c{fold}{i}", "fold": fold, "threshold": 0.5, "ref_ml": ref,
+                    "stratum": STRATA[i % 3], "vol_ref_ml": ref}  # fmt: skip
+            dice = 0.5 + 0.05 * i + 0.01 * fold
+            for combo, d, r in (
+                ("DTF", dice, 0.30),
+                ("DTS", dice + shift + rng.normal(0, 0.005), 0.28),
+            ):
+                rows.append(base | {"combo": combo, "dice": d, "rve": r, "fp": 1.0 + (combo == "DTS"),
+                                    "fn": 2.0, "detection": 0.5, "pq": d / 2, "sq": 0.7, "rq": d / 1.4,
+                                    "assd_mm": 3.0, "lesion_f1": d, "vw_dice": d, "ave_ml": 0.1,
+                                    "vol_pred_ml": ref * (1 + r)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_main_table_means_spread_and_best_marking():
+    cases = fabricated()
+    table = T.main_table(cases, ["DTF", "DTS"])
+    assert list(table["Loss"]) == ["DTF", "DTS"] and set(table["folds"]) == {3}
+    fold_means = cases[cases.combo == "DTF"].groupby("fold")["dice"].mean()
+    assert table.loc[0, "Dice"] == pytest.approx(fold_means.mean())
+    assert table.loc[0, "Dice_sd"] == pytest.approx(fold_means.std(ddof=1))
+    best = T.best_rows(table)
+    assert best["Dice"] == "DTS" and best["RVE"] == "DTS" and best["FP"] == "DTF"  # FP: lower wins
+    md = T.to_markdown(table)
+    assert "| DTS | **" in md and md.count("**") == 2 * len(T.MAIN_COLUMNS)
+    assert r"\textbf{" in T.to_latex(table)
+
+
+def test_extra_table_has_ccc_per_fold():
+    cases = fabricated()
+    extra = T.extra_table(cases, ["DTF", "DTS"])
+    assert {"Lesion F1", "vw-Dice", "CCC", "AVE (mL)"} <= set(extra.columns)
+    assert 0.9 < extra.loc[0, "CCC"] <= 1.0  # predicted volumes track the reference closely
+
+
+def test_pair_table_deltas_directions_ci_and_holm():
+    cases = fabricated(shift=0.05)
+    pairs = T.pair_table(cases, [("DTF", "DTS")], n_boot=1000, seed=1)
+    dice = pairs[pairs["Metric"] == "Dice"].iloc[0]
+    assert dice["Delta"] == pytest.approx(0.05, abs=0.005) and dice["Direction"] == "better"
+    assert dice["CI low"] < 0.05 < dice["CI high"]  # the CI contains the true difference
+    assert dice["n cases"] == 18 and dice["p"] < 0.001 and dice["p (Holm)"] >= dice["p"]
+    rve = pairs[pairs["Metric"] == "RVE"].iloc[0]
+    assert (
+        rve["Delta"] == pytest.approx(-0.02) and rve["Direction"] == "better"
+    )  # lower RVE is better
+    fp = pairs[pairs["Metric"] == "FP"].iloc[0]
+    assert fp["Direction"] == "worse"
+    same = pairs[pairs["Metric"] == "SQ"].iloc[0]
+    assert (
+        same["Direction"] == "tie" and same["p"] == 1.0 and same["CI low"] == same["CI high"] == 0.0
+    )
+
+
+def test_strata_table_counts_cases_per_stratum():
+    cases = fabricated(n_per_fold=6, folds=3)
+    strata = T.strata_table(cases, [("DTF", "DTS")], STRATA + ["none here"])
+    assert list(strata["n"]) == [6, 6, 6, 0]
+    row = strata.iloc[2]
+    sub = cases[(cases.stratum == ">= 5 mL") & (cases.combo == "DTF")]
+    assert row["Dice base"] == pytest.approx(sub["dice"].mean())
+    assert row["RVE delta"] == pytest.approx(-0.02)
+
+
+def test_statistics_helpers():
+    assert holm([0.01, 0.04, 0.03, float("nan")])[:3] == pytest.approx([0.03, 0.06, 0.06])
+    assert np.isnan(holm([float("nan")])[0])
+    lo, hi = bootstrap_ci(np.full(10, 0.3))
+    assert lo == hi == pytest.approx(0.3)
+    assert all(np.isnan(bootstrap_ci([1.0])))
+    assert wilcoxon_p([0.0, 0.0]) == 1.0 and np.isnan(wilcoxon_p([]))
+    cases = fabricated()
+    assert len(paired(cases, "DTF", "DTS", "dice")) == 18
+
+
+def test_thesis_side_by_side_is_labelled():
+    table = T.main_table(fabricated(), ["DTF", "DTS"])
+    side = T.thesis_side_by_side(table)
+    assert side.loc[0, "Dice (thesis, proprietary)"] == 0.7315
+    assert side.loc[1, "Dice (thesis, proprietary)"] == 0.7268
+    assert side.loc[0, "Dice (this study)"] == table.loc[0, "Dice"]
+
+
+def test_relative_improvement_direction():
+    assert F.relative_improvement(0.5, 0.6, "Dice") == pytest.approx(0.2)
+    assert F.relative_improvement(4.0, 3.0, "ASSD") == pytest.approx(0.25)  # reduction is positive
+    assert np.isnan(F.relative_improvement(0.0, 1.0, "Dice"))
+
+
+def _is_png(path):
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def _is_pdf(path):
+    return path.read_bytes()[:5] == b"%PDF-" and path.stat().st_size > 1000
+
+
+def test_figures_are_valid_png_and_pdf(tmp_path):
+    cases = fabricated()
+    pairs = T.pair_table(cases, [("DTF", "DTS")], n_boot=200)
+    strata = T.strata_table(cases, [("DTF", "DTS")], STRATA)
+    made = F.fig_spl(tmp_path / "spl") + F.fig_improvement(pairs, strata, tmp_path / "imp")
+    run = tmp_path / "runs/DTS/fold0"
+    run.mkdir(parents=True)
+    run.joinpath("epochs.csv").write_text(
+        "epoch,loss,D,T,F,S,lr,val_dice,epoch_time_s\n1,2.0,0.9,0.9,0,0.2,0.01,,1\n2,1.5,0.7,0.7,0,0.1,0.01,0.3,1\n"
+    )
+    made += F.fig_curves(tmp_path / "runs", ["DTS"], tmp_path / "curves")
+    row = F.pick_overlay_case(cases, "DTF", "DTS")
+    assert row is not None and row["ref_ml"] < 5
+    ref = np.zeros((8, 16, 16), bool)
+    ref[3:5, 4:7, 4:7] = True
+    made += F.fig_overlay(
+        row,
+        "DTF",
+        "DTS",
+        np.random.default_rng(0).random((8, 16, 16)),
+        ref,
+        ref,
+        np.roll(ref, 1, 2),
+        0.1,
+        tmp_path / "ov",
+    )
+    assert len(made) == 8
+    for path in made:
+        assert _is_png(path) if path.suffix == ".png" else _is_pdf(path), path
