@@ -102,6 +102,7 @@ def test_thesis_side_by_side_is_labelled():
     assert side.loc[0, "Dice (thesis, proprietary)"] == 0.7315
     assert side.loc[1, "Dice (thesis, proprietary)"] == 0.7268
     assert side.loc[0, "Dice (this study)"] == table.loc[0, "Dice"]
+    assert side.loc[0, "Dice (thesis, ISLES 2022)"] == 0.7503  # Table 5.3
 
 
 def test_relative_improvement_direction():

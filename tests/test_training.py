@@ -217,3 +217,29 @@ def test_changed_settings_restart_from_epoch_zero(tiny_study, tmp_path):
     assert r1.epochs_done == 1
     r2 = train(cfg, "D", fold, root / "pre", tmp_path / "run", fingerprint="b")
     assert r2.resumed_from == 0 and r2.epochs_done == 2
+
+
+def test_infer_reuses_the_training_jobs_maps_only_when_they_match(tiny_study, tmp_path):
+    """The training job leaves val/test probabilities; `infer` copies them when checkpoint and
+    inference settings match, and they equal what running the network again gives."""
+    from sizepenalty.cli import main
+
+    root, c = tiny_study
+    run = root / "runs" / "D"  # trained by the two-epoch test above (or now, if run alone)
+    args = ["--combo", "D", "--fold", "0", "--folds", str(root / "folds.json"), "--pre-dir", str(root / "pre")]
+    if not (run / "done.json").exists():
+        assert main(["train", "-c", str(c), *args, "--run-dir", str(run)]) == 0
+    assert (run / "predictions/key.json").exists()
+    reused, fresh = tmp_path / "reused", tmp_path / "fresh"
+    assert main(["infer", "-c", str(c), *args, "--run-dir", str(run), "--out-dir", str(reused)]) == 0
+    assert main(["infer", "-c", str(c), *args, "--run-dir", str(run), "--out-dir", str(fresh), "--recompute"]) == 0
+    files = sorted(p.relative_to(reused) for p in reused.rglob("*.npz"))
+    assert files and files == sorted(p.relative_to(fresh) for p in fresh.rglob("*.npz"))
+    for f in files:
+        np.testing.assert_array_equal(np.load(reused / f)["prob"], np.load(fresh / f)["prob"])
+    # Other inference settings: the stored maps no longer match, inference runs again.
+    from sizepenalty.infer import reuse_predictions
+
+    cfg = from_dict(dict(TINY, results=str(root), infer=dict(TINY.get("infer", {}), overlap=0.25)))
+    fold = json.loads((root / "folds.json").read_text())["folds"][0]
+    assert reuse_predictions(cfg, "D", fold, run, tmp_path / "other") is None

@@ -210,17 +210,20 @@ def strata_table(
 
 
 def thesis_side_by_side(table: pd.DataFrame) -> pd.DataFrame:
-    """Our Table 5.1 means next to the thesis's (proprietary cohort), per combination and column.
-    Different data: the two are not expected to agree; the labels say so."""
-    from sizepenalty.report.thesis import COLUMNS, TABLE_5_1
+    """Our Table 5.1 means next to the thesis's published ones, per combination and column: its
+    proprietary cohort (Table 5.1; Table 5.2 is the DTF and DTS rows of it) and its ISLES 2022
+    split (Table 5.3, four combinations). Different data: not expected to agree; labels say so."""
+    from sizepenalty.report.thesis import COLUMNS, TABLE_5_1, TABLE_5_3
 
+    nan = float("nan")
     rows = []
     for _, r in table.iterrows():
-        ref = TABLE_5_1.get(str(r["Loss"]))
+        prop, isles = TABLE_5_1.get(str(r["Loss"])), TABLE_5_3.get(str(r["Loss"]))
         row: dict[str, object] = {"Loss": r["Loss"]}
         for i, col in enumerate(COLUMNS):
-            row[f"{col} (this study)"] = float(r[col]) if col in r else float("nan")
-            row[f"{col} (thesis, proprietary)"] = ref[i] if ref else float("nan")
+            row[f"{col} (this study)"] = float(r[col]) if col in r else nan
+            row[f"{col} (thesis, proprietary)"] = prop[i] if prop else nan
+            row[f"{col} (thesis, ISLES 2022)"] = isles[i] if isles else nan
         rows.append(row)
     return pd.DataFrame(rows)
 
