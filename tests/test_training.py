@@ -85,7 +85,9 @@ def test_model_output_shape_and_prior():
         y = m(torch.zeros(1, 3, 8, 16, 16))
     assert y.shape == (1, 1, 8, 16, 16)
     assert float(torch.sigmoid(y).mean()) < 0.1  # starts near the 1 % foreground prior
-    assert float(build_model(4, 3).head.bias.detach()[0]) == 0.0  # default: the usual zero bias (thesis)
+    assert (
+        float(build_model(4, 3).head.bias.detach()[0]) == 0.0
+    )  # default: the usual zero bias (thesis)
 
 
 def test_patch_plan_sizes_and_positive_ratio():
@@ -226,13 +228,39 @@ def test_infer_reuses_the_training_jobs_maps_only_when_they_match(tiny_study, tm
 
     root, c = tiny_study
     run = root / "runs" / "D"  # trained by the two-epoch test above (or now, if run alone)
-    args = ["--combo", "D", "--fold", "0", "--folds", str(root / "folds.json"), "--pre-dir", str(root / "pre")]
+    args = [
+        "--combo",
+        "D",
+        "--fold",
+        "0",
+        "--folds",
+        str(root / "folds.json"),
+        "--pre-dir",
+        str(root / "pre"),
+    ]
     if not (run / "done.json").exists():
         assert main(["train", "-c", str(c), *args, "--run-dir", str(run)]) == 0
     assert (run / "predictions/key.json").exists()
     reused, fresh = tmp_path / "reused", tmp_path / "fresh"
-    assert main(["infer", "-c", str(c), *args, "--run-dir", str(run), "--out-dir", str(reused)]) == 0
-    assert main(["infer", "-c", str(c), *args, "--run-dir", str(run), "--out-dir", str(fresh), "--recompute"]) == 0
+    assert (
+        main(["infer", "-c", str(c), *args, "--run-dir", str(run), "--out-dir", str(reused)]) == 0
+    )
+    assert (
+        main(
+            [
+                "infer",
+                "-c",
+                str(c),
+                *args,
+                "--run-dir",
+                str(run),
+                "--out-dir",
+                str(fresh),
+                "--recompute",
+            ]
+        )
+        == 0
+    )
     files = sorted(p.relative_to(reused) for p in reused.rglob("*.npz"))
     assert files and files == sorted(p.relative_to(fresh) for p in fresh.rglob("*.npz"))
     for f in files:
