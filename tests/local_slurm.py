@@ -43,6 +43,13 @@ class LocalSlurm:
         self.env: dict[str, str] = {}
 
     def __enter__(self) -> LocalSlurm:
+        try:
+            return self._start_cluster()
+        except BaseException:
+            self.__exit__()  # a daemon that came up before the failure must not outlive the test
+            raise
+
+    def _start_cluster(self) -> LocalSlurm:
         r = self.root
         for d in ("munge", "state", "spool", "log"):
             (r / d).mkdir(parents=True, exist_ok=True)
