@@ -18,11 +18,11 @@ import subprocess
 import time
 from pathlib import Path
 
-DAEMONS = ("munged", "slurmctld", "slurmd", "squeue", "sbatch", "srun")
+COMMANDS = ("munged", "slurmctld", "slurmd", "squeue", "sbatch", "srun")
 
 
 def available() -> bool:
-    return all(shutil.which(d) or Path("/usr/sbin", d).exists() for d in DAEMONS)
+    return all(shutil.which(d) or Path("/usr/sbin", d).exists() for d in COMMANDS)
 
 
 def _exe(name: str) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from workflow_helpers import cli_cohort
 
 from sizepenalty.cli import main
 from sizepenalty.data.cohort import (
@@ -443,37 +444,7 @@ def test_cli_data_chain(tmp_path, capsys):
     }
     c = tmp_path / "c.yaml"
     c.write_text(yaml.safe_dump(cfg))
-    raw = tmp_path / "s/data/raw"
-    assert main(["synth", "-c", str(c), "--out", str(raw), "--cases", "6", "--seed", "1"]) == 0
-    assert main(["cohort", "-c", str(c), "--out", str(tmp_path / "cases.tsv")]) == 0
-    assert (
-        main(
-            [
-                "preprocess",
-                "-c",
-                str(c),
-                "--cases",
-                str(tmp_path / "cases.tsv"),
-                "--out-dir",
-                str(tmp_path / "pre"),
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "folds",
-                "-c",
-                str(c),
-                "--stats-dir",
-                str(tmp_path / "pre"),
-                "--out",
-                str(tmp_path / "folds.json"),
-            ]
-        )
-        == 0
-    )
+    cli_cohort(c, tmp_path, tmp_path / "s/data/raw", 6, "--seed", "1")
     assert (
         main(
             [

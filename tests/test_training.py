@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from workflow_helpers import cli_cohort
 
 from sizepenalty.config import from_dict
 from sizepenalty.data.preprocess import mismatch
@@ -32,43 +33,11 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
-    from sizepenalty.cli import main
-
     root = tmp_path_factory.mktemp("study")
     cfg = dict(TINY, results=str(root))
     c = root / "c.yaml"
     c.write_text(yaml.safe_dump(cfg))
-    raw = root / "tiny/data/raw"
-    assert main(["synth", "-c", str(c), "--out", str(raw), "--cases", "6"]) == 0
-    assert main(["cohort", "-c", str(c), "--out", str(root / "cases.tsv")]) == 0
-    assert (
-        main(
-            [
-                "preprocess",
-                "-c",
-                str(c),
-                "--cases",
-                str(root / "cases.tsv"),
-                "--out-dir",
-                str(root / "pre"),
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "folds",
-                "-c",
-                str(c),
-                "--stats-dir",
-                str(root / "pre"),
-                "--out",
-                str(root / "folds.json"),
-            ]
-        )
-        == 0
-    )
+    cli_cohort(c, root, root / "tiny/data/raw", 6)
     return root, c
 
 

@@ -7,8 +7,6 @@ import pytest
 import yaml
 from workflow_helpers import SNAKEMAKE, copy_workflow, snakemake_env
 
-_env = snakemake_env
-
 
 @pytest.mark.slow
 def test_tiny_study_runs_end_to_end_and_is_lint_clean(tmp_path):
@@ -25,7 +23,9 @@ def test_tiny_study_runs_end_to_end_and_is_lint_clean(tmp_path):
     }  # fmt: skip
     (work / "tiny.yaml").write_text(yaml.safe_dump(tiny))
     cmd = [str(SNAKEMAKE), "--cores", "2", "--configfile", "tiny.yaml"]
-    out = subprocess.run(cmd, cwd=work, env=_env(), capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        cmd, cwd=work, env=snakemake_env(), capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     study = work / "results/tiny"
     table = (study / "tables/table_main.md").read_text()
@@ -65,7 +65,7 @@ def test_tiny_study_runs_end_to_end_and_is_lint_clean(tmp_path):
     )
     compare = subprocess.run(
         [str(SNAKEMAKE.with_name("sizepenalty")), "compare", "-c", "results/tiny/config.effective.yaml"],
-        cwd=work, env=_env(), capture_output=True, text=True, timeout=120,
+        cwd=work, env=snakemake_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert compare.returncode == 0, compare.stderr
     assert compare.stdout.count("FINISHED") == 4 and "test_dice" in compare.stdout
@@ -73,7 +73,7 @@ def test_tiny_study_runs_end_to_end_and_is_lint_clean(tmp_path):
     rep = subprocess.run(
         [*cmd, "--report", "sm_report.zip"],
         cwd=work,
-        env=_env(),
+        env=snakemake_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -82,7 +82,7 @@ def test_tiny_study_runs_end_to_end_and_is_lint_clean(tmp_path):
     assert (work / "sm_report.zip").stat().st_size > 10_000
     # Nothing left to do on a second call.
     again = subprocess.run(
-        [*cmd, "-n"], cwd=work, env=_env(), capture_output=True, text=True, timeout=120
+        [*cmd, "-n"], cwd=work, env=snakemake_env(), capture_output=True, text=True, timeout=120
     )
     assert "Nothing to be done" in again.stdout + again.stderr
     # Changing tau reruns the size-penalty trainings only.
@@ -90,7 +90,7 @@ def test_tiny_study_runs_end_to_end_and_is_lint_clean(tmp_path):
     dry = subprocess.run(
         [*cmd, "tau.yaml", "-n", "-p"],
         cwd=work,
-        env=_env(),
+        env=snakemake_env(),
         capture_output=True,
         text=True,
         timeout=120,

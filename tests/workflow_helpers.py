@@ -1,4 +1,5 @@
-"""Shared set-up for tests that run the Snakemake workflow in a scratch copy of the repository."""
+"""Shared set-up for tests that run the pipeline: the Snakemake workflow in a scratch copy of the
+repository, or the first CLI stages by hand."""
 
 import os
 import shutil
@@ -28,3 +29,29 @@ def copy_workflow(work: Path) -> Path:
     for name in ("Snakefile", "config.yaml"):
         shutil.copy(ROOT / name, work / name)
     return work
+
+
+def cli_cohort(config: Path, root: Path, raw: Path, cases: int, *extra_synth: str) -> None:
+    """synth -> cohort -> preprocess -> folds through ``sizepenalty.cli.main`` for ``config``
+    (whose dataset lives at ``raw``): ``root``/cases.tsv, ``root``/pre/ and ``root``/folds.json."""
+    from sizepenalty.cli import main
+
+    c = str(config)
+    assert main(["synth", "-c", c, "--out", str(raw), "--cases", str(cases), *extra_synth]) == 0
+    assert main(["cohort", "-c", c, "--out", str(root / "cases.tsv")]) == 0
+    pre = [
+        "preprocess",
+        "-c",
+        c,
+        "--cases",
+        str(root / "cases.tsv"),
+        "--out-dir",
+        str(root / "pre"),
+    ]
+    assert main(pre) == 0
+    assert (
+        main(
+            ["folds", "-c", c, "--stats-dir", str(root / "pre"), "--out", str(root / "folds.json")]
+        )
+        == 0
+    )

@@ -820,78 +820,51 @@ def _figures(args: argparse.Namespace) -> int:
     from sizepenalty.combos import canonical_name, combo_id
     from sizepenalty.config import load_config
     from sizepenalty.data.preprocess import load_preprocessed
+    from sizepenalty.infer import postprocess
     from sizepenalty.report import figures as F
 
     cfg = load_config(args.config)
     tables, out = Path(args.tables_dir), Path(args.out_dir)
-    try:
-        cases = pd.read_csv(tables / "per_case_metrics.csv")
-        pairs = (
-            pd.read_csv(tables / "table_pairs.csv")
-            if (tables / "table_pairs.csv").stat().st_size > 1
-            else pd.DataFrame()
-        )
-        strata = (
-            pd.read_csv(tables / "table_strata.csv")
-            if (tables / "table_strata.csv").stat().st_size > 1
-            else pd.DataFrame()
-        )
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise UserError(f"{tables}: cannot read the aggregate tables: {exc}") from None
-    tau = 600.0 if cfg.losses.tau == "auto" else float(cfg.losses.tau)
-    made = F.fig_spl(out / "fig_3_1_spl", tau, cfg.losses.eps, cfg.losses.cap)
-    if len(pairs):
-        made += F.fig_improvement(pairs, strata, out / "fig_5_1_improvement")
-    else:
-        made += F.fig_improvement(pd.DataFrame(columns=["Baseline", "Candidate", "Metric"]),
-                                  pd.DataFrame(columns=["Baseline", "Candidate"]), out / "fig_5_1_improvement")  # fmt: skip
-    curves = [
-        c
-        for c in cfg.report.curves
-        if canonical_name(c) in {canonical_name(x) for x in cfg.combo_names}
-    ]
+
+    def read(name: str, optional: bool = False) -> pd.DataFrame:
+        try:
+            return pd.read_csv(tables / name)
+        except pd.errors.EmptyDataError:
+            if optional:  # aggregate writes an empty table when no pair is configured
+                return pd.DataFrame()
+            raise UserError(f"{tables / name}: empty") from None
+        except (OSError, pd.errors.ParserError) as exc:
+            raise UserError(f"{tables}: cannot read the aggregate tables: {exc}") from None
+
+    cases = read("per_case_metrics.csv")
+    cases = cases.assign(combo=cases["combo"].map(canonical_name))
+    pairs, strata = read("table_pairs.csv", True), read("table_strata.csv", True)
+    made = F.fig_spl(out / "fig_3_1_spl", cfg.losses.nominal_tau, cfg.losses.eps, cfg.losses.cap)
+    made += F.fig_improvement(pairs, strata, out / "fig_5_1_improvement")
+    studied = {canonical_name(x) for x in cfg.combo_names}
+    curves = [c for c in cfg.report.curves if canonical_name(c) in studied]
     made += F.fig_curves(args.runs_dir, curves, out / "fig_5_2_curves")
     small = cfg.metrics.strata_ml[-1]
-    for i, (a, b) in enumerate(cfg.report.pairs):
+    for i, (a, b) in enumerate(cfg.report.pairs, start=1):
         a, b = canonical_name(a), canonical_name(b)
-        row = F.pick_overlay_case(
-            cases.assign(combo=cases["combo"].map(canonical_name)), a, b, small
-        )
-        base = out / f"fig_overlay_{i + 1}"
+        row = F.pick_overlay_case(cases, a, b, small)
+        base = out / f"fig_overlay_{i}"
         if row is None:
-            plt = F._plt()
-            fig, ax = plt.subplots(figsize=(6, 1.5))
-            ax.text(
-                0.5,
-                0.5,
-                f"{a} vs {b}: no shared test case with a lesion below {small:g} mL",
-                ha="center",
-            )
-            ax.set_axis_off()
-            made += F.save(fig, base)
+            note = f"{a} vs {b}: no shared test case with a lesion below {small:g} mL"
+            made += F.fig_note(note, base)
             continue
         fold, cid = int(row["fold"]), str(row["case_id"])
         pre = load_preprocessed(Path(args.pre_dir) / f"{cid}.npz")
         preds = []
         for combo in (a, b):
-            t = json.loads(
-                (
-                    Path(args.metrics_dir) / combo_id(combo) / f"fold{fold}_threshold.json"
-                ).read_text()
-            )["threshold"]
-            prob = np.load(
+            threshold_file = Path(args.metrics_dir) / combo_id(combo) / f"fold{fold}_threshold.json"
+            t = json.loads(threshold_file.read_text())["threshold"]
+            prob_file = (
                 Path(args.probs_dir) / combo_id(combo) / f"fold{fold}" / "test" / f"{cid}.npz"
-            )["prob"]
-            from sizepenalty.metrics import remove_small_components
-
-            preds.append(
-                remove_small_components(
-                    prob.astype(np.float32) >= t, cfg.infer.min_size, cfg.infer.connectivity
-                )
             )
-        voxel_ml = float(np.prod(pre.spacing)) / 1000.0
+            preds.append(postprocess(np.load(prob_file)["prob"].astype(np.float32), t, cfg))
         made += F.fig_overlay(
-            row, a, b, pre.image[0], pre.mask > 0, preds[0], preds[1], voxel_ml, base
+            row, a, b, pre.image[0], pre.mask > 0, preds[0], preds[1], pre.voxel_ml, base
         )
     for path in made:
         print(path)
@@ -934,8 +907,7 @@ def _explainer(args: argparse.Namespace) -> int:
     from sizepenalty.report.explainer import build_explainer
 
     cfg = load_config(args.config)
-    tau = 600.0 if cfg.losses.tau == "auto" else float(cfg.losses.tau)
-    html = build_explainer(tau=tau, eps=cfg.losses.eps, cap=cfg.losses.cap)
+    html = build_explainer(tau=cfg.losses.nominal_tau, eps=cfg.losses.eps, cap=cfg.losses.cap)
     write_text_atomic(args.out, html)
     print(f"explainer -> {args.out}")
     return 0

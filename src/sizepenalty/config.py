@@ -259,6 +259,12 @@ class LossesConfig:
     focal: FocalConfig
     dice: DiceConfig
 
+    @property
+    def nominal_tau(self) -> float:
+        """τ as a number: the configured one, or the thesis's 600 voxels with ``tau: auto`` (where
+        each training estimates its own from its split) for listings, figures and the explainer."""
+        return 600.0 if self.tau == "auto" else float(self.tau)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -375,6 +381,19 @@ class StudyConfig:
         if self.tracking.uri:
             return self.tracking.uri
         return f"sqlite:///{(self.study_dir / 'mlflow.db').resolve()}"
+
+    def prediction_settings(self, combo: str) -> dict[str, Any]:
+        """The settings a combination's probability maps depend on (besides data and checkpoint);
+        thresholds and post-processing belong to evaluation. The infer rule's rerun fingerprint
+        and the key of the maps a training job leaves behind are both made from this."""
+        ic = self.infer
+        return {
+            "roi": list(ic.roi),
+            "overlap": ic.overlap_for(combo),
+            "sw_batch_size": ic.sw_batch_size,
+            "tta": ic.tta,
+            "amp": self.train.amp,
+        }
 
     def artifact_location(self) -> str | None:
         """Where new MLflow experiments keep artifacts: next to the SQLite store in the study folder

@@ -70,19 +70,11 @@ PREDICTIONS_DIR = "predictions"
 
 def prediction_key(cfg: StudyConfig, combo: str, run_dir: str | Path) -> dict[str, Any]:
     """What a fold's probability maps depend on besides the data: the inference settings that
-    change them and the exact checkpoint (its SHA-256)."""
+    change them (:meth:`StudyConfig.prediction_settings`) and the exact checkpoint (its SHA-256)."""
     import hashlib
 
-    ic = cfg.infer
     digest = hashlib.sha256((Path(run_dir) / "best.pt").read_bytes()).hexdigest()
-    return {
-        "roi": list(ic.roi),
-        "overlap": ic.overlap_for(combo),
-        "sw_batch_size": ic.sw_batch_size,
-        "tta": ic.tta,
-        "amp": cfg.train.amp,
-        "checkpoint_sha256": digest,
-    }
+    return cfg.prediction_settings(combo) | {"checkpoint_sha256": digest}
 
 
 def predict_into_run(
@@ -130,7 +122,8 @@ def reuse_predictions(
     return len(files)
 
 
-def _postprocess(prob: np.ndarray, t: float, cfg: StudyConfig) -> np.ndarray:
+def postprocess(prob: np.ndarray, t: float, cfg: StudyConfig) -> np.ndarray:
+    """Binary prediction: probabilities >= ``t``, components below ``infer.min_size`` removed."""
     return remove_small_components(prob >= t, cfg.infer.min_size, cfg.infer.connectivity)
 
 
@@ -145,7 +138,7 @@ def select_threshold(
         prob = np.load(prob_dir / "val" / f"{cid}.npz")["prob"].astype(np.float32)
         g = load_preprocessed(pre_dir / f"{cid}.npz").mask > 0
         for t in cfg.infer.thresholds:
-            p = _postprocess(prob, t, cfg) > 0
+            p = postprocess(prob, t, cfg) > 0
             inter[t] += int((p & g).sum())
             denom[t] += int(p.sum()) + int(g.sum())
     scores = {t: (2 * inter[t] / denom[t] if denom[t] else 1.0) for t in cfg.infer.thresholds}
@@ -168,7 +161,7 @@ def evaluate_fold(
     for cid in fold["test"]:
         pre = load_preprocessed(pre_dir / f"{cid}.npz")
         prob = np.load(prob_dir / "test" / f"{cid}.npz")["prob"].astype(np.float32)
-        pred = _postprocess(prob, t, cfg)
+        pred = postprocess(prob, t, cfg)
         if nifti_dir is not None:
             save_nifti_atomic(
                 to_nifti(pred.astype(np.uint8), pre), Path(nifti_dir) / f"{cid}_pred.nii.gz"

@@ -21,10 +21,9 @@ def loss_from_config(
     from sizepenalty.losses import LossHyperParams, build_loss
 
     lc = cfg.losses
-    if lc.tau == "auto" and tau is None:
-        tau = 600.0  # only for listing; training always passes the estimated value
     hp = LossHyperParams(
-        tau=float(tau if tau is not None else lc.tau),
+        # With tau: auto, training always passes its estimate; the nominal value is for listings.
+        tau=float(tau if tau is not None else lc.nominal_tau),
         eps=lc.eps,
         cap=lc.cap,
         gate_ml=lc.gate.threshold_ml if lc.gate.enabled else None,

@@ -72,12 +72,7 @@ def train_fingerprint(wildcards):
 
 def infer_fingerprint(wildcards):
     """The settings that change probability maps (thresholds and post-processing are evaluate's)."""
-    ic = CFG.raw["infer"]
-    keep = {k: ic[k] for k in ("roi", "sw_batch_size", "tta")}
-    keep.update(
-        overlap=CFG.infer.overlap_for(wildcards.combo), amp=CFG.raw["train"]["amp"]
-    )
-    return config_hash(keep)
+    return config_hash(CFG.prediction_settings(wildcards.combo))
 
 
 def cohort_inputs(wildcards):

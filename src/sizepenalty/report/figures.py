@@ -61,7 +61,7 @@ def fig_spl(
     plt = _plt()
     vg_axis = np.linspace(1, 5 * tau, 400)
     ratio = np.linspace(0.0, 4.0, 401)
-    sizes = [v for v in (20.0, 100.0, 600.0, 2000.0)]
+    sizes = (20.0, 100.0, 600.0, 2000.0)
     curves = spl_curves(sizes, ratio, tau, eps, cap)
     weight = spl_curves(vg_axis, [1.0], tau, eps, cap)["weight"][:, 0]
     fig, ax = plt.subplots(2, 2, figsize=(8, 6))
@@ -88,6 +88,15 @@ def fig_spl(
     return save(fig, base)
 
 
+def fig_note(text: str, base: str | Path) -> list[Path]:
+    """A figure that only says why the expected one could not be drawn (keeps outputs complete)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 1.5))
+    ax.text(0.5, 0.5, text, ha="center")
+    ax.set_axis_off()
+    return save(fig, base)
+
+
 def relative_improvement(base: float, cand: float, label: str) -> float:
     """(cand - base)/|base| for higher-is-better metrics, (base - cand)/|base| for lower-is-better
     ones (so positive always means the candidate is better); nan when the baseline is 0 or nan."""
@@ -107,7 +116,8 @@ def fig_improvement(
     stratum (all cases first), hatched so strata stay apart in grayscale."""
     plt = _plt()
     metrics = list(metrics or ["Dice", "RVE", "FP", "Missed", "PQ", "SQ", "RQ"])
-    keys = list(dict.fromkeys(zip(pairs["Baseline"], pairs["Candidate"])))
+    # No configured pair: an empty panel (aggregate's pair table then has no columns at all).
+    keys = list(dict.fromkeys(zip(pairs["Baseline"], pairs["Candidate"]))) if len(pairs) else []
     fig, axes = plt.subplots(
         1, max(len(keys), 1), figsize=(5.5 * max(len(keys), 1), 3.6), squeeze=False
     )
@@ -219,20 +229,9 @@ def fig_overlay(
         ax.contour(ref[z].astype(float), levels=[0.5], colors="white", linewidths=1.2)
         title = f"reference: {row['ref_ml']:.2f} mL"
         if pred is not None:
-            ax.contour(
-                pred[z].astype(float),
-                levels=[0.5],
-                colors="black",
-                linewidths=1.4,
-                linestyles="dashed",
-            )
-            ax.contour(
-                pred[z].astype(float),
-                levels=[0.5],
-                colors="white",
-                linewidths=0.6,
-                linestyles="dashed",
-            )
+            for color, width in (("black", 1.4), ("white", 0.6)):  # a dashed line on any gray
+                ax.contour(pred[z].astype(float), levels=[0.5], colors=color, linewidths=width,
+                           linestyles="dashed")  # fmt: skip
             vol = float(pred.sum()) * voxel_ml
             title = f"{name}: {vol:.2f} mL, Dice {dice:.3f}"
         ax.set_title(title, fontsize=8)

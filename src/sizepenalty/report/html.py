@@ -59,18 +59,11 @@ def _table(frame: pd.DataFrame | None, digits: int = 4) -> str:
 
 def _mean_sd(frame: pd.DataFrame, columns) -> pd.DataFrame:
     """Collapse ``X`` and ``X_sd`` into "mean ± sd" strings, best value per column in bold."""
-    from sizepenalty.report.tables import best_rows
+    from sizepenalty.report.tables import mean_sd_cells
 
-    best = best_rows(frame, columns)
-    out = pd.DataFrame({"Loss": frame["Loss"]})
-    for label, _, _ in columns:
-        digits = 2 if label in ("FP", "Missed", "AVE (mL)") else 4
-        cells = []
-        for loss, v, sd in zip(frame["Loss"], frame[label], frame[f"{label}_sd"]):
-            text = html.escape(f"{v:.{digits}f} ± {sd:.{digits}f}") if v == v else "–"
-            cells.append(f"<b>{text}</b>" if best.get(label) == loss else text)
-        out[label] = cells
-    return out
+    rows = mean_sd_cells(frame, columns, lambda c: f"<b>{c}</b>", missing="–")
+    return pd.DataFrame([[loss, *cells] for loss, cells in rows],
+                        columns=["Loss", *(label for label, _, _ in columns)])  # fmt: skip
 
 
 def _figure(path: Path, caption: str) -> str:

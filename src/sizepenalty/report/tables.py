@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
@@ -81,30 +81,45 @@ def best_rows(
     return out
 
 
-def _fmt(label: str, value: float, sd: float) -> str:
-    digits = 2 if label in ("FP", "Missed", "AVE (mL)") else 4
-    return f"{value:.{digits}f} ± {sd:.{digits}f}"
+def mean_sd_cells(
+    table: pd.DataFrame,
+    columns: Sequence[tuple[str, str, bool]],
+    bold: Callable[[str], str],
+    pm: str = "±",
+    missing: str | None = None,
+) -> list[tuple[str, list[str]]]:
+    """Per row ``(loss, cells)``: "mean ± SD" for each column (2 decimals for counts and mL, else
+    4), the best value per column (:func:`best_rows`) passed through ``bold``; a NaN mean is shown
+    as ``missing`` when given. Shared by the Markdown, LaTeX and HTML renderings."""
+    best = best_rows(table, columns)
+    rows = []
+    for _, r in table.iterrows():
+        cells = []
+        for label, _, _ in columns:
+            value, sd = r[label], r[f"{label}_sd"]
+            digits = 2 if label in ("FP", "Missed", "AVE (mL)") else 4
+            if missing is not None and value != value:
+                cell = missing
+            else:
+                cell = f"{value:.{digits}f} {pm} {sd:.{digits}f}"
+            cells.append(bold(cell) if best.get(label) == r["Loss"] else cell)
+        rows.append((str(r["Loss"]), cells))
+    return rows
 
 
 def to_markdown(
     table: pd.DataFrame, columns: Sequence[tuple[str, str, bool]] = MAIN_COLUMNS
 ) -> str:
     """Markdown with mean ± SD across folds; the best value per column in bold."""
-    best = best_rows(table, columns)
     labels = [label for label, _, _ in columns]
     lines = ["| Loss | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
-    for _, r in table.iterrows():
-        cells = []
-        for label in labels:
-            cell = _fmt(label, r[label], r[f"{label}_sd"])
-            cells.append(f"**{cell}**" if best.get(label) == r["Loss"] else cell)
-        lines.append(f"| {r['Loss']} | " + " | ".join(cells) + " |")
+    for loss, cells in mean_sd_cells(table, columns, lambda c: f"**{c}**"):
+        lines.append(f"| {loss} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def to_latex(table: pd.DataFrame, columns: Sequence[tuple[str, str, bool]] = MAIN_COLUMNS) -> str:
     """LaTeX tabular with mean $\\pm$ SD across folds; the best value per column in bold."""
-    best = best_rows(table, columns)
     labels = [label for label, _, _ in columns]
     lines = [
         r"\begin{tabular}{l" + "r" * len(labels) + "}",
@@ -112,12 +127,8 @@ def to_latex(table: pd.DataFrame, columns: Sequence[tuple[str, str, bool]] = MAI
         "Loss & " + " & ".join(labels) + r" \\",
         r"\hline",
     ]
-    for _, r in table.iterrows():
-        cells = []
-        for label in labels:
-            cell = _fmt(label, r[label], r[f"{label}_sd"]).replace("±", r"$\pm$")
-            cells.append(r"\textbf{" + cell + "}" if best.get(label) == r["Loss"] else cell)
-        lines.append(f"{r['Loss']} & " + " & ".join(cells) + r" \\")
+    for loss, cells in mean_sd_cells(table, columns, lambda c: r"\textbf{" + c + "}", pm=r"$\pm$"):
+        lines.append(f"{loss} & " + " & ".join(cells) + r" \\")
     lines += [r"\hline", r"\end{tabular}", ""]
     return "\n".join(lines)
 
@@ -270,6 +281,7 @@ __all__ = [
     "frame_latex",
     "frame_markdown",
     "main_table",
+    "mean_sd_cells",
     "pair_table",
     "strata_table",
     "thesis_side_by_side",

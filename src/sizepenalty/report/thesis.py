@@ -34,12 +34,3 @@ TABLE_5_3: dict[str, tuple[float, ...]] = {
     "FSD": (0.7774, 0.68, 7.21, 0.6475, 0.2478, 0.3882, 0.6801, 0.5074, 1.4994),
     "TFS": (0.7472, 0.79, 7.21, 0.6543, 0.2562, 0.3600, 0.6791, 0.4999, 1.6486),
 }
-
-
-def table_5_2(
-    baseline: str = "DTF", candidate: str = "DTS"
-) -> dict[str, tuple[float, float, float]]:
-    """Table 5.2 (baseline vs candidate on the proprietary cohort) derived from Table 5.1:
-    column -> (baseline, candidate, candidate - baseline)."""
-    b, c = TABLE_5_1[baseline], TABLE_5_1[candidate]
-    return {col: (x, y, y - x) for col, x, y in zip(COLUMNS, b, c)}
