@@ -148,3 +148,20 @@ def test_figures_are_valid_png_and_pdf(tmp_path):
     assert len(made) == 8
     for path in made:
         assert _is_png(path) if path.suffix == ".png" else _is_pdf(path), path
+
+
+def test_html_report_marks_best_values_in_bold(tmp_path):
+    from sizepenalty.config import from_dict
+    from sizepenalty.report.html import build_report
+
+    cases = fabricated()
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    T.main_table(cases, ["DTF", "DTS"]).to_csv(tables / "table_main.csv", index=False)
+    T.extra_table(cases, ["DTF", "DTS"]).to_csv(tables / "table_extra.csv", index=False)
+    cfg = from_dict(
+        {"study": "r", "results": str(tmp_path), "losses": {"combinations": ["DTF", "DTS"]}}
+    )
+    html = build_report(cfg, tables, tmp_path / "figures")
+    assert "&lt;b&gt;" not in html  # the markup is not escaped into visible text
+    assert html.count("<b>") >= len(T.MAIN_COLUMNS) + len(T.EXTRA_COLUMNS)

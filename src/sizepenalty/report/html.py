@@ -49,11 +49,12 @@ def _read(path: Path) -> pd.DataFrame | None:
         return None
 
 
-def _table(frame: pd.DataFrame | None, digits: int = 4) -> str:
+def _table(frame: pd.DataFrame | None, digits: int = 4, escape: bool = True) -> str:
+    """``escape=False`` only for cells this module built itself (the bold best values)."""
     if frame is None or frame.empty:
         return "<p><em>(empty)</em></p>"
     return frame.to_html(
-        index=False, float_format=lambda v: f"{v:.{digits}f}", na_rep="–", border=0
+        index=False, float_format=lambda v: f"{v:.{digits}f}", na_rep="–", border=0, escape=escape
     )
 
 
@@ -134,9 +135,9 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
         "<h2>Results (Table 5.1 analogue)</h2>",
         "<p>Mean over folds of each fold's mean over its test cases, ± standard deviation across folds; "
         "best value per column in bold. Lower is better for FP, Missed, RVE and ASSD.</p>",
-        _table(_mean_sd(main, MAIN_COLUMNS)) if main is not None and len(main) else _table(None),
+        _table(_mean_sd(main, MAIN_COLUMNS), escape=False) if main is not None and len(main) else _table(None),
         "<h3>Further metrics</h3>",
-        _table(_mean_sd(extra, EXTRA_COLUMNS)) if extra is not None and len(extra) else _table(None),
+        _table(_mean_sd(extra, EXTRA_COLUMNS), escape=False) if extra is not None and len(extra) else _table(None),
         "<h2>Baseline vs candidate (Table 5.2 analogue) with paired statistics</h2>",
         "<p>Delta = candidate − baseline of the fold-mean values; Direction says whether that is better "
         "for the candidate. Over paired test cases: bootstrap 95% CI of the mean difference and the "
