@@ -327,9 +327,11 @@ def reset_if_stale(run_dir: Path, fingerprint: str) -> bool:
     if (run_dir / "done.json").exists():
         found = json.loads((run_dir / "done.json").read_text()).get("fingerprint")
     elif (run_dir / "last.pt").exists():
-        found = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True).get(
-            "fingerprint"
-        )
+        # Memory-mapped: only the small fingerprint string is read, not the model and optimizer
+        # tensors (hundreds of MB at thesis width; the CLI and train() both call this on resume).
+        found = torch.load(
+            run_dir / "last.pt", map_location="cpu", weights_only=True, mmap=True
+        ).get("fingerprint")
     else:
         return False
     if found == fingerprint:
