@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_default_config_validates_and_is_typed():
     cfg = load_config(ROOT / "config.yaml")
     assert cfg.dataset.source == "synthetic"
-    assert cfg.folds.k == 5
+    assert (cfg.folds.k, cfg.folds.trained, cfg.folds.val_fraction) == (10, (0, 1, 2, 3, 4), 0.1)
     assert len(cfg.combo_names) == 14
     assert cfg.losses.tau == 600 and cfg.losses.cap == 10.0 and cfg.losses.eps == 1e-5
     assert cfg.losses.tversky.alpha == 0.3 and cfg.losses.focal.gamma == 2.0
@@ -35,6 +35,16 @@ def test_empty_config_gets_thesis_defaults():
     assert cfg.infer.min_size == 5 and cfg.infer.connectivity == 18
     assert cfg.model.base_filters == 32 and cfg.model.dropout == 0.2
     assert cfg.report.pairs == (("DTF", "DTS"), ("DTF", "FSD"))
+    # The thesis's protocol: 80/10/10 (a 10-fold rule, 5 folds run), panoptica matching, its bins.
+    assert (cfg.folds.k, cfg.folds.trained, cfg.folds.val_fraction) == (10, (0, 1, 2, 3, 4), 0.1)
+    rule = cfg.metrics.instance_rule
+    assert (rule.connectivity, rule.criterion, rule.threshold, rule.strict) == (
+        26,
+        "iou",
+        0.5,
+        False,
+    )
+    assert [s.label for s in cfg.metrics.strata] == ["< 5 mL", "≥ 5 mL", "< 1 mL"]
 
 
 def _error(raw) -> str:
@@ -70,6 +80,19 @@ def test_auto_tau_is_accepted():
 def test_too_few_folds_is_rejected():
     msg = _error({"folds": {"k": 1}})
     assert "folds.k" in msg and "minimum of 2" in msg
+    msg = _error({"folds": {"k": 3}})  # the default run list names folds 0-4
+    assert "folds.run: fold(s) 3, 4 do not exist with folds.k = 3" in msg and "null for all" in msg
+    assert from_dict({"folds": {"k": 3, "run": None}}).folds.trained == (0, 1, 2)
+
+
+def test_settings_for_combinations_not_studied_do_not_apply():
+    # A preset's per-combination overlaps merge key by key into a subset study: they just don't apply.
+    raw = {
+        "losses": {"combinations": ["DTS", "DTF"]},
+        "infer": {"overlap_by_combo": {"F+S": 0.75, "DTS": 0.75, "S": 0.75}},
+    }
+    cfg = from_dict(raw)
+    assert cfg.infer.overlap_by_combo == {"DTS": 0.75} and cfg.infer.overlap_for("DTF") == 0.5
 
 
 def test_missing_data_path_is_rejected(tmp_path):

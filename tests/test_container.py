@@ -98,7 +98,7 @@ def test_every_rule_runs_in_the_configured_image_under_use_singularity(tmp_path)
         "study": "ctr",
         "dataset": {"synthetic": {"cases": 5, "shape": [16, 32, 32]}},
         "preprocess": {"shape": [16, 32, 32]},
-        "folds": {"k": 2},
+        "folds": {"k": 2, "run": None},
         "losses": {"combinations": ["DTS"]},
         "model": {"base_filters": 2, "depth": 3},
         "train": {"epochs": 1, "batch_size": 2, "patches_per_volume": 1, "patch_large": [8, 16, 16], "patch_small": [8, 8, 8]},

@@ -34,8 +34,9 @@ from sizepenalty.data.preprocess import (
     save_preprocessed,
     to_nifti,
 )
-from sizepenalty.data.summary import dataset_summary, stratum_of
+from sizepenalty.data.summary import dataset_summary
 from sizepenalty.data.synth import SynthSpec, case_paths, write_cohort
+from sizepenalty.strata import bin_of, size_strata
 
 SPEC = SynthSpec(shape=(16, 40, 32), spacing=(6.0, 4.0, 4.0))
 
@@ -86,8 +87,8 @@ def test_synthetic_is_byte_identical_for_a_seed(cohort, tmp_path):
 
 def test_synthetic_lesions_cover_every_stratum_and_are_disconnected(tmp_path):
     rows = write_cohort(tmp_path, 9, seed=3, spec=SPEC)
-    strata = {stratum_of(float(r["lesion_ml"]), [1.0, 5.0]) for r in rows}
-    assert strata == {"< 1 mL", "< 5 mL", ">= 5 mL"}
+    strata = {bin_of(float(r["lesion_ml"]), [1.0, 5.0]) for r in rows}
+    assert strata == {"< 1 mL", "1–5 mL", "≥ 5 mL"}
     assert np.mean([r["n_lesions"] for r in rows]) > 2.5
     assert max(r["n_lesions"] for r in rows) >= 4
     for r in rows:
@@ -272,6 +273,16 @@ def test_manifest_problems_are_named(tmp_path):
     bad.write_text("case_id,dwi,adc,mask\nx,a,b,c\nx,a,b,c\n")
     with pytest.raises(CohortError, match="m.csv:3: duplicate case_id 'x'"):
         read_manifest(bad)
+    bad.write_bytes(b"case_id,dwi,adc,mask\n\xff\xfe,a,b,c\n")
+    with pytest.raises(CohortError, match="m.csv: manifest is not UTF-8"):
+        read_manifest(bad)
+
+
+def test_manifest_saved_by_a_spreadsheet_with_a_byte_order_mark(tmp_path):
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes("\ufeffcase_id,dwi,adc,mask\r\nc1,d.nii.gz,a.nii.gz,m.nii.gz\r\n".encode())
+    (case,) = read_manifest(bom)
+    assert case.case_id == "c1" and case.dwi == tmp_path / "d.nii.gz"
 
 
 def test_skip_invalid_lists_and_skips(tmp_path, capsys, cohort):
@@ -429,9 +440,15 @@ def test_dataset_summary_counts_strata():
             "voxel_ml": [0.008] * 4,
         }
     )
-    table = dataset_summary(stats, [1.0, 5.0]).set_index("Property")["dataset"]
-    assert table["Cases"] == "4" and table["Cases < 1 mL"] == "2" and table["Cases >= 5 mL"] == "1"
+    folds = make_folds({"a": 0.1, "b": 2, "c": 3, "d": 4, "e": 9, "f": 0.3}, k=3, val_fraction=0.2)
+    table = dataset_summary(stats, size_strata([5.0], [1.0]), folds=folds, trained=[0, 2])
+    table = table.set_index("Property")["dataset"]
+    # The thesis's bins: "< 5 mL" holds the sub-mL cases; "< 1 mL" is a subset of it.
+    assert table["Cases"] == "4" and table["Cases < 5 mL"] == "3" and table["Cases ≥ 5 mL"] == "1"
+    assert table["Cases < 1 mL (subset)"] == "2"
     assert table["Lesions per case, mean"] == "2.25"
+    assert table["Fold 0: train / val / test cases"] == "3 / 1 / 2"
+    assert "Fold 1: train / val / test cases" not in table  # not trained
 
 
 def test_cli_data_chain(tmp_path, capsys):
@@ -440,7 +457,7 @@ def test_cli_data_chain(tmp_path, capsys):
         "results": str(tmp_path),
         "dataset": {"synthetic": {"cases": 6, "shape": [16, 40, 32]}},
         "preprocess": {"shape": [16, 40, 32]},
-        "folds": {"k": 3},
+        "folds": {"k": 3, "run": None},
     }
     c = tmp_path / "c.yaml"
     c.write_text(yaml.safe_dump(cfg))

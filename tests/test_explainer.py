@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from sizepenalty.losses import LossHyperParams
 from sizepenalty.report.explainer import (
     blindspot_trajectories,
     build_explainer,
@@ -18,26 +19,32 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
                "--disable-component-update", "--no-first-run"]  # fmt: skip
 
 
-def test_blindspot_small_lesion_stalls_with_dice_and_not_with_spl():
+def test_blindspot_compares_like_with_like_in_one_sample():
     t = blindspot_trajectories()
-    assert len(t["D"]) == len(t["S+D"]) == 151
+    assert len(t["D"]) == len(t["S+D"]) == 151 and t["D"][0] == t["S+D"][0]  # same start
     large_d, small_d = t["D"][-1]
     large_s, small_s = t["S+D"][-1]
     assert large_d / 800 > 0.95 and large_s / 800 > 0.95  # both find the large lesion
-    assert small_d / 50 < 0.5 < small_s / 50  # only Dice + SPL grows the small one past half
-    assert t["D"][0] == t["S+D"][0]  # same start
+    # One sample, the training's reductions: SPL only sees the sample's total volume, so its help
+    # for the small lesion is modest (measured: 18.7 vs 24.2 of 50 voxels), not a rescue.
+    assert small_d == pytest.approx(18.7, abs=0.05) and small_s == pytest.approx(24.2, abs=0.05)
 
 
-def test_gradient_spectra_show_dice_ignoring_the_missed_lesion():
+def test_blindspot_follows_the_studys_loss_settings():
+    weak = blindspot_trajectories(hparams=LossHyperParams(lambda_size=0.0))
+    assert weak["S+D"] == weak["D"]  # lambda_S = 0: Dice + SPL is Dice
+
+
+def test_gradient_spectra_in_one_sample():
     s = gradient_spectra()
     d, spl = s["D"]["mean"], s["S"]["mean"]
-    # Summed over each lesion (what changes its volume) Dice pulls the missed one ~30x less...
+    # Summed over each lesion, Dice moves the missed small lesion far less than the found one.
     assert s["D"]["total"]["small lesion"] < 0.1 * s["D"]["total"]["large lesion"]
-    # ...while SPL's per-voxel push on it is an order of magnitude above Dice's, and above its own
-    # push on the large lesion (the size weight).
-    assert (
-        spl["small lesion"] > 10 * d["small lesion"] and spl["small lesion"] > spl["large lesion"]
-    )
+    # SPL's per-voxel push has one size weight for the whole sample: per voxel it differs between
+    # regions only through p(1 - p).
+    ratio = spl["small lesion"] / spl["large lesion"]
+    assert ratio == pytest.approx((0.05 * 0.95) / (0.9 * 0.1), rel=1e-4)
+    assert d["small lesion"] > 0 and spl["background"] > 0
 
 
 def test_page_is_offline():
@@ -52,7 +59,7 @@ def test_explainer_in_headless_chromium(tmp_path):
     from playwright.sync_api import sync_playwright
 
     page_file = tmp_path / "explainer.html"
-    page_file.write_text(build_explainer(tau=600.0, eps=1e-5, cap=10.0))
+    page_file.write_text(build_explainer(LossHyperParams(tau=600.0, eps=1e-5, cap=10.0)))
     errors = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
@@ -83,11 +90,18 @@ def test_explainer_in_headless_chromium(tmp_path):
         page.click("#land", position={"x": 120, "y": 60})
         page.click("#land", position={"x": 500, "y": 250})
         assert page.text_content("#particle-count") == "2"
-        # The blindspot panel shows the embedded trajectories.
-        page.fill("#epoch", "150")
-        small_dice = float(page.text_content("#blind-d-small"))
-        small_spl = float(page.text_content("#blind-sd-small"))
-        assert small_spl > small_dice
+        # The blindspot panel shows exactly what a Python run of the same setting computes.
+        traj = blindspot_trajectories()
+        for epoch in (0, 40, 150):
+            page.fill("#epoch", str(epoch))
+            for code, tag in (("D", "d"), ("S+D", "sd")):
+                for j, region in enumerate(("large", "small")):
+                    shown = float(page.text_content(f"#blind-{tag}-{region}"))
+                    assert shown == pytest.approx(traj[code][epoch][j], abs=0.05), (epoch, code)
+        summary = page.text_content("#blind-summary")
+        assert f"{traj['D'][150][1]:.1f} of 50 voxels with Dice alone" in summary
+        assert f"{traj['S+D'][150][1]:.1f} with Dice + SPL" in summary
+        assert "800-voxel" in page.text_content("#blind-setup")
         page.screenshot(path=str(tmp_path / "explainer.png"), full_page=True)
         browser.close()
     assert not errors, errors

@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from sizepenalty.cli import main
 from sizepenalty.metrics import (
+    InstanceRule,
     assd_mm,
     case_metrics,
     ccc,
@@ -29,15 +30,13 @@ from panoptica import (  # noqa: E402
 from panoptica.metrics import Metric  # noqa: E402
 from panoptica.metrics.assd import _average_symmetric_surface_distance  # noqa: E402
 
+# panoptica as the thesis used it (§4.6), with its defaults: cc3d components (26-connectivity) and
+# NaiveThresholdMatching at IoU >= 0.5. Our default metrics settings must give the same numbers.
 EVALUATOR = Panoptica_Evaluator(
     expected_input=InputType.SEMANTIC,
-    instance_approximator=ConnectedComponentsInstanceApproximator(),  # cc3d, 26-connectivity
-    # We follow Kirillov et al.'s IoU > 0.5 (strict); panoptica's default is >= 0.5, so ask it for
-    # the strict comparison. The difference at exactly 0.5 is pinned in a test below.
-    instance_matcher=NaiveThresholdMatching(
-        matching_metric=Metric.IOU, matching_threshold=0.5, strict_threshold=True
-    ),
-    instance_metrics=[Metric.DSC, Metric.IOU],
+    instance_approximator=ConnectedComponentsInstanceApproximator(),
+    instance_matcher=NaiveThresholdMatching(matching_metric=Metric.IOU, matching_threshold=0.5),
+    instance_metrics=[Metric.DSC, Metric.IOU, Metric.ASSD],
     global_metrics=[Metric.DSC],
 )
 
@@ -82,18 +81,81 @@ def random_pair(rng: np.random.Generator, shape=(24, 40, 40)):
     return ref.astype(np.uint8), pred.astype(np.uint8)
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_instances_and_panoptic_quality_match_panoptica(seed):
+def small_lesion_pair(rng: np.random.Generator, shape=(16, 24, 24)):
+    """Small lesions where panoptica's ">= 0.5" decides: predictions that are a 2x superset or a
+    half subset (IoU exactly 0.5), corner-touching components (one instance at 26-connectivity,
+    two at 6/18), a prediction merging two lesions and one splitting a lesion, plus a stray FP."""
+    ref = np.zeros(shape, bool)
+    pred = np.zeros(shape, bool)
+    slots = [(2, 2, 2), (2, 2, 12), (2, 12, 2), (2, 12, 12), (9, 2, 2), (9, 12, 12)]
+    kinds = rng.permutation(["superset", "subset", "corner", "merge", "split", "same"])
+    for (z, y, x), kind in zip(slots, kinds):
+        n = int(rng.integers(2, 5))  # lesion of 2 x n x 1 ... a few voxels
+        lesion = np.zeros(shape, bool)
+        lesion[z : z + 2, y : y + n, x] = True
+        ref |= lesion
+        if kind == "superset":  # the same number of voxels beside it: IoU = 1/2
+            pred[z : z + 2, y : y + n, x : x + 2] = True
+        elif kind == "subset":  # half of it: IoU = 1/2
+            pred[z, y : y + n, x] = True
+        elif kind == "corner":  # a second lesion touching the first only at a corner
+            ref[z + 2, y + n, x + 1] = True
+            pred |= lesion
+            pred[z + 2, y + n, x + 1] = True
+        elif kind == "merge":  # a second lesion one voxel away, bridged in the prediction
+            ref[z : z + 2, y : y + n, x + 2] = True
+            pred[z : z + 2, y : y + n, x : x + 3] = True
+        elif kind == "split":  # the prediction cut in two across the lesion
+            longer = np.zeros(shape, bool)
+            longer[z : z + 2, y : y + n + 3, x] = True
+            ref |= longer
+            pred |= longer
+            pred[z : z + 2, y + (n + 3) // 2, x] = False
+        else:
+            pred |= lesion
+    c = rng.integers([3, 5, 5], np.array(shape) - 3)
+    pred[c[0], c[1], c[2]] = True  # a one-voxel false positive (min-size filtering is separate)
+    return ref.astype(np.uint8), pred.astype(np.uint8)
+
+
+PAIRS = [("random", s) for s in range(40)] + [("small", s) for s in range(20)]
+
+
+def _pair(kind, seed):
     rng = np.random.default_rng(seed)
-    ref, pred = random_pair(rng)
+    return random_pair(rng) if kind == "random" else small_lesion_pair(rng)
+
+
+@pytest.mark.parametrize("kind,seed", PAIRS)
+def test_default_instances_and_panoptic_quality_equal_panoptica(kind, seed):
+    ref, pred = _pair(kind, seed)
     if not ref.any() or not pred.any():
         pytest.skip("edge cases are tested separately")
-    ours = case_metrics(ref, pred, (1.0, 1.0, 1.0), connectivity=26, matching="iou")
-    res = EVALUATOR.evaluate(pred, ref, verbose=False)["ungrouped"]
+    spacing = (2.0, 1.0, 1.5)
+    ours = case_metrics(ref, pred, spacing)  # default settings = the thesis's panoptica
+    res = EVALUATOR.evaluate(pred, ref, voxelspacing=spacing, verbose=False)["ungrouped"]
+    assert (ours["n_ref"], ours["n_pred"]) == (res.n_ref_instances, res.n_pred_instances)
     assert (ours["tp"], ours["fp"], ours["fn"]) == (res.tp, res.fp, res.fn)
     for key in ("pq", "sq", "rq", "pq_dsc", "sq_dsc"):
-        assert ours[key] == pytest.approx(getattr(res, key), abs=1e-9), key
-    assert ours["dice"] == pytest.approx(res.global_bin_dsc, abs=1e-9)
+        assert ours[key] == pytest.approx(getattr(res, key), abs=1e-12), key
+    assert ours["dice"] == pytest.approx(res.global_bin_dsc, abs=1e-12)
+    if res.tp:
+        assert ours["assd_tp_mm"] == pytest.approx(res.sq_assd, rel=1e-9)
+    else:  # panoptica: inf (no matched pair); ours: NaN, left out of means
+        assert np.isinf(res.sq_assd) and np.isnan(ours["assd_tp_mm"])
+
+
+def test_small_lesion_pairs_exercise_the_half_iou_boundary():
+    """The generated small-lesion cases really contain IoU == 0.5 pairs and 26-only contacts."""
+    exact_half = corner = 0
+    for seed in range(20):
+        ref, pred = small_lesion_pair(np.random.default_rng(seed))
+        rl, nr = label_instances(ref, 26)
+        pl, np_ = label_instances(pred, 26)
+        m = match_instances(rl, pl, nr, np_)
+        exact_half += sum(1 for _, _, iou, _ in m.pairs if iou == 0.5)
+        corner += label_instances(ref, 18)[1] > nr
+    assert exact_half >= 20 and corner == 20
 
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (6.0, 0.9, 0.9), (2.0, 0.5, 1.25)])
@@ -143,6 +205,8 @@ def test_edge_cases_have_documented_values():
     assert false_pos["fp"] == 1 and false_pos["detection"] == 1.0 and false_pos["vw_dice"] == 0.0
     assert false_pos["rve"] == pytest.approx(27 / 1e-5)
     for result in (both_empty, missed, false_pos):
+        # Defined everywhere but the matched-pair ASSD, which has no pair to measure (TP = 0).
+        assert np.isnan(result.pop("assd_tp_mm"))
         assert all(np.isfinite(v) for v in result.values())
     # Where panoptica differs: with an empty prediction it reports ASSD inf; we report the image
     # diagonal so that fold means stay finite (documented in sizepenalty.metrics.surface).
@@ -150,21 +214,31 @@ def test_edge_cases_have_documented_values():
     assert (res.tp, res.fn) == (0, 1) and res.pq == 0.0
 
 
-def test_iou_exactly_half_is_not_a_match_unlike_panoptica_default():
-    ref = np.zeros((3, 10, 3), np.uint8)
-    ref[1, 0:4, 1] = 1
+def test_iou_exactly_half_matches_by_default_and_not_when_strict():
+    ref = np.zeros((3, 12, 3), np.uint8)
+    ref[1, 0:6, 1] = 1  # a 6-voxel lesion ...
     pred = np.zeros_like(ref)
-    pred[1, 2:6, 1] = 1  # IoU = 2/6 ... extend so that IoU is exactly 0.5
-    pred[1, 0:2, 1] = 1  # pred = 0..5 (6 voxels), ref = 0..3 (4): IoU = 4/6
-    pred[1, 4:8, 1] = 1  # pred = 0..7 (8 voxels): IoU = 4/8 = 0.5
-    ours = case_metrics(ref, pred, (1, 1, 1), connectivity=26)
-    assert ours["tp"] == 0  # spec/Kirillov: IoU must exceed 0.5
-    lenient = Panoptica_Evaluator(
+    pred[1, 0:12, 1] = 1  # ... predicted as its 12-voxel superset: IoU exactly 0.5
+    default = case_metrics(ref, pred, (1, 1, 1))
+    assert (default["tp"], default["fp"], default["fn"], default["pq"]) == (1, 0, 0, 0.5)
+    strict = case_metrics(ref, pred, (1, 1, 1), InstanceRule(strict=True))
+    assert (strict["tp"], strict["fp"], strict["fn"], strict["pq"]) == (0, 1, 1, 0.0)
+    strict_panoptica = Panoptica_Evaluator(
         expected_input=InputType.SEMANTIC,
         instance_approximator=ConnectedComponentsInstanceApproximator(),
-        instance_matcher=NaiveThresholdMatching(matching_metric=Metric.IOU, matching_threshold=0.5),
+        instance_matcher=NaiveThresholdMatching(
+            matching_metric=Metric.IOU, matching_threshold=0.5, strict_threshold=True
+        ),
     )
-    assert lenient.evaluate(pred, ref, verbose=False)["ungrouped"].tp == 1  # panoptica default: >=
+    assert strict_panoptica.evaluate(pred, ref, verbose=False)["ungrouped"].tp == 0
+    assert EVALUATOR.evaluate(pred, ref, verbose=False)["ungrouped"].pq == 0.5
+
+
+def test_connectivity_is_an_option():
+    ref = np.zeros((4, 4, 4), np.uint8)
+    ref[0, 0, 0] = ref[1, 1, 1] = 1  # corner contact: one lesion at 26, two at 18 and 6
+    assert case_metrics(ref, ref, (1, 1, 1))["n_ref"] == 1
+    assert case_metrics(ref, ref, (1, 1, 1), InstanceRule(connectivity=18))["n_ref"] == 2
 
 
 def test_overlap_matching_counts_merged_lesions_once():
@@ -173,8 +247,8 @@ def test_overlap_matching_counts_merged_lesions_once():
     ref[2, 10:14, 2] = 1
     pred = np.zeros_like(ref)
     pred[2, 3:13, 2] = 1  # one prediction bridging both lesions
-    iou = case_metrics(ref, pred, (1, 1, 1), matching="iou")
-    ovl = case_metrics(ref, pred, (1, 1, 1), matching="overlap")
+    iou = case_metrics(ref, pred, (1, 1, 1))
+    ovl = case_metrics(ref, pred, (1, 1, 1), InstanceRule(criterion="overlap"))
     assert (iou["tp"], iou["fp"], iou["fn"]) == (0, 1, 2)
     assert (ovl["tp"], ovl["fp"], ovl["fn"]) == (1, 0, 1)
 
@@ -255,14 +329,16 @@ def test_ccc_known_values():
     assert ccc([1.0], [1.0]) == 1.0
 
 
-def test_matching_unique_above_half_iou():
+def test_matching_is_one_to_one_at_a_tie():
     ref = np.zeros((3, 12, 3), np.int32)
     ref[1, 0:6, 1] = 1
     ref[1, 6:12, 1] = 2
     pred = np.zeros_like(ref)
-    pred[1, 0:12, 1] = 1
-    m = match_instances(ref, pred, 2, 1, "iou", 0.5)
-    assert m.tp == 0 and m.fp == 1 and m.fn == 2
+    pred[1, 0:12, 1] = 1  # IoU exactly 0.5 with both reference lesions
+    m = match_instances(ref, pred, 2, 1, InstanceRule())
+    assert (m.tp, m.fp, m.fn) == (1, 0, 1) and m.pairs[0][:2] == (1, 1)  # panoptica's order
+    strict = match_instances(ref, pred, 2, 1, InstanceRule(strict=True))
+    assert (strict.tp, strict.fp, strict.fn) == (0, 1, 2)
 
 
 # ----------------------------------------------------------------------------- evaluate CLI
@@ -278,15 +354,13 @@ def test_evaluate_cli_prints_the_documented_keys(tmp_path, capsys):
     ref, pred = random_pair(rng)
     gt = _nifti(tmp_path / "gt.nii.gz", ref.transpose(2, 1, 0))
     pr = _nifti(tmp_path / "pred.nii.gz", pred.transpose(2, 1, 0))
-    assert main(["evaluate", "--gt", gt, "--pred", pr, "--connectivity", "26", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    keys = "dice, rve, ave_ml, n_ref, n_pred, tp, fp, fn, detection, lesion_f1, pq, sq, rq, pq_dsc, sq_dsc, assd_mm, vw_dice".split(
+    assert main(["evaluate", "--gt", gt, "--pred", pr, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)  # strict JSON: NaN is written as null
+    keys = "dice, rve, ave_ml, n_ref, n_pred, tp, fp, fn, detection, lesion_f1, pq, sq, rq, pq_dsc, sq_dsc, assd_mm, assd_tp_mm, vw_dice".split(
         ", "
     )
     assert set(keys) <= set(out)
-    direct = case_metrics(
-        ref.transpose(2, 1, 0), pred.transpose(2, 1, 0), (1.0, 1.0, 2.0), connectivity=26
-    )
+    direct = case_metrics(ref.transpose(2, 1, 0), pred.transpose(2, 1, 0), (1.0, 1.0, 2.0))
     assert out["pq"] == pytest.approx(direct["pq"]) and out["assd_mm"] == pytest.approx(
         direct["assd_mm"]
     )

@@ -1,14 +1,12 @@
-"""Thesis-scale presets: valid on top of config.yaml, and a 185-case ISLES 2022 DAG builds fast."""
+"""Thesis-scale presets: valid on top of config.yaml, and a 185-case ISLES 2022 DAG plans the
+thesis's protocol. (How long planning takes is measured by bench/bench_dag.py, not asserted.)"""
 
 import subprocess
-import time
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
 import yaml
-from workflow_helpers import ROOT, SNAKEMAKE, copy_workflow, snakemake_env
+from workflow_helpers import ROOT, SNAKEMAKE, copy_workflow, isles_layout, snakemake_env
 
 from sizepenalty.config import deep_merge, from_dict
 
@@ -37,7 +35,13 @@ def test_preset_is_valid_and_thesis_scale(preset, tmp_path):
         cfg.infer.tta and cfg.infer.overlap_for("DTS") == 0.75 and cfg.infer.overlap_for("D") == 0.5
     )
     assert cfg.losses.size_warmup == 0 and cfg.model.prior_prob == 0.5  # the thesis's training
-    assert len(cfg.combo_names) == 14 and cfg.folds.k == 5
+    assert len(cfg.combo_names) == 14
+    # 80/10/10 as the thesis: a 10-fold rule, 5 folds run on its cohort, one split on ISLES 2022.
+    assert (cfg.folds.k, cfg.folds.val_fraction) == (10, 0.1)
+    assert cfg.folds.trained == {"isles22": (0,), "cohort": (0, 1, 2, 3, 4)}[preset.stem]
+    rule = cfg.metrics.instance_rule  # panoptica's matching, as in the thesis
+    assert (rule.connectivity, rule.threshold, rule.strict) == (26, 0.5, False)
+    assert [s.label for s in cfg.metrics.strata] == ["< 5 mL", "≥ 5 mL", "< 1 mL"]
     expected = {
         "isles22": ((72, 112, 112), (32, 112, 112)),
         "cohort": ((32, 256, 256), (32, 128, 128)),
@@ -45,28 +49,22 @@ def test_preset_is_valid_and_thesis_scale(preset, tmp_path):
     assert (cfg.preprocess.shape, cfg.infer.roi) == expected[preset.stem]
 
 
-def _isles_layout(root: Path, n: int) -> None:
-    """``n`` tiny cases in the ISLES 2022 BIDS layout (what the reader walks, nothing more)."""
-    affine = np.diag([2.0, 2.0, 2.0, 1.0])
-    vol = np.zeros((6, 6, 4), np.float32)
-    mask = np.zeros((6, 6, 4), np.uint8)
-    mask[2:4, 2:4, 1:3] = 1
-    for i in range(1, n + 1):
-        sub = f"sub-strokecase{i:04d}"
-        raw = root / "rawdata" / sub / "ses-0001" / "dwi"
-        der = root / "derivatives" / sub / "ses-0001"
-        raw.mkdir(parents=True)
-        der.mkdir(parents=True)
-        for kind, data in (("dwi", vol + 1), ("adc", vol + 2)):
-            nib.save(nib.Nifti1Image(data, affine), raw / f"{sub}_ses-0001_{kind}.nii.gz")
-        nib.save(nib.Nifti1Image(mask, affine), der / f"{sub}_ses-0001_msk.nii.gz")
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_a_subset_of_a_presets_combinations_runs(preset, tmp_path):
+    # configfiles merge recursively: the preset's per-combination overlaps cannot be removed, so
+    # those of combinations the study does not run must simply not apply.
+    raw = deep_merge(_merged(preset), {"losses": {"combinations": ["DTS", "DTF"]}})
+    raw["dataset"] = {"source": "synthetic"}
+    cfg = from_dict(raw, source=preset.name)
+    assert cfg.combo_names == ("DTS", "DTF") and set(cfg.infer.overlap_by_combo) == {"DTS"}
+    assert cfg.infer.overlap_for("DTS") == 0.75 and cfg.infer.overlap_for("DTF") == 0.5
 
 
 @pytest.mark.slow
-def test_isles22_preset_dag_for_185_cases_builds_in_under_5_s(tmp_path):
+def test_isles22_preset_dag_for_185_cases_plans_one_80_10_10_split(tmp_path):
     work = copy_workflow(tmp_path / "wf")
     shutil_root = tmp_path / "ISLES-2022"
-    _isles_layout(shutil_root, 185)
+    isles_layout(shutil_root, 185)
     (work / "data.yaml").write_text(yaml.safe_dump({"dataset": {"path": str(shutil_root)}}))
     cmd = [str(SNAKEMAKE), "--configfile", str(ROOT / "presets/isles22.yaml"), "data.yaml"]
     # The case list comes from the cohort checkpoint (it validates every file): run it first, as the
@@ -74,10 +72,8 @@ def test_isles22_preset_dag_for_185_cases_builds_in_under_5_s(tmp_path):
     out = subprocess.run([*cmd, "--cores", "1", "results/isles22/data/cases.tsv"], cwd=work,
                          env=snakemake_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    t0 = time.perf_counter()
     dry = subprocess.run([*cmd, "-n", "--quiet", "rules"], cwd=work, env=snakemake_env(),
                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    elapsed = time.perf_counter() - t0
     assert dry.returncode == 0, dry.stderr[-3000:]
     counts = {}
     for line in (dry.stdout + dry.stderr).splitlines():
@@ -85,6 +81,4 @@ def test_isles22_preset_dag_for_185_cases_builds_in_under_5_s(tmp_path):
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
     assert counts.get("preprocess") == 185, counts
-    assert counts.get("train") == counts.get("infer") == counts.get("evaluate") == 70, counts
-    print(f"dry run of the 185-case ISLES 2022 study: {elapsed:.2f} s")
-    assert elapsed < 5.0, f"dry run took {elapsed:.1f} s"
+    assert counts.get("train") == counts.get("infer") == counts.get("evaluate") == 14, counts

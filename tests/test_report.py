@@ -8,8 +8,9 @@ import pytest
 from sizepenalty.report import figures as F
 from sizepenalty.report import tables as T
 from sizepenalty.report.stats import bootstrap_ci, holm, paired, wilcoxon_p
+from sizepenalty.strata import bin_of, size_bins, size_strata
 
-STRATA = ["< 1 mL", "< 5 mL", ">= 5 mL"]
+STRATA = ["< 1 mL", "1–5 mL", "≥ 5 mL"]
 
 
 def fabricated(
@@ -30,7 +31,8 @@ def fabricated(
             ):
                 rows.append(base | {"combo": combo, "dice": d, "rve": r, "fp": 1.0 + (combo == "DTS"),
                                     "fn": 2.0, "detection": 0.5, "pq": d / 2, "sq": 0.7, "rq": d / 1.4,
-                                    "assd_mm": 3.0, "lesion_f1": d, "vw_dice": d, "ave_ml": 0.1,
+                                    "assd_mm": 3.0, "assd_tp_mm": 2.0, "lesion_f1": d, "vw_dice": d,
+                                    "ave_ml": 0.1, "pq_dsc": d / 2, "sq_dsc": 0.8,
                                     "vol_pred_ml": ref * (1 + r)})  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -75,14 +77,44 @@ def test_pair_table_deltas_directions_ci_and_holm():
     )
 
 
+def test_thesis_strata_cover_every_case_and_the_sub_ml_table_is_a_subset():
+    strata = size_strata([5.0], [1.0])
+    assert [(x.label, x.subset) for x in strata] == [
+        ("< 5 mL", False), ("≥ 5 mL", False), ("< 1 mL", True)
+    ]  # fmt: skip
+    volumes = [0.0, 0.4, 0.999, 1.0, 4.99, 5.0, 370.0]
+    for v in volumes:  # every case in exactly one covering bin
+        assert sum(x.contains(v) for x in strata if not x.subset) == 1
+    assert [bin_of(v, [5.0]) for v in (0.4, 3.0, 5.0)] == ["< 5 mL", "< 5 mL", "≥ 5 mL"]
+    assert [x.label for x in size_bins([1.0, 5.0])] == STRATA  # exclusive bins say what they hold
+    assert len(size_strata([1.0, 5.0], [1.0])) == 3  # a subset equal to a bin is not repeated
+
+
 def test_strata_table_counts_cases_per_stratum():
-    cases = fabricated(n_per_fold=6, folds=3)
-    strata = T.strata_table(cases, [("DTF", "DTS")], STRATA + ["none here"])
-    assert list(strata["n"]) == [6, 6, 6, 0]
-    row = strata.iloc[2]
-    sub = cases[(cases.stratum == ">= 5 mL") & (cases.combo == "DTF")]
+    cases = fabricated(n_per_fold=6, folds=3)  # references of 0.5, 3 and 12 mL
+    strata = T.strata_table(cases, [("DTF", "DTS")], size_strata([5.0], [1.0, 0.1]))
+    assert list(strata["Stratum"]) == ["< 5 mL", "≥ 5 mL", "< 1 mL", "< 0.1 mL"]
+    assert list(strata["n"]) == [12, 6, 6, 0]  # < 5 mL includes the sub-mL cases
+    row = strata.iloc[1]
+    sub = cases[(cases.ref_ml >= 5) & (cases.combo == "DTF")]
     assert row["Dice base"] == pytest.approx(sub["dice"].mean())
     assert row["RVE delta"] == pytest.approx(-0.02)
+
+
+def test_lesion_detection_by_each_lesions_own_volume():
+    lesions = pd.DataFrame(
+        [
+            {"combo": c, "fold": 0, "case_id": "a", "volume_ml": v, "detected": d}
+            for c, rows in (("DTF", ((0.3, 0), (0.8, 1), (12.0, 1))), ("DTS", ((0.3, 1), (0.8, 1), (12.0, 1))))
+            for v, d in rows
+        ]
+    )  # fmt: skip
+    table = T.lesion_detection_table(lesions, ["DTF", "DTS"], size_strata([5.0], [1.0]))
+    dtf = table[table["Loss"] == "DTF"].set_index("Lesion size")
+    assert dtf.loc["< 5 mL", "Lesions"] == 2 and dtf.loc["< 5 mL", "Detection rate"] == 0.5
+    assert dtf.loc["≥ 5 mL", "Detection rate"] == 1.0
+    dts = table[table["Loss"] == "DTS"].set_index("Lesion size")
+    assert dts.loc["< 1 mL", "Detected"] == 2 and dts.loc["< 1 mL", "Subset"]
 
 
 def test_statistics_helpers():
@@ -122,7 +154,7 @@ def _is_pdf(path):
 def test_figures_are_valid_png_and_pdf(tmp_path):
     cases = fabricated()
     pairs = T.pair_table(cases, [("DTF", "DTS")], n_boot=200)
-    strata = T.strata_table(cases, [("DTF", "DTS")], STRATA)
+    strata = T.strata_table(cases, [("DTF", "DTS")], size_strata([5.0], [1.0]))
     made = F.fig_spl(tmp_path / "spl") + F.fig_improvement(pairs, strata, tmp_path / "imp")
     run = tmp_path / "runs/DTS/fold0"
     run.mkdir(parents=True)

@@ -43,7 +43,7 @@ def test_slurm_profile_runs_a_training_chain_on_local_slurm(tmp_path):
         "study": "slurm",
         "dataset": {"synthetic": {"cases": 4, "shape": [16, 32, 32]}},
         "preprocess": {"shape": [16, 32, 32]},
-        "folds": {"k": 2},
+        "folds": {"k": 2, "run": None},
         "losses": {"combinations": ["D"]},
         "model": {"base_filters": 2, "depth": 3},
         "train": {"epochs": 1, "batch_size": 2, "patches_per_volume": 1, "patch_large": [8, 16, 16], "patch_small": [8, 8, 8]},

@@ -16,13 +16,19 @@ from workflow_helpers import cli_cohort
 from sizepenalty.config import from_dict
 from sizepenalty.data.preprocess import mismatch
 from sizepenalty.model import THESIS_PARAMETERS, build_model, count_parameters
-from sizepenalty.sampling import PatchDataset, augment_patch, build_augment, plan_epoch
+from sizepenalty.sampling import (
+    TRANSFORMS,
+    PatchDataset,
+    augment_patch,
+    build_augment,
+    plan_epoch,
+)
 
 TINY = {
     "study": "tiny",
     "dataset": {"synthetic": {"cases": 6, "shape": [16, 32, 32]}},
     "preprocess": {"shape": [16, 32, 32]},
-    "folds": {"k": 3},
+    "folds": {"k": 3, "run": None},
     "losses": {"combinations": ["D", "S", "DTS"]},
     "model": {"base_filters": 2, "depth": 3},
     "train": {"epochs": 2, "batch_size": 2, "patches_per_volume": 2, "patch_large": [8, 16, 16], "patch_small": [8, 8, 8],
@@ -88,6 +94,41 @@ def test_mismatch_is_recomputed_after_augmentation():
     a, _ = augment_patch(t, image, mask, 3)
     b, _ = augment_patch(t, image, mask, 3)
     np.testing.assert_array_equal(a, b)  # seeded: the same item gives the same patch
+
+
+def _lesion_patch():
+    """DWI-bright/ADC-dark lesion filling a third of the patch: image and label agree voxel by voxel."""
+    mask = np.zeros((8, 16, 16), np.uint8)
+    mask[1:7, 3:13, 2:9] = 1
+    dwi = np.where(mask > 0, 0.9, 0.3).astype(np.float32)
+    adc = np.where(mask > 0, 0.2, 0.7).astype(np.float32)
+    return np.stack([dwi, adc, mismatch(dwi, adc)]), mask
+
+
+@pytest.mark.parametrize("only", [(name,) for name in TRANSFORMS] + [TRANSFORMS, None],
+                         ids=lambda o: "default" if o is None else "+".join(o) if len(o) < 3 else "all")  # fmt: skip
+def test_augmentation_keeps_image_and_label_consistent(only):
+    from scipy import ndimage
+
+    image, mask = _lesion_patch()
+    aug = build_augment(prob_elastic=1.0, only=only) if only else build_augment()
+    for seed in range(40):
+        img, lab = augment_patch(aug, image, mask, seed)
+        lesion = lab > 0
+        # Never a blanked lesion voxel: the cutout only takes background.
+        assert not ((img[0] == 0) & (img[1] == 0) & lesion).any(), seed
+        # Away from the border that interpolation blurs, every lesion voxel looks like lesion and
+        # every background voxel like background (or a cutout hole).
+        core = ndimage.binary_erosion(lesion, iterations=1)
+        bg = ndimage.binary_erosion(~lesion, iterations=1)
+        assert (img[0][core] > img[1][core]).all(), seed
+        hole = (img[0] == 0) & (img[1] == 0)
+        assert ((img[0] < img[1]) | hole)[bg].all(), seed
+        if only in (
+            (name,)
+            for name in ("flip_d", "flip_h", "flip_w", "scale", "shift", "noise", "gamma", "cutout")
+        ):
+            assert lesion.sum() == mask.sum()  # no spatial resampling: the label keeps its voxels
 
 
 def test_dataset_items():

@@ -15,11 +15,12 @@ def test_tiny_study_runs_end_to_end_and_is_lint_clean(tmp_path):
         "study": "tiny",
         "dataset": {"synthetic": {"cases": 6, "shape": [16, 32, 32]}},
         "preprocess": {"shape": [16, 32, 32]},
-        "folds": {"k": 2},
+        "folds": {"k": 2, "run": None},
         "losses": {"combinations": ["D", "DTS"]},
         "model": {"base_filters": 2, "depth": 3},
         "train": {"epochs": 1, "batch_size": 2, "patches_per_volume": 2, "patch_large": [8, 16, 16], "patch_small": [8, 8, 8], "workers": 0, "lr": 3e-3},
         "infer": {"roi": [16, 32, 32], "tta": False},
+        "report": {"pairs": [["D", "DTS"]], "curves": ["D", "DTS"]},
     }  # fmt: skip
     (work / "tiny.yaml").write_text(yaml.safe_dump(tiny))
     cmd = [str(SNAKEMAKE), "--cores", "2", "--configfile", "tiny.yaml"]
@@ -35,14 +36,21 @@ def test_tiny_study_runs_end_to_end_and_is_lint_clean(tmp_path):
     assert len(list((study / "predictions/DTS/fold0").glob("*_pred.nii.gz"))) >= 1
     assert (study / "runs/D/fold1/last.pt").exists() and (study / "mlflow.db").exists()
     # Tables, figures, report and explainer.
-    for name in ("table_extra", "table_pairs", "table_strata", "table_thesis"):
+    for name in ("table_extra", "table_pairs", "table_strata", "table_lesions", "table_thesis"):
         assert (study / f"tables/{name}.csv").exists() and (study / f"tables/{name}.tex").exists()
+    strata = pd.read_csv(study / "tables/table_strata.csv")
+    assert list(strata["Stratum"].unique()) == ["< 5 mL", "≥ 5 mL", "< 1 mL"]
+    lesions = pd.read_csv(study / "tables/per_lesion_metrics.csv")
+    assert len(lesions) == cases["n_ref"].sum() and set(lesions["detected"]) <= {0, 1}
     for fig in ("fig_3_1_spl", "fig_5_1_improvement", "fig_5_2_curves"):
         assert (study / f"figures/{fig}.png").read_bytes()[:4] == b"\x89PNG"
         assert (study / f"figures/{fig}.pdf").read_bytes()[:5] == b"%PDF-"
     html = (study / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "data:image/png;base64," in html
     assert "Side by side with the thesis" in html and "<script" not in html
+    # The report's tables show the thesis's bins with their counts, and the conventions.
+    assert "&lt; 5 mL" in html and "≥ 5 mL" in html and "Lesion-wise detection" in html
+    assert "NaiveThresholdMatching" in html and "Fold 1: train / val / test cases" in html
     assert "DATA = {" in (study / "explainer.html").read_text()
     # MLflow: a parent run, one child per (combo, fold) with test metrics, tables on the parent.
     from mlflow.tracking import MlflowClient
@@ -98,3 +106,15 @@ def test_tiny_study_runs_end_to_end_and_is_lint_clean(tmp_path):
     text = dry.stdout + dry.stderr
     trainings = [line for line in text.splitlines() if "sizepenalty train " in line]
     assert len(trainings) == 2 and all("--combo DTS" in line for line in trainings), trainings
+    # The ISLES 2022 metric profile flows through every table, figure and the report; only the
+    # evaluation and what follows it rerun.
+    (work / "isles.yaml").write_text(yaml.safe_dump({"metrics": {"profile": "isles22"}}))
+    isles = subprocess.run([*cmd, "isles.yaml"], cwd=work, env=snakemake_env(), capture_output=True,
+                           text=True, timeout=600)  # fmt: skip
+    assert isles.returncode == 0, isles.stderr[-3000:]
+    assert "sizepenalty train " not in isles.stdout + isles.stderr
+    main = pd.read_csv(study / "tables/table_main.csv")
+    assert {"Dice", "AVD (mL)", "Count diff.", "Lesion F1"} <= set(main.columns)
+    assert "PQ" not in main.columns
+    html = (study / "report.html").read_text()
+    assert "AVD (mL)" in html and "Metric profile" in html

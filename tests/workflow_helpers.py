@@ -55,3 +55,23 @@ def cli_cohort(config: Path, root: Path, raw: Path, cases: int, *extra_synth: st
         )
         == 0
     )
+
+
+def isles_layout(root: Path, n: int) -> None:
+    """``n`` tiny cases in the ISLES 2022 BIDS layout (what the reader walks, nothing more)."""
+    import nibabel as nib
+    import numpy as np
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    vol = np.zeros((6, 6, 4), np.float32)
+    mask = np.zeros((6, 6, 4), np.uint8)
+    mask[2:4, 2:4, 1:3] = 1
+    for i in range(1, n + 1):
+        sub = f"sub-strokecase{i:04d}"
+        raw = root / "rawdata" / sub / "ses-0001" / "dwi"
+        der = root / "derivatives" / sub / "ses-0001"
+        raw.mkdir(parents=True)
+        der.mkdir(parents=True)
+        for kind, data in (("dwi", vol + 1), ("adc", vol + 2)):
+            nib.save(nib.Nifti1Image(data, affine), raw / f"{sub}_ses-0001_{kind}.nii.gz")
+        nib.save(nib.Nifti1Image(mask, affine), der / f"{sub}_ses-0001_msk.nii.gz")

@@ -282,6 +282,9 @@ def _summary_args(p: argparse.ArgumentParser) -> None:
     _add_config(p)
     p.add_argument("--stats-dir", required=True)
     p.add_argument("--cases", default=None)
+    p.add_argument(
+        "--folds", default=None, help="folds JSON: add each fold's train/val/test counts"
+    )
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
 
@@ -292,14 +295,19 @@ def _summary_args(p: argparse.ArgumentParser) -> None:
     _summary_args,
 )
 def _summary(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
     from sizepenalty.config import load_config
     from sizepenalty.data.io import write_text_atomic
     from sizepenalty.data.summary import dataset_summary
 
     cfg = load_config(args.config)
+    folds = json.loads(Path(args.folds).read_text()) if args.folds else None
     table = dataset_summary(
-        _stats_table(args.stats_dir, args.cases), cfg.metrics.strata_ml, name=cfg.study
-    )
+        _stats_table(args.stats_dir, args.cases), cfg.metrics.strata, cfg.study, folds,
+        cfg.folds.trained,
+    )  # fmt: skip
     write_text_atomic(args.out_csv, table.to_csv(index=False))
     write_text_atomic(args.out_md, table.to_markdown(index=False) + "\n")
     print(table.to_string(index=False))
@@ -312,11 +320,27 @@ def _summary(args: argparse.Namespace) -> int:
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt", required=True, help="reference mask (NIfTI)")
     p.add_argument("--pred", required=True, help="predicted mask (NIfTI), same grid as --gt")
-    p.add_argument("--connectivity", type=int, choices=(6, 18, 26), default=18)
+    p.add_argument(
+        "--connectivity",
+        type=int,
+        choices=(6, 18, 26),
+        default=26,
+        help="lesion instances (default: %(default)s, as panoptica)",
+    )
     p.add_argument("--matching", choices=("iou", "overlap"), default="iou")
     p.add_argument("--iou-threshold", type=float, default=0.5)
     p.add_argument(
+        "--strict", action="store_true", help="match at IoU > threshold (default: >=, as panoptica)"
+    )
+    p.add_argument(
         "--min-size", type=int, default=0, help="drop predicted components smaller than N voxels"
+    )
+    p.add_argument(
+        "--removal-connectivity",
+        type=int,
+        choices=(6, 18, 26),
+        default=18,
+        help="connectivity of the --min-size removal (default: %(default)s, thesis §4.5)",
     )
     p.add_argument("--profile", choices=("thesis", "isles22"), default="thesis")
     p.add_argument(
@@ -347,7 +371,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from sizepenalty.metrics import case_metrics, isles22_metrics
+    from sizepenalty.metrics import InstanceRule, case_metrics, isles22_metrics
 
     gt_img, gt = _read_mask(args.gt, "reference")
     pred_img, pred = _read_mask(args.pred, "prediction")
@@ -361,11 +385,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.profile == "isles22":
         result = isles22_metrics(gt, pred, spacing)
     else:
+        rule = InstanceRule(args.connectivity, args.matching, args.iou_threshold, args.strict)
         result = case_metrics(
-            gt, pred, spacing, args.connectivity, args.matching, args.iou_threshold, args.min_size
-        )
+            gt, pred, spacing, rule, min_size=args.min_size,
+            removal_connectivity=args.removal_connectivity,
+        )  # fmt: skip
     if args.json:
-        print(json.dumps(result))
+        # Strict JSON: undefined values (NaN, e.g. the matched-pair ASSD without a match) -> null.
+        print(json.dumps({k: None if v != v else v for k, v in result.items()}))
     else:
         for key, value in result.items():
             print(f"{key} = {value}")
@@ -574,44 +601,64 @@ def _evalfold_args(p: argparse.ArgumentParser) -> None:
     _evalfold_args,
 )
 def _evaluate_fold(args: argparse.Namespace) -> int:
-    import csv
-    import io
     from pathlib import Path
 
     from sizepenalty.config import load_config
-    from sizepenalty.data.io import write_json_atomic, write_text_atomic
-    from sizepenalty.infer import evaluate_fold
+    from sizepenalty.data.io import write_json_atomic
+    from sizepenalty.evaluate import LESION_COLUMNS, evaluate_fold
 
     # No pandas/MLflow here: this runs once per (combo, fold); the aggregate step attaches the
     # test metrics to every training's MLflow run in one go (or --run-dir does it here).
     cfg = load_config(args.config)
     name = _check_combo(cfg, args.combo)
-    t, scores, rows = evaluate_fold(
+    ev = evaluate_fold(
         cfg, name, _load_fold(args.folds, args.fold), args.pre_dir, args.prob_dir, args.nifti_dir
     )
-    buf = io.StringIO()
-    writer = csv.DictWriter(
-        buf, fieldnames=list(rows[0]) if rows else ["case_id"], lineterminator="\n"
-    )
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(args.out, buf.getvalue())
+    _write_csv(args.out, ev.cases, ["case_id"])
+    _write_csv(_lesions_path(args.out), ev.lesions, LESION_COLUMNS)
     write_json_atomic(
         args.threshold_out,
-        {"threshold": t, "val_dice_by_threshold": {str(k): v for k, v in scores.items()}},
+        {
+            "threshold": ev.threshold,
+            "val_dice_by_threshold": {str(k): v for k, v in ev.val_dice.items()},
+        },
     )
     if args.run_dir and (Path(args.run_dir) / "mlflow_run_id.txt").exists():
         from sizepenalty.tracking import test_metrics
 
         tracker = _tracker(cfg)
         tracker.run_id = (Path(args.run_dir) / "mlflow_run_id.txt").read_text().strip()
-        tracker.log_metrics(test_metrics(rows) | {"threshold": t})
+        tracker.log_metrics(test_metrics(ev.cases) | {"threshold": ev.threshold})
         tracker.log_artifact(args.out)
-    dice = sum(r["dice"] for r in rows) / len(rows) if rows else float("nan")
+    dice = sum(r["dice"] for r in ev.cases) / len(ev.cases) if ev.cases else float("nan")
     print(
-        f"{name} fold {args.fold}: threshold {t} (val Dice {scores[t]:.4f}); test Dice {dice:.4f} over {len(rows)} case(s)"
+        f"{name} fold {args.fold}: threshold {ev.threshold} (val Dice {ev.val_dice[ev.threshold]:.4f}); "
+        f"test Dice {dice:.4f} over {len(ev.cases)} case(s)"
     )
     return 0
+
+
+def _lesions_path(metrics_csv: str):
+    """``<combo>/fold<k>.csv`` -> ``<combo>/fold<k>_lesions.csv`` (one row per reference lesion)."""
+    from pathlib import Path
+
+    p = Path(metrics_csv)
+    return p.with_name(f"{p.stem}_lesions.csv")
+
+
+def _write_csv(path, rows: list[dict], empty_header) -> None:
+    import csv
+    import io
+
+    from sizepenalty.data.io import write_text_atomic
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(
+        buf, fieldnames=list(rows[0]) if rows else list(empty_header), lineterminator="\n"
+    )
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
 
 
 def _study_run_args(p: argparse.ArgumentParser) -> None:
@@ -660,9 +707,6 @@ def _aggregate_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-TABLE_FILES = ("table_main", "table_extra", "table_pairs", "table_strata", "table_thesis")
-
-
 @command(
     "aggregate",
     "thesis-style tables, paired statistics and the thesis side-by-side from per-case metrics",
@@ -671,44 +715,35 @@ TABLE_FILES = ("table_main", "table_extra", "table_pairs", "table_strata", "tabl
 def _aggregate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import pandas as pd
-
     from sizepenalty.config import load_config
-    from sizepenalty.data.io import write_text_atomic
-    from sizepenalty.data.summary import stratum_labels
-    from sizepenalty.report import tables as T
+    from sizepenalty.report.aggregate import (
+        CASE_KEYS,
+        LESION_KEYS,
+        AggregateError,
+        build_tables,
+        read_metrics,
+        write_tables,
+    )
+    from sizepenalty.report.tables import frame_markdown, to_markdown
 
     cfg = load_config(args.config)
-    frames = []
-    for path in args.metrics:
-        try:
-            frames.append(pd.read_csv(path))
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise UserError(f"{path}: cannot read per-case metrics: {exc}") from None
-    cases = pd.concat(frames, ignore_index=True)
-    missing = sorted({"combo", "fold", "case_id", "stratum", "dice"} - set(cases.columns))
-    if missing:
-        raise UserError(f"{args.metrics[0]}: per-case metrics lack column(s) {', '.join(missing)}")
+    try:
+        cases = read_metrics(args.metrics, CASE_KEYS)
+        lesions = read_metrics([_lesions_path(m) for m in args.metrics], LESION_KEYS)
+        result = build_tables(cfg, cases, lesions)
+    except AggregateError as exc:
+        raise UserError(str(exc)) from None
     out = Path(args.out_dir)
-    main = T.main_table(cases, cfg.combo_names)
-    extra = T.extra_table(cases, cfg.combo_names)
-    pairs = T.pair_table(cases, cfg.report.pairs, cfg.report.bootstrap, seed=cfg.seed)
-    strata = T.strata_table(cases, cfg.report.pairs, stratum_labels(cfg.metrics.strata_ml))
-    thesis = T.thesis_side_by_side(main)
-    write_text_atomic(out / "per_case_metrics.csv", cases.to_csv(index=False))
-    write_text_atomic(out / "table_main.md", T.to_markdown(main) + "\n")
-    write_text_atomic(out / "table_main.tex", T.to_latex(main))
-    write_text_atomic(out / "table_extra.md", T.to_markdown(extra, T.EXTRA_COLUMNS) + "\n")
-    write_text_atomic(out / "table_extra.tex", T.to_latex(extra, T.EXTRA_COLUMNS))
-    for name, frame in (("table_pairs", pairs), ("table_strata", strata), ("table_thesis", thesis)):
-        write_text_atomic(out / f"{name}.md", T.frame_markdown(frame) + "\n")
-        write_text_atomic(out / f"{name}.tex", T.frame_latex(frame))
-    for name, frame in zip(TABLE_FILES, (main, extra, pairs, strata, thesis)):
-        write_text_atomic(out / f"{name}.csv", frame.to_csv(index=False))
+    write_tables(cfg, result, out)
     _track_aggregate(cfg, args, cases, out)
-    print(T.to_markdown(main))
+    from sizepenalty.metrics import get_profile
+
+    print(
+        to_markdown(result.frames["table_main"], get_profile(cfg.metrics.profile).columns("main"))
+    )
+    pairs = result.frames["table_pairs"]
     if len(pairs):
-        print("\n" + T.frame_markdown(pairs[["Baseline", "Candidate", "Metric", "Delta", "Direction", "CI low", "CI high", "p (Holm)"]]))  # fmt: skip
+        print("\n" + frame_markdown(pairs[["Baseline", "Candidate", "Metric", "Delta", "Direction", "CI low", "CI high", "p (Holm)"]]))  # fmt: skip
     return 0
 
 
@@ -820,7 +855,8 @@ def _figures(args: argparse.Namespace) -> int:
     from sizepenalty.combos import canonical_name, combo_id
     from sizepenalty.config import load_config
     from sizepenalty.data.preprocess import load_preprocessed
-    from sizepenalty.infer import postprocess
+    from sizepenalty.evaluate import postprocess
+    from sizepenalty.metrics import get_profile
     from sizepenalty.report import figures as F
 
     cfg = load_config(args.config)
@@ -840,11 +876,12 @@ def _figures(args: argparse.Namespace) -> int:
     cases = cases.assign(combo=cases["combo"].map(canonical_name))
     pairs, strata = read("table_pairs.csv", True), read("table_strata.csv", True)
     made = F.fig_spl(out / "fig_3_1_spl", cfg.losses.nominal_tau, cfg.losses.eps, cfg.losses.cap)
-    made += F.fig_improvement(pairs, strata, out / "fig_5_1_improvement")
+    improvement = [label for label, _, _ in get_profile(cfg.metrics.profile).columns("improvement")]
+    made += F.fig_improvement(pairs, strata, out / "fig_5_1_improvement", improvement)
     studied = {canonical_name(x) for x in cfg.combo_names}
     curves = [c for c in cfg.report.curves if canonical_name(c) in studied]
     made += F.fig_curves(args.runs_dir, curves, out / "fig_5_2_curves")
-    small = cfg.metrics.strata_ml[-1]
+    small = cfg.metrics.strata_ml[0]  # the smallest covering bin (thesis: < 5 mL)
     for i, (a, b) in enumerate(cfg.report.pairs, start=1):
         a, b = canonical_name(a), canonical_name(b)
         row = F.pick_overlay_case(cases, a, b, small)
@@ -905,9 +942,10 @@ def _explainer(args: argparse.Namespace) -> int:
     from sizepenalty.config import load_config
     from sizepenalty.data.io import write_text_atomic
     from sizepenalty.report.explainer import build_explainer
+    from sizepenalty.study import loss_hyperparams
 
     cfg = load_config(args.config)
-    html = build_explainer(tau=cfg.losses.nominal_tau, eps=cfg.losses.eps, cap=cfg.losses.cap)
+    html = build_explainer(loss_hyperparams(cfg))
     write_text_atomic(args.out, html)
     print(f"explainer -> {args.out}")
     return 0

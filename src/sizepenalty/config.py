@@ -103,8 +103,17 @@ def validate_dict(raw: dict[str, Any], source: str = "config") -> dict[str, Any]
 
 def _drop_unlisted_defaults(data: dict[str, Any], user_report: dict[str, Any]) -> None:
     # The default comparison pairs/curves name thesis combinations; a study that runs fewer
-    # combinations keeps only those it has. Explicitly configured ones are checked strictly.
+    # combinations keeps only those it has. Explicitly configured ones are checked strictly
+    # (a list is replaced whole by a later configfile, so the user can always restate it).
+    # Per-combination overrides keyed by name (infer.overlap_by_combo) merge key by key, so a
+    # study that runs a subset of a preset's combinations cannot remove the others' keys: those
+    # simply do not apply.
     ids = {combo_id(c) for c in data["losses"]["combinations"] if _parses(c)}
+    data["infer"]["overlap_by_combo"] = {
+        k: v
+        for k, v in data["infer"]["overlap_by_combo"].items()
+        if not _parses(k) or combo_id(k) in ids
+    }
     if "pairs" not in user_report:
         data["report"]["pairs"] = [
             p for p in data["report"]["pairs"] if all(combo_id(c) in ids for c in p)
@@ -126,9 +135,6 @@ def _semantic_checks(data: dict[str, Any], source: str) -> None:
         problems.append(
             "losses.combinations: the same combination is listed twice under different spellings"
         )
-    for key in data["infer"]["overlap_by_combo"]:
-        if _parses(key) and combo_id(key) not in ids:
-            problems.append(f"infer.overlap_by_combo.{key}: not one of losses.combinations")
     for i, pair in enumerate(data["report"]["pairs"]):
         for j, code in enumerate(pair):
             if _parses(code) and combo_id(code) not in ids:
@@ -158,6 +164,13 @@ def _semantic_checks(data: dict[str, Any], source: str) -> None:
     edges = data["metrics"]["strata_ml"]
     if list(edges) != sorted(set(edges)):
         problems.append(f"metrics.strata_ml: expected strictly increasing edges, got {edges}")
+    k, run = data["folds"]["k"], data["folds"]["run"]
+    outside = [f for f in run or [] if f >= k]
+    if outside:
+        problems.append(
+            f"folds.run: fold(s) {', '.join(map(str, outside))} do not exist with folds.k = {k} "
+            f"(folds are 0..{k - 1}); list the folds to train, or null for all"
+        )
     if problems:
         raise ConfigError(
             "invalid configuration:\n  " + "\n  ".join(f"{source}: {p}" for p in problems)
@@ -207,8 +220,14 @@ class PreprocessConfig:
 @dataclass(frozen=True)
 class FoldsConfig:
     k: int
+    run: tuple[int, ...] | None
     val_fraction: float
     stratify: bool
+
+    @property
+    def trained(self) -> tuple[int, ...]:
+        """The folds the study trains and evaluates (``run``, else all ``k``)."""
+        return tuple(self.run) if self.run is not None else tuple(range(self.k))
 
 
 @dataclass(frozen=True)
@@ -325,8 +344,26 @@ class MetricsConfig:
     connectivity: int
     matching: str
     iou_threshold: float
+    strict_threshold: bool
     eps: float
     strata_ml: tuple[float, ...]
+    subset_strata_ml: tuple[float, ...]
+
+    @property
+    def instance_rule(self):
+        """How masks become matched lesion instances (default: panoptica's)."""
+        from sizepenalty.metrics.instances import InstanceRule
+
+        return InstanceRule(
+            self.connectivity, self.matching, self.iou_threshold, self.strict_threshold
+        )
+
+    @property
+    def strata(self):
+        """The size strata: the covering bins, then the extra subsets."""
+        from sizepenalty.strata import size_strata
+
+        return size_strata(self.strata_ml, self.subset_strata_ml)
 
 
 @dataclass(frozen=True)

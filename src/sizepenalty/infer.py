@@ -1,9 +1,7 @@
-"""Inference for a trained (combination, fold), threshold selection on validation, test evaluation.
+"""Inference for a trained (combination, fold): probability maps for its validation and test cases.
 
-``predict_fold`` writes float16 probability maps for the fold's validation and test cases.
-``evaluate_fold`` picks the threshold on the validation split only (aggregate validation Dice),
-applies it once to the test split with small-component removal, writes the test predictions as
-NIfTI in each case's original geometry and returns per-case metrics.
+``predict_fold`` writes float16 probability maps (sliding window with Gaussian blending, optional
+8-flip TTA); thresholds and metrics are :mod:`sizepenalty.evaluate`'s.
 """
 
 from __future__ import annotations
@@ -14,10 +12,8 @@ from typing import Any
 import numpy as np
 
 from sizepenalty.config import StudyConfig
-from sizepenalty.data.io import save_nifti_atomic, save_npz_atomic
-from sizepenalty.data.preprocess import load_preprocessed, to_nifti
-from sizepenalty.data.summary import stratum_of
-from sizepenalty.metrics import case_metrics, isles22_metrics, remove_small_components
+from sizepenalty.data.io import save_npz_atomic
+from sizepenalty.data.preprocess import load_preprocessed
 
 
 def predict_fold(
@@ -120,76 +116,3 @@ def reuse_predictions(
         shutil.copyfile(f, tmp)
         tmp.replace(dest)
     return len(files)
-
-
-def postprocess(prob: np.ndarray, t: float, cfg: StudyConfig) -> np.ndarray:
-    """Binary prediction: probabilities >= ``t``, components below ``infer.min_size`` removed."""
-    return remove_small_components(prob >= t, cfg.infer.min_size, cfg.infer.connectivity)
-
-
-def select_threshold(
-    cfg: StudyConfig, val_ids: list[str], prob_dir: Path, pre_dir: Path
-) -> tuple[float, dict[str, float]]:
-    """The candidate threshold maximising pooled Dice over the validation cases
-    (sum 2|P∩G| / sum(|P|+|G|), after post-processing). Ties go to the threshold closest to 0.5."""
-    inter = {t: 0 for t in cfg.infer.thresholds}
-    denom = {t: 0 for t in cfg.infer.thresholds}
-    for cid in val_ids:
-        prob = np.load(prob_dir / "val" / f"{cid}.npz")["prob"].astype(np.float32)
-        g = load_preprocessed(pre_dir / f"{cid}.npz").mask > 0
-        for t in cfg.infer.thresholds:
-            p = postprocess(prob, t, cfg) > 0
-            inter[t] += int((p & g).sum())
-            denom[t] += int(p.sum()) + int(g.sum())
-    scores = {t: (2 * inter[t] / denom[t] if denom[t] else 1.0) for t in cfg.infer.thresholds}
-    best = max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))
-    return best, scores
-
-
-def evaluate_fold(
-    cfg: StudyConfig,
-    combo: str,
-    fold: dict[str, Any],
-    pre_dir: str | Path,
-    prob_dir: str | Path,
-    nifti_dir: str | Path | None,
-) -> tuple[float, dict[str, float], list[dict[str, Any]]]:
-    pre_dir, prob_dir = Path(pre_dir), Path(prob_dir)
-    t, scores = select_threshold(cfg, fold["val"], prob_dir, pre_dir)
-    mc = cfg.metrics
-    rows = []
-    for cid in fold["test"]:
-        pre = load_preprocessed(pre_dir / f"{cid}.npz")
-        prob = np.load(prob_dir / "test" / f"{cid}.npz")["prob"].astype(np.float32)
-        pred = postprocess(prob, t, cfg)
-        if nifti_dir is not None:
-            save_nifti_atomic(
-                to_nifti(pred.astype(np.uint8), pre), Path(nifti_dir) / f"{cid}_pred.nii.gz"
-            )
-        if mc.profile == "isles22":
-            m = isles22_metrics(pre.mask, pred, pre.spacing)
-        else:
-            # Post-processing is already applied; min_size=0 avoids filtering twice.
-            m = case_metrics(
-                pre.mask,
-                pred,
-                pre.spacing,
-                mc.connectivity,
-                mc.matching,
-                mc.iou_threshold,
-                0,
-                mc.eps,
-            )
-        ref_ml = float(pre.mask.sum()) * pre.voxel_ml
-        rows.append(
-            {
-                "case_id": cid,
-                "combo": combo,
-                "fold": fold["fold"],
-                "threshold": t,
-                "ref_ml": ref_ml,
-                "stratum": stratum_of(ref_ml, mc.strata_ml),
-                **m,
-            }
-        )
-    return t, scores, rows

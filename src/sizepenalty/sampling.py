@@ -6,7 +6,7 @@ with probability ``pos_ratio_large`` / ``pos_ratio_small`` (0.7 / 1.0), else on 
 
 Augmentation works on the DWI and ADC channels and the mask with MONAI transforms — flips on every
 axis (depth included), elastic deformation, intensity scale/shift, Gaussian noise, gamma — plus a
-background cutout that never erases lesion voxels. The mismatch channel is then *recomputed* from
+background cutout applied last that never erases lesion voxels. The mismatch channel is then *recomputed* from
 the augmented DWI/ADC, never augmented itself.
 
 Everything random is seeded by (seed, epoch, item), so an epoch is the same whichever worker
@@ -16,6 +16,7 @@ process draws it and however often it is replayed after a resume.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,8 +84,30 @@ def crop_patch(
     return image[(slice(None), *sl)], mask[sl]
 
 
-def build_augment(prob_elastic: float = 0.2):
-    """MONAI dictionary transforms on {"image": (2, D, H, W) DWI/ADC, "label": (1, D, H, W)}.
+SPATIAL = ("flip_d", "flip_h", "flip_w", "elastic")
+INTENSITY = ("scale", "shift", "noise", "gamma")
+TRANSFORMS = (*SPATIAL, *INTENSITY, "cutout")
+"""Every augmentation step, in the order applied: spatial (image and label together), intensity
+(image only), then the background cutout."""
+
+
+@dataclass
+class Augmentation:
+    """The three stages of :func:`augment_patch`; each is a MONAI ``Compose`` (seeded per item)."""
+
+    spatial: Any
+    intensity: Any
+    cutout: Any
+
+
+def build_augment(prob_elastic: float = 0.2, only: tuple[str, ...] | None = None) -> Augmentation:
+    """MONAI transforms for {"image": (2, D, H, W) DWI/ADC, "label": (1, D, H, W)}.
+
+    Spatial steps (flips on every axis, depth included; elastic deformation) move image and label
+    together; intensity steps (scale, shift, Gaussian noise, gamma) touch the image only; the
+    background cutout comes last so its holes are true zeros and it never erases a lesion voxel
+    (see :func:`augment_patch`). ``only`` keeps just the named steps, each with probability 1
+    (for testing them one by one).
 
     Turns off MONAI's MetaTensor tracking for the process (plain tensors: ~1/3 less time per
     patch); nothing downstream uses the metadata.
@@ -96,54 +119,72 @@ def build_augment(prob_elastic: float = 0.2):
         Compose,
         Rand3DElasticd,
         RandAdjustContrastd,
-        RandCoarseDropoutd,
+        RandCoarseDropout,
         RandFlipd,
         RandGaussianNoised,
         RandScaleIntensityd,
         RandShiftIntensityd,
     )
 
-    keys = ["image", "label"]
-    return Compose(
-        [
-            RandFlipd(keys, prob=0.5, spatial_axis=0),  # depth
-            RandFlipd(keys, prob=0.5, spatial_axis=1),
-            RandFlipd(keys, prob=0.5, spatial_axis=2),
-            Rand3DElasticd(
-                keys,
-                sigma_range=(5, 8),
-                magnitude_range=(20, 60),
-                prob=prob_elastic,
-                mode=("bilinear", "nearest"),
-                padding_mode="zeros",
-            ),
-            RandCoarseDropoutd(
-                ["image"], holes=2, spatial_size=(4, 8, 8), max_holes=4, fill_value=0.0, prob=0.3
-            ),
-            RandScaleIntensityd(["image"], factors=0.1, prob=0.5),
-            RandShiftIntensityd(["image"], offsets=0.05, prob=0.5),
-            RandGaussianNoised(["image"], std=0.02, prob=0.3),
-            RandAdjustContrastd(["image"], gamma=(0.8, 1.25), prob=0.3),
-        ]
-    )
+    unknown = sorted(set(only or ()) - set(TRANSFORMS))
+    if unknown:
+        raise ValueError(f"unknown augmentation step(s) {unknown}; expected some of {TRANSFORMS}")
+
+    def prob(name: str, default: float) -> float | None:
+        if only is None:
+            return default
+        return 1.0 if name in only else None
+
+    keys, img = ["image", "label"], ["image"]
+    steps = {
+        "flip_d": lambda p: RandFlipd(keys, prob=p, spatial_axis=0),
+        "flip_h": lambda p: RandFlipd(keys, prob=p, spatial_axis=1),
+        "flip_w": lambda p: RandFlipd(keys, prob=p, spatial_axis=2),
+        "elastic": lambda p: Rand3DElasticd(
+            keys,
+            sigma_range=(5, 8),
+            magnitude_range=(20, 60),
+            prob=p,
+            mode=("bilinear", "nearest"),
+            padding_mode="zeros",
+        ),  # fmt: skip
+        "scale": lambda p: RandScaleIntensityd(img, factors=0.1, prob=p),
+        "shift": lambda p: RandShiftIntensityd(img, offsets=0.05, prob=p),
+        "noise": lambda p: RandGaussianNoised(img, std=0.02, prob=p),
+        "gamma": lambda p: RandAdjustContrastd(img, gamma=(0.8, 1.25), prob=p),
+        "cutout": lambda p: RandCoarseDropout(
+            holes=2, spatial_size=(4, 8, 8), max_holes=4, fill_value=0.0, prob=p
+        ),
+    }
+    defaults = {"flip_d": 0.5, "flip_h": 0.5, "flip_w": 0.5, "elastic": prob_elastic,
+                "scale": 0.5, "shift": 0.5, "noise": 0.3, "gamma": 0.3, "cutout": 0.3}  # fmt: skip
+
+    def stage(names: tuple[str, ...]):
+        chosen = [(n, prob(n, defaults[n])) for n in names]
+        return Compose([steps[n](p) for n, p in chosen if p is not None])
+
+    return Augmentation(stage(SPATIAL), stage(INTENSITY), stage(("cutout",)))
 
 
 def augment_patch(
-    transform, image: np.ndarray, mask: np.ndarray, seed: int
+    aug: Augmentation, image: np.ndarray, mask: np.ndarray, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Augment DWI/ADC + mask, keep lesions out of the cutout, recompute the mismatch channel."""
-    transform.set_random_state(seed=seed)
-    two = np.ascontiguousarray(image[:2])
-    out = transform({"image": two, "label": mask[None].astype(np.float32)})
-    img = np.asarray(out["image"], dtype=np.float32)
+    """Augment DWI/ADC + mask, keep lesions out of the cutout, recompute the mismatch channel.
+
+    Order matters for the label: spatial steps first (image and label stay aligned), then
+    intensity, then the cutout, whose holes are drawn on a ones-array and applied to the image
+    only where the *augmented* label is background.
+    """
+    for i, part in enumerate((aug.spatial, aug.intensity, aug.cutout)):
+        part.set_random_state(seed=seed + i)
+    out = aug.spatial(
+        {"image": np.ascontiguousarray(image[:2]), "label": mask[None].astype(np.float32)}
+    )
     lab = (np.asarray(out["label"])[0] > 0.5).astype(np.float32)
-    # Background cutout only: where the dropout blanked a lesion voxel, the deformed-but-unblanked
-    # intensity is not available, so lesion voxels inside a hole get their pre-dropout value back
-    # by construction of the hole test below (holes are exact zeros on both channels).
-    hole = (img[0] == 0) & (img[1] == 0) & (lab > 0)
-    if hole.any():
-        img[:, hole] = np.where(two[:, hole] > 0, two[:, hole], img[:, hole])
-    img = np.clip(img, 0.0, 1.0)
+    img = np.asarray(aug.intensity({"image": out["image"]})["image"], dtype=np.float32)
+    holes = np.asarray(aug.cutout(np.ones((1, *lab.shape), np.float32)))[0] == 0
+    img = np.where(holes & (lab == 0), 0.0, img)
+    img = np.clip(img, 0.0, 1.0).astype(np.float32)
     return np.concatenate([img, mismatch(img[0], img[1])[None]]), lab
 
 

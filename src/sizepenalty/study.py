@@ -7,21 +7,17 @@ from typing import TYPE_CHECKING
 from sizepenalty.config import StudyConfig
 
 if TYPE_CHECKING:
-    from sizepenalty.losses import CombinedLoss
+    from sizepenalty.losses import CombinedLoss, LossHyperParams
 
 
-def loss_from_config(
-    cfg: StudyConfig, combo: str, tau: float | None = None, voxel_ml: float | None = None
-) -> CombinedLoss:
-    """The loss module for ``combo`` with the study's hyper-parameters.
-
-    ``tau`` must be given when the config says ``tau: auto`` (the trainer estimates it from the
-    training split); ``voxel_ml`` is needed by the gated variant.
-    """
-    from sizepenalty.losses import LossHyperParams, build_loss
+def loss_hyperparams(
+    cfg: StudyConfig, tau: float | None = None, voxel_ml: float | None = None
+) -> LossHyperParams:
+    """The study's loss hyper-parameters (``tau`` and ``voxel_ml`` as in :func:`loss_from_config`)."""
+    from sizepenalty.losses import LossHyperParams
 
     lc = cfg.losses
-    hp = LossHyperParams(
+    return LossHyperParams(
         # With tau: auto, training always passes its estimate; the nominal value is for listings.
         tau=float(tau if tau is not None else lc.nominal_tau),
         eps=lc.eps,
@@ -41,4 +37,16 @@ def loss_from_config(
         lambda_size=lc.weights.size,
         lambda_size_alone=lc.weights.size_alone,
     )
-    return build_loss(combo, hp)
+
+
+def loss_from_config(
+    cfg: StudyConfig, combo: str, tau: float | None = None, voxel_ml: float | None = None
+) -> CombinedLoss:
+    """The loss module for ``combo`` with the study's hyper-parameters.
+
+    ``tau`` must be given when the config says ``tau: auto`` (the trainer estimates it from the
+    training split); ``voxel_ml`` is needed by the gated variant.
+    """
+    from sizepenalty.losses import build_loss
+
+    return build_loss(combo, loss_hyperparams(cfg, tau, voxel_ml))

@@ -1,10 +1,16 @@
-TABLES = ["table_main", "table_extra", "table_pairs", "table_strata", "table_thesis"]
+from sizepenalty.report.aggregate import TABLES
 
 
 rule aggregate:
     input:
         metrics=expand(
             os.path.join(STUDY, "metrics/{combo}/fold{fold}.csv"),
+            combo=COMBO_IDS,
+            fold=FOLDS,
+        ),
+        # read beside each metrics file by `sizepenalty aggregate`
+        lesions=expand(
+            os.path.join(STUDY, "metrics/{combo}/fold{fold}_lesions.csv"),
             combo=COMBO_IDS,
             fold=FOLDS,
         ),
@@ -28,8 +34,9 @@ rule aggregate:
         tex=expand(os.path.join(STUDY, "tables/{name}.tex"), name=TABLES),
         md=expand(
             os.path.join(STUDY, "tables/{name}.md"),
-            name=["table_extra", "table_pairs", "table_strata", "table_thesis"],
+            name=[t for t in TABLES if t != "table_main"],
         ),
+        lesions=os.path.join(STUDY, "tables/per_lesion_metrics.csv"),
     log:
         os.path.join(STUDY, "logs/aggregate.log"),
     conda:
@@ -43,7 +50,13 @@ rule aggregate:
             os.path.dirname(os.path.dirname(input.done[0]))
         ),
         config=CONFIG_ARG,
-        settings=config_hash({"report": CFG.raw["report"], "seed": CFG.raw["seed"]}),
+        settings=config_hash(
+            {
+                "report": CFG.raw["report"],
+                "seed": CFG.raw["seed"],
+                "metrics": CFG.raw["metrics"],
+            }
+        ),
     shell:
         "sizepenalty aggregate {params.config} --metrics {input.metrics} --out-dir {params.tables}"
         " --parent-run-file {input.parent} --runs-dir {params.runs} > {log} 2>&1"

@@ -8,7 +8,7 @@ from sizepenalty.config import config_hash, from_dict
 CFG = from_dict(config, source="config")
 STUDY = str(CFG.study_dir)
 COMBO_IDS = [combo_id(c) for c in CFG.combo_names]
-FOLDS = list(range(CFG.folds.k))
+FOLDS = list(CFG.folds.trained)
 # Training, inference, evaluation and figures read the preprocessed cases from here. They depend
 # on data/folds.json, which is made from every preprocessed case, so they run after preprocessing
 # and again when it changes, without each job listing all cases: that made planning a 185-case

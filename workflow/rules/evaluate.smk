@@ -4,6 +4,7 @@ rule evaluate:
         folds=os.path.join(STUDY, "data/folds.json"),
     output:
         metrics=os.path.join(STUDY, "metrics/{combo}/fold{fold}.csv"),
+        lesions=os.path.join(STUDY, "metrics/{combo}/fold{fold}_lesions.csv"),
         threshold=os.path.join(STUDY, "metrics/{combo}/fold{fold}_threshold.json"),
         nifti=directory(os.path.join(STUDY, "predictions/{combo}/fold{fold}")),
     log:

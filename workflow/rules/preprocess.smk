@@ -23,6 +23,7 @@ rule preprocess:
 rule dataset_summary:
     input:
         cases=os.path.join(STUDY, "data/cases.tsv"),
+        folds=os.path.join(STUDY, "data/folds.json"),
         stats=lambda w: expand(
             os.path.join(STUDY, "data/preprocessed/{case}.json"), case=case_ids(w)
         ),
@@ -41,4 +42,4 @@ rule dataset_summary:
         config=CONFIG_ARG,
     shell:
         "sizepenalty summary {params.config} --stats-dir {params.statsdir} --cases {input.cases}"
-        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        " --folds {input.folds} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

@@ -93,7 +93,8 @@ def read_manifest(path: str | Path) -> list[CaseFiles]:
     """Cases of a manifest CSV with columns ``case_id,dwi,adc,mask`` (paths relative to the CSV)."""
     path = Path(path)
     try:
-        with open(path, newline="") as fh:
+        # utf-8-sig: spreadsheets save CSV with a byte-order mark, which would glue onto case_id.
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = [h.strip() for h in (reader.fieldnames or [])]
             missing = [c for c in MANIFEST_COLUMNS if c not in header]
@@ -104,6 +105,10 @@ def read_manifest(path: str | Path) -> list[CaseFiles]:
             rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
     except OSError as exc:
         raise CohortError(f"{path}: cannot read manifest: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise CohortError(
+            f"{path}: manifest is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     cases: list[CaseFiles] = []
     seen: dict[str, int] = {}
     for line, row in enumerate(rows, start=2):

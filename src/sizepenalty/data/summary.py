@@ -7,34 +7,29 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # pandas is imported where the table is built: evaluate only needs stratum_of
+from sizepenalty.strata import Stratum
+
+if TYPE_CHECKING:  # pandas is imported where the table is built
     import pandas as pd
-
-
-def stratum_labels(edges_ml: Sequence[float]) -> list[str]:
-    """``[1, 5]`` -> ``["< 1 mL", "< 5 mL", ">= 5 mL"]`` (the thesis's strata)."""
-    return [f"< {e:g} mL" for e in edges_ml] + [f">= {edges_ml[-1]:g} mL"]
-
-
-def stratum_of(volume_ml: float, edges_ml: Sequence[float]) -> str:
-    """Size stratum of a case's total reference volume: the first edge it is below, else the last."""
-    labels = stratum_labels(edges_ml)
-    for edge, label in zip(edges_ml, labels):
-        if volume_ml < edge:
-            return label
-    return labels[-1]
 
 
 def dataset_summary(
-    stats: pd.DataFrame, edges_ml: Sequence[float], name: str = "dataset"
+    stats: pd.DataFrame,
+    strata: Sequence[Stratum],
+    name: str = "dataset",
+    folds: dict | None = None,
+    trained: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Property/value table. ``stats`` has one row per case with the columns written by preprocess
-    (``lesion_ml``, ``n_lesions``, ``shape``, ``spacing``, ``voxel_ml``)."""
+    (``lesion_ml``, ``n_lesions``, ``shape``, ``spacing``, ``voxel_ml``); ``strata`` count cases by
+    total lesion volume; ``folds`` (the folds file) adds the realised train/val/test case counts of
+    each fold in ``trained``."""
     import pandas as pd
 
     vols = stats["lesion_ml"].to_numpy(dtype=float)
-    strata = [stratum_of(v, edges_ml) for v in vols]
-    counts = {label: strata.count(label) for label in stratum_labels(edges_ml)}
+    counts = {
+        s.label + (" (subset)" if s.subset else ""): int(sum(map(s.contains, vols))) for s in strata
+    }
     shapes = sorted(set(stats["shape"]))
     spacings = sorted(set(stats["spacing"]))
     voxel = stats["voxel_ml"].to_numpy(dtype=float)
@@ -54,4 +49,8 @@ def dataset_summary(
         ("Lesion-free cases", f"{int((vols == 0).sum())}"),
     ]
     rows += [(f"Cases {label}", f"{n}") for label, n in counts.items()]
+    for fold in (folds or {}).get("folds", []):
+        if trained is None or fold["fold"] in trained:
+            n = (len(fold["train"]), len(fold["val"]), len(fold["test"]))
+            rows.append((f"Fold {fold['fold']}: train / val / test cases", " / ".join(map(str, n))))
     return pd.DataFrame(rows, columns=["Property", name])

@@ -2,14 +2,16 @@
 
 Four panels, after the companion document of the thesis:
 
-1. "Dice blindspot": two models grow their predicted volume toward an 800-voxel and a 50-voxel
-   lesion over 150 epochs, one with Dice alone and one with Dice + SPL. The trajectories are real
-   gradient steps through this package's losses (:func:`blindspot_trajectories`), embedded as data.
+1. "Dice blindspot": one training sample (one patch) holds an 800-voxel and a 50-voxel lesion;
+   a model trained with Dice alone and one with Dice + SPL grow their predicted volumes over 150
+   gradient steps. Both losses reduce the sample exactly as the study's training does (Dice per
+   sample, SPL over the sample's whole reference volume), and the trajectories are real gradient
+   steps through this package's losses (:func:`blindspot_trajectories`), embedded as data.
 2. Sliders for V_g, V_p/V_g and τ showing the size weight, relative error, loss and gradient; the
    page re-implements the SPL formula in JavaScript and the browser test checks it against Python.
 3. The loss landscape over (V_g, V_p/V_g): click to drop a particle that descends it.
-4. Per-voxel gradient magnitudes of Dice vs SPL for a missed small lesion next to a large one
-   (:func:`gradient_spectra`, again autograd through the package's losses).
+4. Per-voxel gradient magnitudes of Dice vs SPL in that same sample when the large lesion is
+   found and the small one missed (:func:`gradient_spectra`, autograd through the package's losses).
 """
 
 from __future__ import annotations
@@ -22,89 +24,83 @@ from sizepenalty.losses import LossHyperParams, build_loss
 
 SIZES = (800, 50)
 BACKGROUND = 4000
+REGIONS = ("large lesion", "small lesion", "background")
 
 
-def _toy_batch(sizes=SIZES, background=BACKGROUND) -> torch.Tensor:
-    """One sample per lesion: ``n`` lesion voxels followed by background, shape (B, 1, 1, 1, M)."""
-    m = max(sizes) + background
-    y = torch.zeros(len(sizes), 1, 1, 1, m)
-    for i, n in enumerate(sizes):
-        y[i, ..., :n] = 1
-    return y
+def _one_sample(sizes=SIZES, background=BACKGROUND) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sample (1, 1, 1, 1, M): the large lesion's voxels, the small lesion's, then background;
+    and each voxel's region index (0, 1, 2)."""
+    m = sum(sizes) + background
+    region = torch.full((m,), 2, dtype=torch.long)
+    region[: sizes[0]] = 0
+    region[sizes[0] : sizes[0] + sizes[1]] = 1
+    y = (region < 2).float().view(1, 1, 1, 1, m)
+    return y, region
 
 
 def blindspot_trajectories(
-    epochs: int = 150, lr: float = 3.0, lambda_size: float = 0.3, tau: float = 600.0
+    epochs: int = 150, lr: float = 3.0, hparams: LossHyperParams | None = None
 ) -> dict[str, list[list[float]]]:
-    """Predicted lesion volume (voxels inside each lesion) per epoch for Dice alone ("D") and
-    Dice + SPL ("S+D").
+    """Predicted volume inside the large and the small lesion (voxels) per step, for Dice alone
+    ("D") and Dice + SPL ("S+D") with the study's loss hyper-parameters ``hparams``.
 
-    Each model has one logit for its lesion voxels and one for its background per sample, starting
-    at p = 0.076 inside and 0.0025 outside, trained with plain gradient descent. Dice is pooled over
-    the batch (``dice_batch=True``), as when both lesions share a patch: its gradient on the small
-    lesion is ~16x weaker than on the large one and the 50-voxel lesion stalls; SPL is per sample and
-    scale-free (d SPL / d logit ~ exp(-V_g/τ) p(1-p)), so it keeps pulling the small lesion up.
+    Setting (stated on the page): one sample holds both lesions and 4000 background voxels; the
+    voxels of each region share one logit, starting at p = 0.076 in the lesions and 0.0025 in the
+    background, trained by plain gradient descent. With one sample the Dice reduction (per sample or
+    batch) makes no difference, and SPL sees the sample's total reference volume (850 voxels).
     """
-    y = _toy_batch()
+    hp = hparams or LossHyperParams()
+    y, region = _one_sample()
     out: dict[str, list[list[float]]] = {}
     for code in ("D", "S+D"):
-        loss = build_loss(code, LossHyperParams(dice_batch=True, lambda_size=lambda_size, tau=tau))
-        a = torch.full((len(SIZES),), -2.5, requires_grad=True)
-        b = torch.full((len(SIZES),), -6.0, requires_grad=True)
+        loss = build_loss(code, hp)
+        theta = torch.tensor([-2.5, -2.5, -6.0], requires_grad=True)
         traj = []
-        for epoch in range(epochs + 1):
-            z = torch.where(y > 0, a.view(-1, 1, 1, 1, 1), b.view(-1, 1, 1, 1, 1))
-            traj.append(
-                [round(float(v), 3) for v in (torch.sigmoid(z) * y).sum(dim=(1, 2, 3, 4)).detach()]
-            )
-            if epoch == epochs:
+        for step in range(epochs + 1):
+            z = theta[region].view(y.shape)
+            p = torch.sigmoid(z).detach()[0, 0, 0, 0]
+            traj.append([round(float(p[region == i].sum()), 3) for i in (0, 1)])
+            if step == epochs:
                 break
             total, _ = loss(z, y)
-            ga, gb = torch.autograd.grad(total, (a, b))
+            (g,) = torch.autograd.grad(total, theta)
             with torch.no_grad():
-                a -= lr * ga
-                b -= lr * gb
+                theta -= lr * g
         out[code] = traj
     return out
 
 
-def gradient_spectra(tau: float = 600.0, cap: float = 10.0) -> dict[str, object]:
-    """|d loss / d logit| per voxel for a large lesion predicted well (p = 0.9) and a missed small
-    one (p = 0.05) with background at p = 0.01, for batch-pooled Dice and for SPL. Returns a voxel
-    profile (40 voxels of each region) per loss, and the mean and the total per region (the total
-    is what moves a lesion's volume: Dice's on the small lesion is a few % of the large one's)."""
-    y = _toy_batch()
-    p = torch.where(y > 0, torch.tensor([0.9, 0.05]).view(-1, 1, 1, 1, 1), torch.tensor(0.01))
+def gradient_spectra(hparams: LossHyperParams | None = None) -> dict[str, object]:
+    """|d loss / d logit| per voxel in the same sample when the large lesion is predicted well
+    (p = 0.9), the small one missed (p = 0.05) and background at p = 0.01, for Dice alone and SPL
+    alone. Returns a voxel profile (40 voxels of each region) per loss, and the mean and the total
+    per region (the total is what moves a region's volume)."""
+    hp = hparams or LossHyperParams()
+    y, region = _one_sample()
+    p = torch.tensor([0.9, 0.05, 0.01])[region].view(y.shape)
     z = torch.logit(p).clone().requires_grad_(True)
-    regions = {
-        "large lesion": (0, slice(0, SIZES[0])),
-        "background (large)": (0, slice(SIZES[0], None)),
-        "small lesion": (1, slice(0, SIZES[1])),
-        "background (small)": (1, slice(SIZES[1], None)),
-    }
-    out: dict[str, object] = {"regions": list(regions)}
-    for code, hp in (
-        ("D", LossHyperParams(dice_batch=True)),
-        ("S", LossHyperParams(tau=tau, cap=cap)),
-    ):
+    out: dict[str, object] = {"regions": list(REGIONS)}
+    for code in ("D", "S"):
         total, _ = build_loss(code, hp)(z, y)
         (g,) = torch.autograd.grad(total, z)
-        g = g.abs()[:, 0, 0, 0, :]
+        g = g.abs()[0, 0, 0, 0]
         out[code] = {
-            "profile": [float(v) for name, (i, sl) in regions.items() for v in g[i, sl][:40]],
-            "mean": {name: float(g[i, sl].mean()) for name, (i, sl) in regions.items()},
-            "total": {name: float(g[i, sl].sum()) for name, (i, sl) in regions.items()},
+            "profile": [float(v) for i in range(3) for v in g[region == i][:40]],
+            "mean": {name: float(g[region == i].mean()) for i, name in enumerate(REGIONS)},
+            "total": {name: float(g[region == i].sum()) for i, name in enumerate(REGIONS)},
         }
     return out
 
 
-def build_explainer(tau: float = 600.0, eps: float = 1e-5, cap: float = 10.0) -> str:
-    """The page's HTML with its data embedded."""
+def build_explainer(hparams: LossHyperParams | None = None) -> str:
+    """The page's HTML with its data embedded, for the study's loss hyper-parameters."""
+    hp = hparams or LossHyperParams()
     data = {
-        "params": {"tau": tau, "eps": eps, "cap": cap},
+        "params": {"tau": hp.tau, "eps": hp.eps, "cap": hp.cap, "lambda_size": hp.lambda_size},
         "sizes": list(SIZES),
-        "blindspot": blindspot_trajectories(tau=tau),
-        "spectra": gradient_spectra(tau=tau, cap=cap),
+        "background": BACKGROUND,
+        "blindspot": blindspot_trajectories(hparams=hp),
+        "spectra": gradient_spectra(hp),
     }
     payload = json.dumps(data, allow_nan=False).replace("</", "<\\/")
     return TEMPLATE.replace("__DATA__", payload)
@@ -137,8 +133,13 @@ Everything on this page runs offline; the curves in panels 1 and 4 were computed
 <code>sizepenalty</code> package's own loss functions and embedded here.</p>
 
 <h2>1. The Dice blindspot</h2>
-<p>Two models grow their predicted volume toward an <b>800-voxel</b> and a <b>50-voxel</b> lesion (both
-in one batch, Dice pooled over it). With Dice alone the small lesion stalls; Dice + SPL pulls it up.</p>
+<p id="blind-setup">One training sample (one patch) holds an <b>800-voxel</b> and a <b>50-voxel</b> lesion among
+<span id="bg-voxels"></span> background voxels. Two models grow their predicted volumes by gradient descent: one with
+Dice alone, one with Dice + SPL (λ<sub>S</sub> = <span id="lambda-s"></span>, τ = <span id="tau-s"></span> voxels).
+Both losses reduce the sample as the study's training does: Dice over the sample, SPL over the sample's whole
+reference volume (850 voxels) — so SPL sees the two lesions as one volume and cannot single out the small one.
+The voxels of each region share one logit; every curve is real gradient steps through <code>sizepenalty</code>'s
+losses. After 150 steps the small lesion is <span id="blind-summary"></span>.</p>
 <div class="row"><canvas id="blind" width="640" height="300"></canvas>
 <div class="ctl"><button id="play">Play</button> <input id="epoch" type="range" min="0" max="150" value="150">
 <div>epoch <span id="epoch-out">150</span></div>
@@ -168,9 +169,10 @@ black region at the top left is the cap. Click anywhere to drop a particle that 
 faint one (the size weight); particles starting in the capped band do not move: no gradient.</p></div></div>
 
 <h2>4. Where the gradient goes</h2>
-<p>|∂loss/∂logit| per voxel (log scale) when a large lesion is found (p = 0.9) and a small one is
-missed (p = 0.05). Summed over each lesion, batch Dice pulls the missed one ~30× less than the found
-one; SPL's per-voxel push on the missed lesion is larger than on the large lesion (the size weight).</p>
+<p>|∂loss/∂logit| per voxel (log scale) in the same sample when the large lesion is found (p = 0.9)
+and the small one is missed (p = 0.05). Dice's pull on each voxel of the missed lesion is set by the
+whole sample's overlap; SPL's push is the same size weight and sign for every voxel of the sample
+(it only knows the sample's total volume), scaled by p(1−p).</p>
 <canvas id="spectra" width="900" height="260"></canvas><table id="spectra-table"></table>
 
 <script>
@@ -210,9 +212,9 @@ function drawBlind(epoch) {
   });
   bctx.setLineDash([]);
   document.getElementById("epoch-out").textContent = epoch;
-  const rows = ["<tr><td></td><td>800 voxels</td><td>50 voxels</td></tr>"];
-  ["D", "S+D"].forEach(code => { const v = DATA.blindspot[code][epoch];
-    rows.push(`<tr><td>${code === "D" ? "Dice alone" : "Dice + SPL"}</td><td class="v">${v[0].toFixed(1)}</td><td class="v" id="blind-${code === "D" ? "d" : "sd"}-small">${v[1].toFixed(1)}</td></tr>`); });
+  const rows = ["<tr><td>voxels predicted in</td><td>800-voxel lesion</td><td>50-voxel lesion</td></tr>"];
+  ["D", "S+D"].forEach(code => { const v = DATA.blindspot[code][epoch], tag = code === "D" ? "d" : "sd";
+    rows.push(`<tr><td>${code === "D" ? "Dice alone" : "Dice + SPL"}</td><td class="v" id="blind-${tag}-large">${v[0].toFixed(1)}</td><td class="v" id="blind-${tag}-small">${v[1].toFixed(1)}</td></tr>`); });
   document.getElementById("blind-table").innerHTML = rows.join("");
 }
 epochIn.addEventListener("input", () => drawBlind(+epochIn.value));
@@ -222,6 +224,12 @@ document.getElementById("play").addEventListener("click", () => {
   let e = 0; timer = setInterval(() => { drawBlind(e); epochIn.value = e; if (++e > 150) { clearInterval(timer); timer = null; } }, 30);
 });
 drawBlind(150);
+document.getElementById("bg-voxels").textContent = DATA.background;
+document.getElementById("lambda-s").textContent = P.lambda_size;
+document.getElementById("tau-s").textContent = P.tau;
+(function () { const last = code => DATA.blindspot[code][DATA.blindspot[code].length - 1][1];
+  document.getElementById("blind-summary").textContent =
+    `${last("D").toFixed(1)} of 50 voxels with Dice alone and ${last("S+D").toFixed(1)} with Dice + SPL`; })();
 
 // ---- panel 2
 const ids = ["vg", "ratio", "tau"], el = Object.fromEntries(ids.map(i => [i, document.getElementById(i)]));
@@ -276,14 +284,14 @@ const sp = document.getElementById("spectra"), sctx = sp.getContext("2d");
   const all = S.D.profile.concat(S.S.profile).filter(v => v > 0), lo = Math.log10(Math.min(...all)), hi = Math.log10(Math.max(...all));
   const Y = v => 10 + (1 - (Math.log10(Math.max(v, 10 ** lo)) - lo) / (hi - lo)) * (H - 40);
   sctx.strokeStyle = "#999"; sctx.strokeRect(m, 10, W - m - 5, H - 40); sctx.fillStyle = "#000"; sctx.font = "11px sans-serif";
-  S.regions.forEach((r, i) => sctx.fillText(r, m + (i + 0.15) * (W - m) / 4, H - 12));
+  S.regions.forEach((r, i) => sctx.fillText(r, m + (i + 0.15) * (W - m) / 3, H - 12));
   sctx.fillText("1e" + hi.toFixed(1), 2, 18); sctx.fillText("1e" + lo.toFixed(1), 2, H - 32);
   [["D", "#000", 0], ["S", "#888", 0.45]].forEach(([code, color, off]) => { sctx.fillStyle = color;
     S[code].profile.forEach((v, i) => { const x = m + (i + off) * (W - m - 5) / n; sctx.fillRect(x, Y(v), (W - m) / n * 0.45, H - 30 - Y(v)); }); });
   const rows = ["<tr><td>mean |∂/∂logit|</td>" + S.regions.map(r => `<td>${r}</td>`).join("") + "</tr>"];
-  [["D", "batch Dice (black)"], ["S", "SPL (gray)"]].forEach(([code, name]) => rows.push(`<tr><td>${name}</td>` + S.regions.map(r => `<td class="v">${S[code].mean[r].toExponential(2)}</td>`).join("") + "</tr>"));
+  [["D", "Dice (black)"], ["S", "SPL (gray)"]].forEach(([code, name]) => rows.push(`<tr><td>${name}</td>` + S.regions.map(r => `<td class="v">${S[code].mean[r].toExponential(2)}</td>`).join("") + "</tr>"));
   rows.push("<tr><td>summed over the region</td>" + S.regions.map(() => "<td></td>").join("") + "</tr>");
-  [["D", "batch Dice"], ["S", "SPL"]].forEach(([code, name]) => rows.push(`<tr><td>${name}</td>` + S.regions.map(r => `<td class="v">${S[code].total[r].toExponential(2)}</td>`).join("") + "</tr>"));
+  [["D", "Dice"], ["S", "SPL"]].forEach(([code, name]) => rows.push(`<tr><td>${name}</td>` + S.regions.map(r => `<td class="v">${S[code].total[r].toExponential(2)}</td>`).join("") + "</tr>"));
   document.getElementById("spectra-table").innerHTML = rows.join("");
 })();
 </script></body></html>

@@ -17,12 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sizepenalty.metrics import METRICS
+
 GRAYS = ("0.0", "0.35", "0.6", "0.8")
 LINES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D")
 HATCHES = ("", "//", "..", "xx")
 # Metrics where a lower value is better: their improvement is plotted as a relative reduction.
-LOWER_IS_BETTER = {"RVE", "ASSD", "FP", "Missed", "AVE (mL)"}
+LOWER_IS_BETTER = frozenset(m.label for m in METRICS.values() if not m.higher)
 
 
 def _plt():
@@ -110,12 +112,13 @@ def fig_improvement(
     pairs: pd.DataFrame,
     strata: pd.DataFrame,
     base: str | Path,
-    metrics: Sequence[str] | None = None,
+    metrics: Sequence[str] = ("Dice", "RVE", "FP", "Missed", "PQ", "SQ", "RQ"),
 ) -> list[Path]:
-    """Fig. 5.1: one panel per (baseline, candidate); grouped bars per metric, one bar per size
-    stratum (all cases first), hatched so strata stay apart in grayscale."""
+    """Fig. 5.1: one panel per (baseline, candidate); grouped bars per metric (labels, default the
+    thesis's), one bar per size stratum (all cases first), hatched so strata stay apart in
+    grayscale."""
     plt = _plt()
-    metrics = list(metrics or ["Dice", "RVE", "FP", "Missed", "PQ", "SQ", "RQ"])
+    metrics = list(metrics)
     # No configured pair: an empty panel (aggregate's pair table then has no columns at all).
     keys = list(dict.fromkeys(zip(pairs["Baseline"], pairs["Candidate"]))) if len(pairs) else []
     fig, axes = plt.subplots(

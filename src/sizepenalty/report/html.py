@@ -79,7 +79,9 @@ def _config_summary(cfg: StudyConfig) -> pd.DataFrame:
     tc, mc, lc = cfg.train, cfg.model, cfg.losses
     rows = [
         ("Study", cfg.study), ("Dataset", f"{cfg.dataset.source} {cfg.dataset.path or ''}".strip()),
-        ("Input shape (D×H×W)", "×".join(map(str, cfg.preprocess.shape))), ("Folds", cfg.folds.k),
+        ("Input shape (D×H×W)", "×".join(map(str, cfg.preprocess.shape))),
+        ("Folds", f"{cfg.folds.k}-fold split, folds {', '.join(map(str, cfg.folds.trained))} trained and evaluated; "
+                  f"validation {cfg.folds.val_fraction:g} of all cases (counts per fold under Dataset)"),
         ("Combinations", ", ".join(cfg.combo_names)),
         ("Model", f"Attention U-Net + ASPP, base {mc.base_filters}, depth {mc.depth}, dropout {mc.dropout}"),
         ("Training", f"{tc.epochs} epochs, batch {tc.batch_size}, lr {tc.lr:g}, {tc.patches_per_volume} patches/volume"),
@@ -88,6 +90,36 @@ def _config_summary(cfg: StudyConfig) -> pd.DataFrame:
         ("Config hash", cfg.digest()), ("sizepenalty", __version__),
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=["Setting", "Value"])
+
+
+def _conventions(cfg: StudyConfig) -> str:
+    """How the numbers below were computed, in the study's own settings."""
+    mc, ic = cfg.metrics, cfg.infer
+    cmp = ">" if mc.strict_threshold else "≥"
+    is_panoptica = (
+        mc.connectivity == 26
+        and mc.matching == "iou"
+        and mc.iou_threshold == 0.5
+        and not mc.strict_threshold
+    )
+    matching = (
+        f"one-to-one, IoU {cmp} {mc.iou_threshold:g}, greedy by decreasing IoU"
+        if mc.matching == "iou"
+        else "one-to-one, any shared voxel (ISLES 2022 lesion F1)"
+    )
+    rows = [
+        ("Metric profile", mc.profile),
+        ("Post-processing", f"threshold chosen on validation from {list(ic.thresholds)}; components < {ic.min_size} voxels removed ({ic.connectivity}-connectivity)"),
+        ("Lesion instances", f"3D connected components, {mc.connectivity}-connectivity"),
+        ("Matching", matching + (" — panoptica 2.1's NaiveThresholdMatching default, as the thesis used" if is_panoptica else " — differs from panoptica's default")),
+        ("FP / Missed / Det.", "unmatched predicted / unmatched reference instances per case; TP / reference instances"),
+        ("PQ, SQ, RQ", "SQ = mean IoU of matched pairs, RQ = TP / (TP + FP/2 + FN/2), PQ = SQ·RQ"),
+        ("ASSD", "whole-mask average symmetric surface distance in mm (voxel spacing); the thesis columns are compared with this one"),
+        ("ASSD (TP)", "panoptica's per-instance ASSD, mean over matched pairs; undefined (left out of means) without a match"),
+        ("Size strata", "by the case's total reference volume: " + ", ".join(s.label + (" (subset)" if s.subset else "") for s in mc.strata)),
+        ("Detection by lesion size", "each reference lesion binned by its own volume, same bins"),
+    ]  # fmt: skip
+    return _table(pd.DataFrame(rows, columns=["Quantity", "Definition"]))
 
 
 def _runs_section(cfg: StudyConfig, tables: Path) -> str:
@@ -117,35 +149,44 @@ def _runs_section(cfg: StudyConfig, tables: Path) -> str:
 
 def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Path) -> str:
     """The report's HTML text (see the module doc)."""
-    from sizepenalty.report.tables import EXTRA_COLUMNS, MAIN_COLUMNS
+    from sizepenalty.metrics import get_profile
 
+    profile = get_profile(cfg.metrics.profile)
+    main_cols, extra_cols = profile.columns("main"), profile.columns("extra")
     tables, figures = Path(tables_dir), Path(figures_dir)
     main, extra = _read(tables / "table_main.csv"), _read(tables / "table_extra.csv")
     pairs, strata = _read(tables / "table_pairs.csv"), _read(tables / "table_strata.csv")
     summary = _read(tables / "dataset_summary.csv")
     thesis = _read(tables / "table_thesis.csv")
+    lesions = _read(tables / "table_lesions.csv")
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = [
         f"<h1>Size Penalty Loss study: {html.escape(cfg.study)}</h1>",
         f"<p>Generated {now} by sizepenalty {__version__}. Everything in this file is inline; it needs no network.</p>",
         "<h2>Configuration</h2>", _table(_config_summary(cfg)),
+        "<h3>How the metrics are computed</h3>", _conventions(cfg),
         "<details><summary>Full effective configuration</summary><pre>"
         + html.escape(yaml.safe_dump(cfg.raw, sort_keys=False)) + "</pre></details>",
         "<h2>Dataset</h2>", _table(summary),
         "<h2>Results (Table 5.1 analogue)</h2>",
         "<p>Mean over folds of each fold's mean over its test cases, ± standard deviation across folds; "
         "best value per column in bold. Lower is better for FP, Missed, RVE and ASSD.</p>",
-        _table(_mean_sd(main, MAIN_COLUMNS), escape=False) if main is not None and len(main) else _table(None),
+        _table(_mean_sd(main, main_cols), escape=False) if main is not None and len(main) else _table(None),
         "<h3>Further metrics</h3>",
-        _table(_mean_sd(extra, EXTRA_COLUMNS), escape=False) if extra is not None and len(extra) else _table(None),
+        _table(_mean_sd(extra, extra_cols), escape=False) if extra is not None and len(extra) else _table(None),
         "<h2>Baseline vs candidate (Table 5.2 analogue) with paired statistics</h2>",
         "<p>Delta = candidate − baseline of the fold-mean values; Direction says whether that is better "
         "for the candidate. Over paired test cases: bootstrap 95% CI of the mean difference and the "
         "Wilcoxon signed-rank p, Holm-adjusted over every row of this table. A CI that spans 0 or a "
         "large adjusted p means the difference is within noise.</p>", _table(pairs),
         "<h2>By lesion size (Tables 5.4/5.5 analogue)</h2>",
-        "<p>Strata by the case's total reference volume; n = paired test cases in the stratum.</p>",
+        "<p>Strata by the case's total reference volume, as the thesis: the covering bins hold every "
+        "test case; a subset row (e.g. &lt; 1 mL, the thesis's Table 5.5) repeats cases of a bin. "
+        "n = paired test cases in the stratum.</p>",
         _table(strata),
+        "<h3>Lesion-wise detection by lesion size</h3>",
+        "<p>Every reference lesion of every test case, binned by its own volume (beyond the thesis, "
+        "whose strata are by case): how many the matching rule found.</p>", _table(lesions),
     ]  # fmt: skip
     for stem, caption in FIGURES:
         body.append(_figure(figures / f"{stem}.png", caption))

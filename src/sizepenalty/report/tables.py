@@ -1,4 +1,9 @@
-"""Thesis-style tables from the per-case metrics CSV (one row per combo, fold, test case)."""
+"""Thesis-style tables from the per-case metrics CSV (one row per combo, fold, test case).
+
+Which metrics a table shows comes from the study's metric profile
+(:mod:`sizepenalty.metrics.profiles`) as ``(label, key, higher is better)`` columns; nothing
+here names a metric key itself, so every profile flows through the same code.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +12,21 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 
 from sizepenalty.combos import canonical_name
-from sizepenalty.metrics import ccc
+from sizepenalty.metrics import METRICS, PROFILES, ccc
+from sizepenalty.metrics.profiles import Column
+from sizepenalty.strata import Stratum
 
-# Table 5.1 columns: (label, per-case metric, higher is better)
-MAIN_COLUMNS = (
-    ("Dice", "dice", True), ("FP", "fp", False), ("Missed", "fn", False), ("Det.", "detection", True),
-    ("RVE", "rve", False), ("PQ", "pq", True), ("SQ", "sq", True), ("RQ", "rq", True), ("ASSD", "assd_mm", False),
-)  # fmt: skip
+_THESIS = PROFILES["thesis"]
+# The thesis profile's column sets (Table 5.1; the extra metrics; Table 5.2; Tables 5.4/5.5).
+MAIN_COLUMNS = _THESIS.columns("main")
+EXTRA_COLUMNS = _THESIS.columns("extra")
+PAIR_METRICS = _THESIS.columns("pairs")
+STRATUM_METRICS = _THESIS.columns("strata")
 
 
 def fold_means(cases: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     """Mean of each metric per (combo, fold) over the fold's test cases."""
     return cases.groupby(["combo", "fold"], sort=False)[list(metrics)].mean().reset_index()
-
-
-# Extra metrics table: lesion-wise F1, volume-weighted Dice, absolute volume error, and the
-# concordance correlation coefficient of predicted vs reference volumes (computed per fold).
-EXTRA_COLUMNS = (
-    ("Lesion F1", "lesion_f1", True), ("vw-Dice", "vw_dice", True), ("CCC", "ccc", True),
-    ("AVE (mL)", "ave_ml", False),
-)  # fmt: skip
 
 
 def _with_fold_ccc(cases: pd.DataFrame) -> pd.DataFrame:
@@ -40,11 +40,11 @@ def _with_fold_ccc(cases: pd.DataFrame) -> pd.DataFrame:
 def main_table(
     cases: pd.DataFrame,
     order: Sequence[str],
-    columns: Sequence[tuple[str, str, bool]] = MAIN_COLUMNS,
+    columns: Sequence[Column] = MAIN_COLUMNS,
 ) -> pd.DataFrame:
     """Every combination x ``columns`` (default: the Table 5.1 metrics): mean over folds of the fold
     means, with the standard deviation across folds (``<label>_sd``); rows in the configured (thesis)
-    order. Non-finite case values (e.g. no prediction for a surface metric) are skipped."""
+    order. Non-finite case values (e.g. ``assd_tp_mm`` without a matched pair) are skipped."""
     cases = cases.assign(combo=cases["combo"].map(canonical_name))
     if any(m == "ccc" for _, m, _ in columns):
         cases = _with_fold_ccc(cases)
@@ -64,14 +64,15 @@ def main_table(
     return pd.DataFrame(rows)
 
 
-def extra_table(cases: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
-    """Lesion F1, vw-Dice, CCC and AVE per combination (mean ± SD across folds)."""
-    return main_table(cases, order, EXTRA_COLUMNS)
+def extra_table(
+    cases: pd.DataFrame, order: Sequence[str], columns: Sequence[Column] = EXTRA_COLUMNS
+) -> pd.DataFrame:
+    """The further metrics (default: the thesis profile's lesion F1, vw-Dice, CCC, AVE, matched
+    ASSD, Dice-based PQ/SQ) per combination, mean ± SD across folds."""
+    return main_table(cases, order, columns)
 
 
-def best_rows(
-    table: pd.DataFrame, columns: Sequence[tuple[str, str, bool]] = MAIN_COLUMNS
-) -> dict[str, str]:
+def best_rows(table: pd.DataFrame, columns: Sequence[Column] = MAIN_COLUMNS) -> dict[str, str]:
     """The best combination per column (direction-aware; NaN ignored)."""
     out = {}
     for label, _, higher in columns:
@@ -83,21 +84,21 @@ def best_rows(
 
 def mean_sd_cells(
     table: pd.DataFrame,
-    columns: Sequence[tuple[str, str, bool]],
+    columns: Sequence[Column],
     bold: Callable[[str], str],
     pm: str = "±",
     missing: str | None = None,
 ) -> list[tuple[str, list[str]]]:
-    """Per row ``(loss, cells)``: "mean ± SD" for each column (2 decimals for counts and mL, else
-    4), the best value per column (:func:`best_rows`) passed through ``bold``; a NaN mean is shown
+    """Per row ``(loss, cells)``: "mean ± SD" for each column (the metric's decimals: 2 for counts
+    and mL, else 4), the best value per column (:func:`best_rows`) passed through ``bold``; a NaN mean is shown
     as ``missing`` when given. Shared by the Markdown, LaTeX and HTML renderings."""
     best = best_rows(table, columns)
     rows = []
     for _, r in table.iterrows():
         cells = []
-        for label, _, _ in columns:
+        for label, key, _ in columns:
             value, sd = r[label], r[f"{label}_sd"]
-            digits = 2 if label in ("FP", "Missed", "AVE (mL)") else 4
+            digits = METRICS[key].digits
             if missing is not None and value != value:
                 cell = missing
             else:
@@ -107,9 +108,7 @@ def mean_sd_cells(
     return rows
 
 
-def to_markdown(
-    table: pd.DataFrame, columns: Sequence[tuple[str, str, bool]] = MAIN_COLUMNS
-) -> str:
+def to_markdown(table: pd.DataFrame, columns: Sequence[Column] = MAIN_COLUMNS) -> str:
     """Markdown with mean ± SD across folds; the best value per column in bold."""
     labels = [label for label, _, _ in columns]
     lines = ["| Loss | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
@@ -118,7 +117,7 @@ def to_markdown(
     return "\n".join(lines)
 
 
-def to_latex(table: pd.DataFrame, columns: Sequence[tuple[str, str, bool]] = MAIN_COLUMNS) -> str:
+def to_latex(table: pd.DataFrame, columns: Sequence[Column] = MAIN_COLUMNS) -> str:
     """LaTeX tabular with mean $\\pm$ SD across folds; the best value per column in bold."""
     labels = [label for label, _, _ in columns]
     lines = [
@@ -133,19 +132,7 @@ def to_latex(table: pd.DataFrame, columns: Sequence[tuple[str, str, bool]] = MAI
     return "\n".join(lines)
 
 
-def volume_ccc(cases: pd.DataFrame) -> dict[str, float]:
-    """CCC of predicted vs reference volumes across all test cases, per combination."""
-    return {str(c): ccc(g["vol_ref_ml"], g["vol_pred_ml"]) for c, g in cases.groupby("combo")}
-
-
 # ------------------------------------------------------------------ comparisons (Tables 5.2, 5.4/5.5)
-
-# Metrics compared between a baseline and a candidate: (label, per-case metric, higher is better).
-PAIR_METRICS = MAIN_COLUMNS + (("Lesion F1", "lesion_f1", True), ("AVE (mL)", "ave_ml", False))
-STRATUM_METRICS = (
-    ("Dice", "dice", True), ("RVE", "rve", False), ("FP", "fp", False), ("Missed", "fn", False),
-    ("PQ", "pq", True), ("SQ", "sq", True), ("RQ", "rq", True),
-)  # fmt: skip
 
 
 def _direction(delta: float, higher: bool) -> str:
@@ -155,7 +142,11 @@ def _direction(delta: float, higher: bool) -> str:
 
 
 def pair_table(
-    cases: pd.DataFrame, pairs: Sequence[Sequence[str]], n_boot: int = 2000, seed: int = 0
+    cases: pd.DataFrame,
+    pairs: Sequence[Sequence[str]],
+    n_boot: int = 2000,
+    seed: int = 0,
+    columns: Sequence[Column] = PAIR_METRICS,
 ) -> pd.DataFrame:
     """Table 5.2 analogue for every (baseline, candidate) pair and metric.
 
@@ -170,10 +161,10 @@ def pair_table(
     rows = []
     for base, cand in pairs:
         base, cand = canonical_name(base), canonical_name(cand)
-        means = main_table(cases, [base, cand], PAIR_METRICS).set_index("Loss")
+        means = main_table(cases, [base, cand], columns).set_index("Loss")
         if base not in means.index or cand not in means.index:
             continue
-        for label, metric, higher in PAIR_METRICS:
+        for label, metric, higher in columns:
             d = paired(cases, base, cand, metric)["diff"].to_numpy()
             lo, hi = bootstrap_ci(d, n_boot, seed=seed)
             delta = float(means.loc[cand, label] - means.loc[base, label])
@@ -190,12 +181,22 @@ def pair_table(
     return table
 
 
+def in_stratum(frame: pd.DataFrame, stratum: Stratum, volume: str = "ref_ml") -> pd.DataFrame:
+    """Rows whose ``volume`` column (mL) falls in ``stratum``."""
+    v = frame[volume].astype(float)
+    return frame[(v >= stratum.lo_ml) & (v < stratum.hi_ml)]
+
+
 def strata_table(
-    cases: pd.DataFrame, pairs: Sequence[Sequence[str]], strata: Sequence[str]
+    cases: pd.DataFrame,
+    pairs: Sequence[Sequence[str]],
+    strata: Sequence[Stratum],
+    columns: Sequence[Column] = STRATUM_METRICS,
 ) -> pd.DataFrame:
-    """Tables 5.4/5.5 analogue: per pair and size stratum (the case's total reference volume), the
-    number of paired test cases and each metric's mean over those cases for baseline and candidate,
-    with the delta (candidate - baseline). Strata with no case are listed with n = 0."""
+    """Tables 5.4/5.5 analogue: per pair and size stratum (the case's total reference volume:
+    the covering bins, then subsets such as "< 1 mL"), the number of paired test cases and each
+    metric's mean over those cases for baseline and candidate, with the delta (candidate -
+    baseline). Strata with no case are listed with n = 0."""
     from sizepenalty.report.stats import paired
 
     cases = cases.assign(combo=cases["combo"].map(canonical_name))
@@ -203,10 +204,11 @@ def strata_table(
     for base, cand in pairs:
         base, cand = canonical_name(base), canonical_name(cand)
         for stratum in strata:
-            sub = cases[cases["stratum"] == stratum]
-            row: dict[str, object] = {"Baseline": base, "Candidate": cand, "Stratum": stratum}
+            sub = in_stratum(cases, stratum)
+            row: dict[str, object] = {"Baseline": base, "Candidate": cand,
+                                      "Stratum": stratum.label, "Subset": stratum.subset}  # fmt: skip
             n = 0
-            for label, metric, _ in STRATUM_METRICS:
+            for label, metric, _ in columns:
                 d = paired(sub, base, cand, metric)
                 n = max(n, len(d))
                 b, c = (
@@ -220,10 +222,35 @@ def strata_table(
     return pd.DataFrame(rows)
 
 
+def lesion_detection_table(
+    lesions: pd.DataFrame, order: Sequence[str], strata: Sequence[Stratum]
+) -> pd.DataFrame:
+    """Lesion-wise detection by lesion size: every reference lesion of every test case, binned by
+    its *own* volume (same bins as the case strata), and the fraction the matching rule found.
+    Beyond the thesis, whose strata are by the case's total volume. Rows: combination x stratum,
+    with the number of lesions and of detected lesions."""
+    lesions = lesions.assign(combo=lesions["combo"].map(canonical_name))
+    rows = []
+    for combo in order:
+        mine = lesions[lesions["combo"] == canonical_name(combo)]
+        if mine.empty and len(lesions):
+            continue
+        for stratum in strata:
+            sub = in_stratum(mine, stratum, "volume_ml")
+            n, found = len(sub), int(sub["detected"].sum()) if len(sub) else 0
+            rows.append({
+                "Loss": canonical_name(combo), "Lesion size": stratum.label, "Subset": stratum.subset,
+                "Lesions": n, "Detected": found, "Detection rate": found / n if n else float("nan"),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def thesis_side_by_side(table: pd.DataFrame) -> pd.DataFrame:
     """Our Table 5.1 means next to the thesis's published ones, per combination and column: its
     proprietary cohort (Table 5.1; Table 5.2 is the DTF and DTS rows of it) and its ISLES 2022
-    split (Table 5.3, four combinations). Different data: not expected to agree; labels say so."""
+    split (Table 5.3, four combinations). Different data: not expected to agree; labels say so.
+    Our ``ASSD`` is the whole-mask ASSD (``assd_mm``). Columns the study's profile does not
+    have are left empty for this study."""
     from sizepenalty.report.thesis import COLUMNS, TABLE_5_1, TABLE_5_3
 
     nan = float("nan")
@@ -257,6 +284,7 @@ def frame_latex(frame: pd.DataFrame, digits: int = 4) -> str:
             .replace("_", r"\_")
             .replace("<", "$<$")
             .replace("≥", "$\\geq$")
+            .replace("–", "--")
         )
 
     cols = list(frame.columns)
@@ -280,6 +308,8 @@ __all__ = [
     "fold_means",
     "frame_latex",
     "frame_markdown",
+    "in_stratum",
+    "lesion_detection_table",
     "main_table",
     "mean_sd_cells",
     "pair_table",
@@ -287,5 +317,4 @@ __all__ = [
     "thesis_side_by_side",
     "to_latex",
     "to_markdown",
-    "volume_ccc",
 ]

@@ -1,0 +1,106 @@
+"""The aggregate stage: every per-fold metrics file of a study -> the thesis-style tables.
+
+``TABLES`` names every table this stage writes (each as CSV, Markdown and LaTeX); the workflow's
+aggregate rule declares its outputs from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from sizepenalty.config import StudyConfig
+from sizepenalty.data.io import write_text_atomic
+from sizepenalty.metrics import get_profile
+from sizepenalty.report import tables
+
+TABLES = (
+    "table_main",
+    "table_extra",
+    "table_pairs",
+    "table_strata",
+    "table_lesions",
+    "table_thesis",
+)
+"""Table files (``<name>.csv``, ``.md``, ``.tex``) in the study's tables folder."""
+
+CASE_KEYS = ("combo", "fold", "case_id", "stratum", "ref_ml")
+LESION_KEYS = ("combo", "fold", "case_id", "volume_ml", "detected")
+
+
+class AggregateError(ValueError):
+    """A metrics file that cannot be aggregated; the message names the file."""
+
+
+@dataclass(frozen=True)
+class StudyTables:
+    cases: pd.DataFrame  # every test case of every (combo, fold)
+    lesions: pd.DataFrame  # every reference lesion of those cases
+    frames: dict[str, pd.DataFrame]  # TABLES name -> table
+
+
+def read_metrics(paths: Sequence[str | Path], required: Sequence[str]) -> pd.DataFrame:
+    """Concatenate per-fold CSVs, naming the first file that cannot be read or lacks a column."""
+    frames = []
+    for path in paths:
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise AggregateError(f"{path}: cannot read per-case metrics: {exc}") from None
+        missing = sorted(set(required) - set(frame.columns))
+        if missing and len(frame):
+            raise AggregateError(f"{path}: lacks column(s) {', '.join(missing)}")
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=required)
+
+
+def build_tables(cfg: StudyConfig, cases: pd.DataFrame, lesions: pd.DataFrame) -> StudyTables:
+    """Every table of the study from its per-case and per-lesion metrics, with the column sets of
+    the configured metric profile and the configured size strata."""
+    profile = get_profile(cfg.metrics.profile)
+    missing = sorted(set(profile.keys) - set(cases.columns))
+    if missing:
+        raise AggregateError(
+            f"per-case metrics lack the {profile.name} profile's column(s) {', '.join(missing)}"
+            " (were they computed with another metrics.profile?)"
+        )
+    order, pairs, strata = cfg.combo_names, cfg.report.pairs, cfg.metrics.strata
+    main = tables.main_table(cases, order, profile.columns("main"))
+    frames = {
+        "table_main": main,
+        "table_extra": tables.main_table(cases, order, profile.columns("extra")),
+        "table_pairs": tables.pair_table(
+            cases, pairs, cfg.report.bootstrap, seed=cfg.seed, columns=profile.columns("pairs")
+        ),
+        "table_strata": tables.strata_table(cases, pairs, strata, profile.columns("strata")),
+        "table_lesions": tables.lesion_detection_table(lesions, order, strata),
+        "table_thesis": tables.thesis_side_by_side(main),
+    }
+    return StudyTables(cases, lesions, frames)
+
+
+def write_tables(cfg: StudyConfig, result: StudyTables, out_dir: str | Path) -> list[Path]:
+    """``per_case_metrics.csv``, ``per_lesion_metrics.csv`` and each table as CSV, Markdown and
+    LaTeX (mean ± SD layout with the best value in bold for the two per-combination tables)."""
+    profile = get_profile(cfg.metrics.profile)
+    out = Path(out_dir)
+    written = {
+        out / "per_case_metrics.csv": result.cases.to_csv(index=False),
+        out / "per_lesion_metrics.csv": result.lesions.to_csv(index=False),
+    }
+    mean_sd = {"table_main": profile.columns("main"), "table_extra": profile.columns("extra")}
+    for name, frame in result.frames.items():
+        if name in mean_sd:
+            md = tables.to_markdown(frame, mean_sd[name])
+            tex = tables.to_latex(frame, mean_sd[name])
+        else:
+            md, tex = tables.frame_markdown(frame), tables.frame_latex(frame)
+        written[out / f"{name}.md"] = md + "\n"
+        written[out / f"{name}.tex"] = tex
+        written[out / f"{name}.csv"] = frame.to_csv(index=False)
+    for path, text in written.items():
+        write_text_atomic(path, text)
+    return list(written)
