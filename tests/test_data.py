@@ -34,7 +34,7 @@ from sizepenalty.data.preprocess import (
     save_preprocessed,
     to_nifti,
 )
-from sizepenalty.data.summary import dataset_summary, stratum_of
+from sizepenalty.data.summary import dataset_summary, size_weight_rows, stratum_of
 from sizepenalty.data.synth import (
     SynthSpec,
     _anatomy,
@@ -521,6 +521,36 @@ def test_dataset_summary_counts_strata():
     assert table["Lesions per case, mean"] == "2.25"
 
 
+def test_dataset_summary_shows_the_size_weight_spread():
+    voxels = [50, 100, 300, 600, 1200, 2400, 0]
+    stats = pd.DataFrame(
+        {
+            "lesion_ml": [v * 0.008 for v in voxels],
+            "lesion_voxels": voxels,
+            "n_lesions": [1, 2, 3, 4, 5, 6, 0],
+            "shape": ["4x4x4"] * 7,
+            "spacing": ["2x2x2"] * 7,
+            "voxel_ml": [0.008] * 7,
+        }
+    )
+    table = dataset_summary(stats, [1.0, 5.0], tau=600).set_index("Property")["dataset"]
+    assert table["SPL size scale τ"] == "600 voxels = 4.80 mL"
+    spread = [float(x) for x in table[SPREAD].split(" / ")]
+    w = np.exp(-np.array(voxels[:-1]) / 600.0)  # the lesion-free case is left out
+    assert spread == pytest.approx([w.min(), *np.quantile(w, [0.25, 0.5, 0.75]), w.max()], abs=1e-3)
+    assert table["Cases with size weight > 0.6"] == "3 of 6"
+    assert table["Cases with size weight < 0.15"] == "2 of 6"
+    # τ is a parameter: a larger one pushes every weight up (the old cohort's flat ~1 weights).
+    flat = dict(size_weight_rows(voxels, tau=6000))
+    assert flat["Cases with size weight > 0.6"] == "6 of 6"
+    assert dict(size_weight_rows([0, 0], tau=600))["Size weight exp(-V_g/τ)"] == (
+        "no lesion-positive cases"
+    )
+
+
+SPREAD = "Size weight exp(-V_g/τ), min / 25% / median / 75% / max"
+
+
 def test_cli_data_chain(tmp_path, capsys):
     cfg = {
         "study": "s",
@@ -549,6 +579,7 @@ def test_cli_data_chain(tmp_path, capsys):
         == 0
     )
     assert len(list((tmp_path / "pre").glob("*.npz"))) == 6
-    assert "Cases" in (tmp_path / "s.md").read_text()
+    md = (tmp_path / "s.md").read_text()
+    assert "Cases" in md and "Cases with size weight > 0.6" in md and "600 voxels" in md
     with pytest.raises(CaseError):
         load_case(CaseFiles("x", tmp_path / "none", tmp_path / "none", tmp_path / "none"))

@@ -298,7 +298,10 @@ def _summary(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     table = dataset_summary(
-        _stats_table(args.stats_dir, args.cases), cfg.metrics.strata_ml, name=cfg.study
+        _stats_table(args.stats_dir, args.cases),
+        cfg.metrics.strata_ml,
+        name=cfg.study,
+        tau=cfg.losses.nominal_tau,
     )
     write_text_atomic(args.out_csv, table.to_csv(index=False))
     write_text_atomic(args.out_md, table.to_markdown(index=False) + "\n")
