@@ -122,6 +122,8 @@ def _cohort_stats(cases, spec):
     for c in cases:
         labels, n = cc3d.connected_components(c.mask, connectivity=26, return_N=True)
         assert n == len(c.lesion_voxels), c.case_id  # disconnected as generated
+        # ... and each one instance whatever connectivity the metrics use
+        assert cc3d.connected_components(c.mask, connectivity=6, return_N=True)[1] == n
         counts.append(n)
         sizes += list(np.bincount(labels.ravel())[1:])
         totals.append(int(c.mask.sum()))

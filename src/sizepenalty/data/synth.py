@@ -308,8 +308,10 @@ def _grow_lesion(
             continue
         lesion = np.zeros(local_allowed.shape, dtype=bool)
         lesion.ravel()[flat] = True
-        labels, count = ndimage.label(lesion, structure=np.ones((3, 3, 3)))
-        if count > 1:  # keep the largest piece so the lesion is one connected instance
+        # Keep the largest face-connected piece: the lesion is then one instance under any of the
+        # 6/18/26 connectivities the metrics may use (the gap keeps lesions apart under all).
+        labels, count = ndimage.label(lesion)
+        if count > 1:
             sizes = ndimage.sum_labels(lesion, labels, index=np.arange(1, count + 1))
             lesion = labels == (int(np.argmax(sizes)) + 1)
             if lesion.sum() < 0.9 * n_voxels:  # squeezed between obstacles: try elsewhere
