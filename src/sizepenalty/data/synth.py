@@ -6,24 +6,28 @@ Anatomy comes from the MNI152 template, brain mask and GM/WM probability maps th
 Each case gets DWI and ADC with acute-stroke contrast (lesions DWI-bright, ADC-dark),
 tissue-dependent background, a smooth multiplicative bias field, Rician noise and, optionally,
 T2 shine-through regions (bright on both DWI and ADC, not lesions) for the mismatch channel to
-reject. Lesions are irregular, lobulated blobs (a perturbed ellipsoid grown to a voxel count in
-the parenchyma), disconnected from each other by at least two voxels (26-connectivity).
+reject. Lesions are compact, lobulated blobs (a perturbed ellipsoid grown to a voxel count in the
+parenchyma), each face-connected and kept two voxels apart from the others, so every lesion is
+one instance under 6-, 18- or 26-connectivity.
 
 Lesion burden follows the thesis cohort's shape, scaled to the small grid: a case's total volume
 is log-normal (median ``volume_median_ml``, log-sd ``volume_sigma`` as the thesis's 0.13-370 mL
 range suggests) with the top compressed towards ``max_case_fraction`` of the parenchyma and a floor
 at ``min_case_ml``. The default voxel is ISLES's 2 mm isotropic (0.008 mL), so SPL's
-τ = 600 voxels is 4.8 mL and sits at the median case: the size weight exp(-V/τ) spans
-~1 (sub-mL cases) to ~0 (territorial infarcts). A cohort is planned as a whole
-(:func:`plan_cohort`): each case takes one quantile stratum of that distribution (shuffled by the
-seed), so any cohort of >= 5 cases covers the small tail, the middle and the large tail, and the
-lesion counts are spread so that the cohort mean is ``mean_lesions`` (thesis 5.9 per scan) within
-what the smallest cases can hold. The case type follows from the volume:
+τ = 600 voxels is 4.8 mL, next to the median case (4.4 mL), and the size weight exp(-V/τ) runs
+from ~0.95 (sub-mL cases) to ~0.003 (territorial infarcts). A cohort is planned as a whole
+(:func:`plan_cohort`): each case draws from its own quantile stratum of that distribution
+(strata shuffled by the seed), so a cohort spans it by construction rather than by luck. With the
+defaults, from 6 cases on the smallest case is sub-mL; from 12 on at least two are, and at least
+a quarter of the cases have exp(-V/τ) > 0.6 and a quarter < 0.15. Lesion counts start as
+1 + Poisson(``mean_lesions`` - 1), capped by what a case can hold (its volume over three minimum
+lesions), and are topped up where there is room until the cohort mean is ``mean_lesions``
+(thesis 5.9 per scan). There are no lesion-free cases. The case type follows from the volume:
 
-* ``punctate``: total < 1 mL, 1-4 small lesions;
-* ``scattered``: 1-8 mL in several small-to-medium lesions of similar rank;
-* ``territorial``: >= 8 mL, one dominant infarct plus small satellites (where Dice hides missed
-  satellites).
+* ``punctate``: total < 1 mL, 1-3 small lesions;
+* ``scattered``: 1-8 mL in several small-to-medium lesions;
+* ``territorial``: >= 8 mL, one dominant infarct (55-80 % of the volume) plus smaller
+  satellites (where Dice hides missed satellites).
 
 Every lesion has at least ``min_lesion_voxels`` voxels (default 12), well above the 5-voxel
 post-processing removal size. Determinism: the plan uses a generator seeded by ``(seed, 0)``,
