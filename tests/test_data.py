@@ -171,6 +171,22 @@ def test_cohort_plan_is_deterministic_and_reaches_the_planned_lesions():
         assert c.case_type == p.case_type
 
 
+def test_cohort_plans_span_the_distribution_for_any_size_and_seed():
+    spec = SynthSpec()
+    for n in (6, 9, 12, 16, 20, 30):
+        for seed in range(8):
+            plans = plan_cohort(n, seed, spec)
+            voxels = np.sort([p.total_voxels for p in plans])
+            counts = [p.n_lesions for p in plans]
+            assert voxels[0] * spec.voxel_ml < 1.0, (n, seed)
+            assert abs(np.mean(counts) - spec.mean_lesions) <= 0.15 * spec.mean_lesions
+            if n >= 12:  # margins left for what placement may shave off
+                k = int(np.ceil(n / 4))
+                assert voxels[1] * spec.voxel_ml < 1.0, (n, seed)
+                small_end, large_end = np.exp(-voxels[k - 1] / 600), np.exp(-voxels[-k] / 600)
+                assert small_end > 0.6 and large_end < 0.14, (n, seed)
+
+
 def test_single_case_types_follow_their_volume_band():
     spec = SynthSpec()
     for index in range(1, 4):
