@@ -34,11 +34,19 @@ from sizepenalty.data.preprocess import (
     save_preprocessed,
     to_nifti,
 )
-from sizepenalty.data.summary import dataset_summary
-from sizepenalty.data.synth import SynthSpec, case_paths, write_cohort
+from sizepenalty.data.summary import dataset_summary, size_weight_rows
+from sizepenalty.data.synth import (
+    SynthSpec,
+    _anatomy,
+    case_paths,
+    make_case,
+    make_cohort,
+    plan_cohort,
+    write_cohort,
+)
 from sizepenalty.strata import bin_of, size_strata
 
-SPEC = SynthSpec(shape=(16, 40, 32), spacing=(6.0, 4.0, 4.0))
+SPEC = SynthSpec(shape=(16, 40, 32), spacing=(2.0, 2.0, 2.0))
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +81,17 @@ def test_synthetic_layout_and_participants(cohort):
     ).is_file()
     tsv = pd.read_csv(root / "participants.tsv", sep="\t")
     assert list(tsv["participant_id"]) == [f"sub-strokecase{i:04d}" for i in range(1, 7)]
+    assert list(tsv.columns) == [
+        "participant_id",
+        "case_type",
+        "n_lesions",
+        "lesion_voxels",
+        "lesion_ml",
+        "smallest_lesion_voxels",
+        "largest_lesion_voxels",
+    ]
+    assert np.allclose(tsv["lesion_ml"], tsv["lesion_voxels"] * SPEC.voxel_ml, atol=1e-4)
+    assert (tsv["smallest_lesion_voxels"] >= SPEC.min_lesion_voxels).all()
 
 
 def test_synthetic_is_byte_identical_for_a_seed(cohort, tmp_path):
@@ -93,7 +112,93 @@ def test_synthetic_lesions_cover_every_stratum_and_are_disconnected(tmp_path):
     assert max(r["n_lesions"] for r in rows) >= 4
     for r in rows:
         mask = nib.load(case_paths(tmp_path, r["participant_id"])["mask"]).get_fdata() > 0
-        assert lesion_stats(mask, (4, 4, 6), connectivity=26)["n_lesions"] == r["n_lesions"]
+        assert lesion_stats(mask, (2, 2, 2), connectivity=26)["n_lesions"] == r["n_lesions"]
+
+
+def _cohort_stats(cases, spec):
+    """Per-case totals (voxels) and per-lesion sizes from the masks (26-connectivity)."""
+    import cc3d
+
+    totals, counts, sizes = [], [], []
+    for c in cases:
+        labels, n = cc3d.connected_components(c.mask, connectivity=26, return_N=True)
+        assert n == len(c.lesion_voxels), c.case_id  # disconnected as generated
+        # ... and each one instance whatever connectivity the metrics use
+        assert cc3d.connected_components(c.mask, connectivity=6, return_N=True)[1] == n
+        counts.append(n)
+        sizes += list(np.bincount(labels.ravel())[1:])
+        totals.append(int(c.mask.sum()))
+    return np.array(totals), np.array(counts), np.array(sizes)
+
+
+@pytest.mark.parametrize("n_cases, seed", [(12, 42), (20, 42), (12, 1), (12, 7)])
+def test_default_cohort_exercises_the_size_weight_and_the_strata(n_cases, seed):
+    spec = SynthSpec()  # the defaults (dataset.synthetic in config.yaml)
+    assert spec.voxel_ml == pytest.approx(0.008)  # ISLES's 2 mm voxel: τ = 600 voxels = 4.8 mL
+    cases = make_cohort(n_cases, seed, spec)
+    totals, counts, sizes = _cohort_stats(cases, spec)
+    positive = totals[totals > 0]
+    weight = np.exp(-positive / 600.0)
+    quarter = int(np.ceil(len(positive) / 4))
+    assert (weight > 0.6).sum() >= quarter
+    assert (weight < 0.15).sum() >= quarter
+    # Lesions are not at the 5-voxel removal size.
+    assert np.mean(sizes < 10) <= 0.1
+    assert abs(counts.mean() - spec.mean_lesions) <= 0.15 * spec.mean_lesions
+    ml = totals * spec.voxel_ml
+    sub_ml = ml[ml < 1.0]
+    assert len(sub_ml) >= 2 and len(set(sub_ml.tolist())) == len(sub_ml)
+    assert (ml < 5.0).sum() >= 3 and (ml >= 5.0).sum() >= 3
+    # The reference shape: log-normal-ish from ~0.1 mL to tens of mL, median near τ.
+    assert ml.min() >= spec.min_case_ml and ml.max() < 40.0
+    assert 2.0 < np.median(ml) < 8.0 and 5.0 < ml.mean() < 15.0
+    assert 1.0 < np.log(ml).std() < 2.0
+    # Inside the parenchyma; the sub-mL cases are the punctate ones.
+    parenchyma = _anatomy(spec.shape)["parenchyma"]
+    for c, total in zip(cases, totals):
+        assert not (c.mask.astype(bool) & ~parenchyma).any(), c.case_id
+        assert (c.case_type == "punctate") == (total * spec.voxel_ml < 1.0), c.case_id
+
+
+def test_cohort_plan_is_deterministic_and_reaches_the_planned_lesions():
+    spec = SynthSpec()
+    plans = plan_cohort(12, 42, spec)
+    assert plans == plan_cohort(12, 42, spec) and plans != plan_cohort(12, 43, spec)
+    assert sum(p.n_lesions for p in plans) == round(12 * spec.mean_lesions)
+    cases = make_cohort(12, 42, spec)
+    for p, c in zip(plans, cases):
+        assert len(c.lesion_voxels) == p.n_lesions, c.case_id
+        assert abs(int(c.mask.sum()) - p.total_voxels) <= 0.05 * p.total_voxels, c.case_id
+        assert c.case_type == p.case_type
+
+
+def test_cohort_plans_span_the_distribution_for_any_size_and_seed():
+    spec = SynthSpec()
+    for n in (6, 9, 12, 16, 20, 30):
+        for seed in range(8):
+            plans = plan_cohort(n, seed, spec)
+            voxels = np.sort([p.total_voxels for p in plans])
+            counts = [p.n_lesions for p in plans]
+            assert voxels[0] * spec.voxel_ml < 1.0, (n, seed)
+            assert abs(np.mean(counts) - spec.mean_lesions) <= 0.15 * spec.mean_lesions
+            if n >= 12:  # margins left for what placement may shave off
+                k = int(np.ceil(n / 4))
+                assert voxels[1] * spec.voxel_ml < 1.0, (n, seed)
+                small_end, large_end = np.exp(-voxels[k - 1] / 600), np.exp(-voxels[-k] / 600)
+                assert small_end > 0.6 and large_end < 0.14, (n, seed)
+
+
+def test_single_case_types_follow_their_volume_band():
+    spec = SynthSpec()
+    for index in range(1, 4):
+        punctate = make_case(index, 5, spec, "punctate")
+        territorial = make_case(index, 5, spec, "territorial")
+        assert punctate.case_type == "punctate" and 0 < punctate.mask.sum() * spec.voxel_ml < 1.0
+        assert territorial.mask.sum() * spec.voxel_ml >= 7.5
+        assert territorial.lesion_voxels[0] > 0.5 * sum(territorial.lesion_voxels)  # dominant
+        assert min(punctate.lesion_voxels + territorial.lesion_voxels) >= spec.min_lesion_voxels
+    a, b = make_case(2, 5, spec, "scattered"), make_case(2, 5, spec, "scattered")
+    assert np.array_equal(a.dwi, b.dwi) and np.array_equal(a.mask, b.mask)
 
 
 def test_synthetic_lesions_are_dwi_bright_and_adc_dark(cohort):
@@ -451,6 +556,37 @@ def test_dataset_summary_counts_strata():
     assert "Fold 1: train / val / test cases" not in table  # not trained
 
 
+def test_dataset_summary_shows_the_size_weight_spread():
+    voxels = [50, 100, 300, 600, 1200, 2400, 0]
+    stats = pd.DataFrame(
+        {
+            "lesion_ml": [v * 0.008 for v in voxels],
+            "lesion_voxels": voxels,
+            "n_lesions": [1, 2, 3, 4, 5, 6, 0],
+            "shape": ["4x4x4"] * 7,
+            "spacing": ["2x2x2"] * 7,
+            "voxel_ml": [0.008] * 7,
+        }
+    )
+    table = dataset_summary(stats, size_strata([5.0], [1.0]), tau=600)
+    table = table.set_index("Property")["dataset"]
+    assert table["SPL size scale τ"] == "600 voxels = 4.80 mL"
+    spread = [float(x) for x in table[SPREAD].split(" / ")]
+    w = np.exp(-np.array(voxels[:-1]) / 600.0)  # the lesion-free case is left out
+    assert spread == pytest.approx([w.min(), *np.quantile(w, [0.25, 0.5, 0.75]), w.max()], abs=1e-3)
+    assert table["Cases with size weight > 0.6"] == "3 of 6"
+    assert table["Cases with size weight < 0.15"] == "2 of 6"
+    # τ is a parameter: a larger one pushes every weight up (the old cohort's flat ~1 weights).
+    flat = dict(size_weight_rows(voxels, tau=6000))
+    assert flat["Cases with size weight > 0.6"] == "6 of 6"
+    assert dict(size_weight_rows([0, 0], tau=600))["Size weight exp(-V_g/τ)"] == (
+        "no lesion-positive cases"
+    )
+
+
+SPREAD = "Size weight exp(-V_g/τ), min / 25% / median / 75% / max"
+
+
 def test_cli_data_chain(tmp_path, capsys):
     cfg = {
         "study": "s",
@@ -479,6 +615,7 @@ def test_cli_data_chain(tmp_path, capsys):
         == 0
     )
     assert len(list((tmp_path / "pre").glob("*.npz"))) == 6
-    assert "Cases" in (tmp_path / "s.md").read_text()
+    md = (tmp_path / "s.md").read_text()
+    assert "Cases" in md and "Cases with size weight > 0.6" in md and "600 voxels" in md
     with pytest.raises(CaseError):
         load_case(CaseFiles("x", tmp_path / "none", tmp_path / "none", tmp_path / "none"))

@@ -306,7 +306,7 @@ def _summary(args: argparse.Namespace) -> int:
     folds = json.loads(Path(args.folds).read_text()) if args.folds else None
     table = dataset_summary(
         _stats_table(args.stats_dir, args.cases), cfg.metrics.strata, cfg.study, folds,
-        cfg.folds.trained,
+        cfg.folds.trained, tau=cfg.losses.nominal_tau,
     )  # fmt: skip
     write_text_atomic(args.out_csv, table.to_csv(index=False))
     write_text_atomic(args.out_md, table.to_markdown(index=False) + "\n")

@@ -13,17 +13,43 @@ if TYPE_CHECKING:  # pandas is imported where the table is built
     import pandas as pd
 
 
+def size_weight_rows(
+    lesion_voxels: Sequence[float], tau: float = 600.0, voxel_ml: float | None = None
+) -> list[tuple[str, str]]:
+    """How much SPL's size weight exp(-V_g/τ) varies over the lesion-positive cases (V_g: a case's
+    total reference voxels): its min/quartiles/max and how many cases are well inside the small
+    (> 0.6) and large (< 0.15) ends. A cohort where every weight is ~1 switches the penalty off."""
+    v = np.asarray(lesion_voxels, dtype=float)
+    v = v[v > 0]
+    tau_text = f"{tau:g} voxels" + (f" = {tau * voxel_ml:.2f} mL" if voxel_ml else "")
+    rows = [("SPL size scale τ", tau_text)]
+    if not len(v):
+        return rows + [("Size weight exp(-V_g/τ)", "no lesion-positive cases")]
+    w = np.exp(-v / tau)
+    quartiles = np.quantile(w, [0.0, 0.25, 0.5, 0.75, 1.0])
+    return rows + [
+        (
+            "Size weight exp(-V_g/τ), min / 25% / median / 75% / max",
+            " / ".join(f"{x:.3f}" for x in quartiles),
+        ),
+        ("Cases with size weight > 0.6", f"{int((w > 0.6).sum())} of {len(w)}"),
+        ("Cases with size weight < 0.15", f"{int((w < 0.15).sum())} of {len(w)}"),
+    ]
+
+
 def dataset_summary(
     stats: pd.DataFrame,
     strata: Sequence[Stratum],
     name: str = "dataset",
     folds: dict | None = None,
     trained: Sequence[int] | None = None,
+    tau: float = 600.0,
 ) -> pd.DataFrame:
     """Property/value table. ``stats`` has one row per case with the columns written by preprocess
     (``lesion_ml``, ``n_lesions``, ``shape``, ``spacing``, ``voxel_ml``); ``strata`` count cases by
     total lesion volume; ``folds`` (the folds file) adds the realised train/val/test case counts of
-    each fold in ``trained``."""
+    each fold in ``trained``; ``tau`` (voxels) is SPL's size scale for the
+    size-weight rows (``lesion_voxels`` is used when present)."""
     import pandas as pd
 
     vols = stats["lesion_ml"].to_numpy(dtype=float)
@@ -49,6 +75,12 @@ def dataset_summary(
         ("Lesion-free cases", f"{int((vols == 0).sum())}"),
     ]
     rows += [(f"Cases {label}", f"{n}") for label, n in counts.items()]
+    if "lesion_voxels" in stats:
+        case_voxels = stats["lesion_voxels"].to_numpy(dtype=float)
+    else:
+        case_voxels = np.round(vols / voxel)
+    uniform = bool(np.allclose(voxel, voxel[0]))
+    rows += size_weight_rows(case_voxels, tau, float(voxel[0]) if uniform else None)
     for fold in (folds or {}).get("folds", []):
         if trained is None or fold["fold"] in trained:
             n = (len(fold["train"]), len(fold["val"]), len(fold["test"]))

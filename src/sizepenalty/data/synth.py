@@ -1,20 +1,38 @@
 """Embedded synthetic stroke cohort in the ISLES 2022 BIDS layout (works offline).
 
 Anatomy comes from the MNI152 template, brain mask and GM/WM probability maps that ship inside
-``nilearn``. Each case gets DWI and ADC with acute-stroke contrast (lesions DWI-bright, ADC-dark),
+``nilearn``, resampled into the requested grid (the default squeezes the whole brain into
+24 x 48 x 40 voxels of 2 mm, so proportions are not anatomical; lesions are still drawn in mm).
+Each case gets DWI and ADC with acute-stroke contrast (lesions DWI-bright, ADC-dark),
 tissue-dependent background, a smooth multiplicative bias field, Rician noise and, optionally,
 T2 shine-through regions (bright on both DWI and ADC, not lesions) for the mismatch channel to
-reject. Lesions are irregular (a perturbed ellipsoid grown to an exact voxel count inside the
-brain), disconnected from each other, with log-normal volumes from a few voxels to tens of mL.
-Three case types guarantee that every size stratum is populated:
+reject. Lesions are compact, lobulated blobs (a perturbed ellipsoid grown to a voxel count in the
+parenchyma), each face-connected and kept two voxels apart from the others, so every lesion is
+one instance under 6-, 18- or 26-connectivity.
 
-* ``punctate``: 1-4 tiny lesions (total < 1 mL);
-* ``scattered``: several small-to-medium lesions (the thesis cohort averages 5.9 per scan);
-* ``territorial``: one large territorial infarct plus small satellites — where Dice hides the
-  missed satellites.
+Lesion burden follows the thesis cohort's shape, scaled to the small grid: a case's total volume
+is log-normal (median ``volume_median_ml``, log-sd ``volume_sigma`` as the thesis's 0.13-370 mL
+range suggests) with the top compressed towards ``max_case_fraction`` of the parenchyma and a floor
+at ``min_case_ml``. The default voxel is ISLES's 2 mm isotropic (0.008 mL), so SPL's
+τ = 600 voxels is 4.8 mL, next to the median case (4.4 mL), and the size weight exp(-V/τ) runs
+from ~0.95 (sub-mL cases) to ~0.003 (territorial infarcts). A cohort is planned as a whole
+(:func:`plan_cohort`): each case draws from its own quantile stratum of that distribution
+(strata shuffled by the seed), so a cohort spans it by construction rather than by luck. With the
+defaults, from 6 cases on the smallest case is sub-mL; from 12 on at least two are, and at least
+a quarter of the cases have exp(-V/τ) > 0.6 and a quarter < 0.15. Lesion counts start as
+1 + Poisson(``mean_lesions`` - 1), capped by what a case can hold (its volume over three minimum
+lesions), and are topped up where there is room until the cohort mean is ``mean_lesions``
+(thesis 5.9 per scan). There are no lesion-free cases. The case type follows from the volume:
 
-Determinism: every case uses its own generator seeded by ``(seed, case index)`` and nibabel
-writes gzip with a zero timestamp, so the same seed gives byte-identical files.
+* ``punctate``: total < 1 mL, 1-3 small lesions;
+* ``scattered``: 1-8 mL in several small-to-medium lesions;
+* ``territorial``: >= 8 mL, one dominant infarct (55-80 % of the volume) plus smaller
+  satellites (where Dice hides missed satellites).
+
+Every lesion has at least ``min_lesion_voxels`` voxels (default 12), well above the 5-voxel
+post-processing removal size. Determinism: the plan uses a generator seeded by ``(seed, 0)``,
+every case its own seeded by ``(seed, case index)``, and nibabel writes gzip with a zero
+timestamp, so the same seed and case count give byte-identical files.
 """
 
 from __future__ import annotations
@@ -53,16 +71,33 @@ def case_paths(root: Path, cid: str) -> dict[str, Path]:
 @dataclass(frozen=True)
 class SynthSpec:
     shape: tuple[int, int, int] = (24, 48, 40)  # (D, H, W)
-    spacing: tuple[float, float, float] = (6.0, 4.0, 4.0)  # mm, (D, H, W)
-    mean_lesions: float = 5.9
+    spacing: tuple[float, float, float] = (2.0, 2.0, 2.0)  # mm, (D, H, W); ISLES 2022's voxel
+    mean_lesions: float = 5.9  # thesis: disconnected ischemias per scan
     shine_through: bool = True
-    min_lesion_voxels: int = (
-        5  # the inference filter removes < 5 voxels; smaller would be unfindable
-    )
+    # Smallest lesion: well above the 5-voxel post-processing removal size, so a slightly
+    # under-segmented lesion still survives it.
+    min_lesion_voxels: int = 12
+    # Total lesion volume per case: log-normal in mL (the thesis cohort's shape, scaled so that
+    # τ = 600 voxels = 4.8 mL lies near the median), floor at the thesis's smallest scan (0.13 mL),
+    # the top compressed towards a fraction of the parenchyma (its largest scan is ~20 % of a brain).
+    volume_median_ml: float = 4.4
+    volume_sigma: float = 1.5
+    min_case_ml: float = 0.13
+    max_case_fraction: float = 0.2
+    max_lesions: int = 14
 
     @property
     def voxel_ml(self) -> float:
         return float(np.prod(self.spacing)) / 1000.0
+
+
+@dataclass(frozen=True)
+class CasePlan:
+    """What one case will hold: its type, total lesion voxels and number of lesions."""
+
+    case_type: str
+    total_voxels: int
+    n_lesions: int
 
 
 @dataclass
@@ -72,7 +107,7 @@ class SynthCase:
     dwi: np.ndarray  # (D, H, W) float32
     adc: np.ndarray
     mask: np.ndarray  # (D, H, W) uint8
-    lesion_voxels: list[int] = field(default_factory=list)
+    lesion_voxels: list[int] = field(default_factory=list)  # realised sizes, largest first
 
 
 @lru_cache(maxsize=4)
@@ -104,7 +139,9 @@ def _anatomy(shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
     gm_r = np.clip(fit(gm, 1), 0, 1) * brain_r
     wm_r = np.clip(fit(wm, 1), 0, 1) * brain_r
     csf_r = np.clip(1.0 - gm_r - wm_r, 0, 1) * brain_r
-    return {"brain": brain_r, "gm": gm_r, "wm": wm_r, "csf": csf_r}
+    # Lesions live in parenchyma (grey and white matter), not in CSF.
+    parenchyma = brain_r & (csf_r < 0.5)
+    return {"brain": brain_r, "gm": gm_r, "wm": wm_r, "csf": csf_r, "parenchyma": parenchyma}
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
@@ -114,24 +151,111 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float
     return field_ / (field_.std() + 1e-8)
 
 
-def _lesion_counts_and_volumes(
-    rng: np.random.Generator, case_type: str, spec: SynthSpec
-) -> list[float]:
-    """Lesion volumes in mL, largest first."""
-    n = int(np.clip(1 + rng.poisson(max(spec.mean_lesions - 1.0, 0.0)), 1, 14))
-    if case_type == "punctate":
-        # At most as many lesions as fit below 1 mL at the minimum lesion size.
-        fit = max(1, int(0.95 / (spec.min_lesion_voxels * spec.voxel_ml)))
-        n = min(n, int(rng.integers(1, 5)), fit)
-        vols = rng.lognormal(mean=math.log(0.12), sigma=0.6, size=n)
-        vols = np.minimum(vols, 0.9 / n)  # the case stays below 1 mL in total
-    elif case_type == "scattered":
-        vols = rng.lognormal(mean=math.log(0.6), sigma=1.0, size=n)
-        vols = np.minimum(vols, 8.0)
-    else:  # territorial: one large infarct (10-60 mL) plus small satellites
-        big = float(np.exp(rng.uniform(math.log(10.0), math.log(60.0))))
-        vols = np.concatenate([[big], rng.lognormal(mean=math.log(0.25), sigma=0.8, size=n - 1)])
-    return sorted((float(v) for v in vols), reverse=True)
+# ----------------------------------------------------------------------------- lesion burden
+
+SUB_ML = 1.0  # punctate cases stay below this total (mL)
+TERRITORIAL_ML = 8.0  # from this total (mL) a case has one dominant infarct
+
+
+def _case_capacity(spec: SynthSpec) -> int:
+    """Largest total lesion volume (voxels) a case may reach in this grid."""
+    parenchyma = int(_anatomy(tuple(spec.shape))["parenchyma"].sum())
+    return max(int(spec.max_case_fraction * parenchyma), 4 * spec.min_lesion_voxels)
+
+
+def _quantile_of_ml(ml: float, spec: SynthSpec) -> float:
+    from scipy.special import ndtr
+
+    return float(ndtr(math.log(ml / spec.volume_median_ml) / spec.volume_sigma))
+
+
+def case_voxels_at(q: float, spec: SynthSpec, capacity: int) -> int:
+    """Total lesion voxels of the case at quantile ``q`` of the cohort's volume distribution."""
+    from scipy.special import ndtri
+
+    vox = spec.volume_median_ml * math.exp(spec.volume_sigma * float(ndtri(q))) / spec.voxel_ml
+    knee = capacity / 2.0  # above the knee, approach the capacity smoothly instead of clipping
+    if vox > knee:
+        vox = knee + (capacity - knee) * (1.0 - math.exp(-(vox - knee) / (capacity - knee)))
+    floor = max(spec.min_case_ml / spec.voxel_ml, spec.min_lesion_voxels)
+    return int(round(max(vox, floor)))
+
+
+def _type_for(total_voxels: int, spec: SynthSpec) -> str:
+    ml = total_voxels * spec.voxel_ml
+    if ml < SUB_ML:
+        return "punctate"
+    return "territorial" if ml >= TERRITORIAL_ML else "scattered"
+
+
+def _max_lesions(total_voxels: int, spec: SynthSpec) -> int:
+    """How many lesions a case of this size holds: on average three times the minimum size, so
+    that most lesions are well above it."""
+    return int(np.clip(total_voxels // (3 * spec.min_lesion_voxels), 1, spec.max_lesions))
+
+
+def _draw_count(rng: np.random.Generator, spec: SynthSpec) -> int:
+    return 1 + int(rng.poisson(max(spec.mean_lesions - 1.0, 0.0)))
+
+
+def plan_cohort(n_cases: int, seed: int, spec: SynthSpec) -> list[CasePlan]:
+    """Types, total volumes and lesion counts of a whole cohort (deterministic in the arguments).
+
+    Case ``i`` takes a random point inside its own quantile stratum ``[r_i/n, (r_i+1)/n)`` of the
+    volume distribution (``r`` a seeded permutation), so every cohort spans the distribution
+    instead of depending on luck. Counts start as 1 + Poisson(mean - 1), capped by what each case
+    can hold, and are then topped up (or trimmed) one lesion at a time so the cohort total is
+    ``round(mean_lesions * n_cases)``.
+    """
+    rng = np.random.default_rng([seed, 0])
+    capacity = _case_capacity(spec)
+    q = (rng.permutation(n_cases) + rng.uniform(0.2, 0.8, n_cases)) / n_cases
+    totals = [case_voxels_at(float(qi), spec, capacity) for qi in q]
+    caps = np.array([_max_lesions(t, spec) for t in totals])
+    counts = np.minimum([_draw_count(rng, spec) for _ in range(n_cases)], caps)
+    target = int(np.clip(round(spec.mean_lesions * n_cases), n_cases, caps.sum()))
+    while counts.sum() < target:  # top up where there is most room (the larger cases)
+        room = (caps - counts).astype(float)
+        counts[rng.choice(n_cases, p=room / room.sum())] += 1
+    while counts.sum() > target:
+        counts[rng.choice(np.flatnonzero(counts == counts.max()))] -= 1
+    return [
+        CasePlan(_type_for(t, spec), int(t), int(c)) for t, c in zip(totals, counts, strict=True)
+    ]
+
+
+def _plan_one(rng: np.random.Generator, case_type: str | None, spec: SynthSpec) -> CasePlan:
+    """A single case's plan when no cohort plan is given (``case_type`` picks its volume band)."""
+    q_sub, q_ter = _quantile_of_ml(SUB_ML, spec), _quantile_of_ml(TERRITORIAL_ML, spec)
+    lo, hi = {
+        None: (0.002, 0.998),
+        "punctate": (0.002, q_sub),
+        "scattered": (q_sub, q_ter),
+        "territorial": (q_ter, 0.998),
+    }[case_type]
+    total = case_voxels_at(float(rng.uniform(lo, hi)), spec, _case_capacity(spec))
+    n = min(_draw_count(rng, spec), _max_lesions(total, spec))
+    return CasePlan(case_type or _type_for(total, spec), total, n)
+
+
+def _split_sizes(rng: np.random.Generator, plan: CasePlan, floor: int) -> list[int]:
+    """Split a case's total into ``n_lesions`` sizes (each >= ``floor``), largest first."""
+    n, total = plan.n_lesions, plan.total_voxels
+    if n <= 1:
+        return [total]
+    spare = max(total - n * floor, 0)
+    w = rng.lognormal(0.0, 0.7, size=n)
+    if plan.case_type == "territorial":  # one infarct takes 55-80 %, satellites share the rest
+        dominant = rng.uniform(0.55, 0.8)
+        shares = np.concatenate([[dominant], (1.0 - dominant) * w[1:] / w[1:].sum()])
+    else:
+        shares = w / w.sum()
+    sizes = floor + np.floor(spare * shares).astype(int)
+    sizes[int(np.argmax(shares))] += total - int(sizes.sum())  # exact total
+    return sorted((int(s) for s in sizes), reverse=True)
+
+
+# ----------------------------------------------------------------------------- lesion shape
 
 
 def _grow_lesion(
@@ -139,19 +263,29 @@ def _grow_lesion(
     n_voxels: int,
     allowed: np.ndarray,
     spacing: np.ndarray,
+    tries: int = 20,
 ) -> np.ndarray | None:
-    """One irregular, connected lesion of about ``n_voxels`` voxels inside ``allowed`` (bool volume).
+    """One irregular, compact, connected lesion of about ``n_voxels`` voxels inside ``allowed``
+    (bool volume).
 
-    Returns the voxel coordinates (k, 3) or None when no place was found.
+    Centres are drawn where ``allowed`` is deep enough for the lesion's core, so it does not wrap
+    thinly along the cortex or around a neighbour; of the tries, the first compact result is
+    taken (else the most compact one). Returns the voxel coordinates (k, 3) or None when no place
+    was found.
     """
     shape = np.array(allowed.shape)
-    candidates = np.argwhere(allowed)
-    if len(candidates) < n_voxels:
+    if int(allowed.sum()) < n_voxels:
         return None
     # Radius (mm) of a sphere with the target volume; the local box holds a generous margin.
     radius_mm = (3.0 * n_voxels * float(np.prod(spacing)) / (4.0 * math.pi)) ** (1.0 / 3.0)
     half = np.ceil(2.2 * radius_mm / spacing).astype(int) + 2
-    for _ in range(20):
+    depth = ndimage.distance_transform_edt(allowed, sampling=spacing)
+    candidates = np.argwhere(depth >= min(0.7 * radius_mm, 0.8 * float(depth.max())))
+    # Bumps on the scale of the lesion (lobules), not of single voxels, so large lesions are
+    # irregular without being shredded.
+    bump_sigma = max(1.2, 0.35 * radius_mm / float(spacing.mean()))
+    best: tuple[float, np.ndarray] | None = None
+    for _ in range(tries):
         centre = candidates[rng.integers(len(candidates))]
         lo = np.maximum(centre - half, 0)
         hi = np.minimum(centre + half + 1, shape)
@@ -166,47 +300,85 @@ def _grow_lesion(
         coords = np.stack([g.ravel() for g in grids], axis=1)
         # Random rotation and axis lengths make an ellipsoid; smooth noise makes it irregular.
         q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
-        axes = rng.uniform(0.55, 1.45, size=3)
+        axes = rng.uniform(0.6, 1.4, size=3)
         dist = np.sqrt((((coords @ q) / axes) ** 2).sum(1)).reshape(local_allowed.shape) / max(
             radius_mm, 1e-3
         )
-        bumps = _smooth_noise(rng, local_allowed.shape, sigma=1.2) * 0.35
+        bumps = _smooth_noise(rng, local_allowed.shape, sigma=bump_sigma) * 0.3
         score = np.where(local_allowed, dist + bumps, np.inf)
         flat = np.argsort(score, axis=None, kind="stable")[:n_voxels]
-        if not np.isfinite(score.ravel()[flat]).all():
+        reach = float(score.ravel()[flat[-1]])  # ~1 when the lesion fits, more when squeezed
+        if not np.isfinite(reach):
             continue
         lesion = np.zeros(local_allowed.shape, dtype=bool)
         lesion.ravel()[flat] = True
-        labels, count = ndimage.label(lesion, structure=np.ones((3, 3, 3)))
-        if count > 1:  # keep the largest piece so the lesion is one connected instance
+        # Keep the largest face-connected piece: the lesion is then one instance under any of the
+        # 6/18/26 connectivities the metrics may use (the gap keeps lesions apart under all).
+        labels, count = ndimage.label(lesion)
+        if count > 1:
             sizes = ndimage.sum_labels(lesion, labels, index=np.arange(1, count + 1))
             lesion = labels == (int(np.argmax(sizes)) + 1)
-        return np.argwhere(lesion) + lo
-    return None
+            if lesion.sum() < 0.9 * n_voxels:  # squeezed between obstacles: try elsewhere
+                continue
+        found = np.argwhere(lesion) + lo
+        if reach <= 1.5:
+            return found
+        if best is None or reach < best[0]:
+            best = (reach, found)
+    return None if best is None else best[1]
 
 
-def make_case(index: int, seed: int, spec: SynthSpec, case_type: str | None = None) -> SynthCase:
-    """Generate one case (deterministic in ``seed`` and ``index``)."""
-    rng = np.random.default_rng([seed, index])
-    if case_type is None:
-        case_type = CASE_TYPES[rng.integers(len(CASE_TYPES))]
-    anat = _anatomy(tuple(spec.shape))
-    brain, gm, wm, csf = anat["brain"], anat["gm"], anat["wm"], anat["csf"]
+def _place_lesions(
+    rng: np.random.Generator, sizes: list[int], spec: SynthSpec, parenchyma: np.ndarray
+) -> tuple[np.ndarray, list[int]]:
+    """Grow the lesions (largest first) with a two-voxel gap between them; a lesion that finds no
+    room is retried smaller (down to the minimum size) before it is given up."""
     spacing = np.asarray(spec.spacing, dtype=float)
-
-    # Lesions live in parenchyma (not CSF) and keep a one-voxel gap to each other.
-    parenchyma = brain & (csf < 0.5)
     mask = np.zeros(spec.shape, dtype=bool)
-    lesion_voxels: list[int] = []
+    placed: list[int] = []
     gap = ndimage.generate_binary_structure(3, 3)
-    for vol_ml in _lesion_counts_and_volumes(rng, case_type, spec):
-        n_vox = max(spec.min_lesion_voxels, int(round(vol_ml / spec.voxel_ml)))
+    for n_vox in sizes:
         allowed = parenchyma & ~ndimage.binary_dilation(mask, structure=gap, iterations=2)
-        coords = _grow_lesion(rng, n_vox, allowed, spacing)
+        size, coords = n_vox, None
+        for _ in range(4):
+            coords = _grow_lesion(rng, size, allowed, spacing, tries=25)
+            if coords is not None or size <= spec.min_lesion_voxels:
+                break
+            size = max(spec.min_lesion_voxels, int(size * 0.7))
         if coords is None:
             continue
         mask[tuple(coords.T)] = True
-        lesion_voxels.append(len(coords))
+        placed.append(len(coords))
+    return mask, sorted(placed, reverse=True)
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def make_case(
+    index: int,
+    seed: int,
+    spec: SynthSpec,
+    case_type: str | None = None,
+    plan: CasePlan | None = None,
+) -> SynthCase:
+    """Generate one case (deterministic in ``seed``, ``index`` and ``plan``).
+
+    ``plan`` (from :func:`plan_cohort`) fixes the case's type, volume and lesion count; without
+    one, the case draws its own from the volume distribution (restricted to ``case_type``'s band
+    when given).
+    """
+    rng = np.random.default_rng([seed, index])
+    if plan is None:
+        plan = _plan_one(rng, case_type, spec)
+    anat = _anatomy(tuple(spec.shape))
+    brain, gm, wm, csf = anat["brain"], anat["gm"], anat["wm"], anat["csf"]
+    parenchyma = anat["parenchyma"]
+    spacing = np.asarray(spec.spacing, dtype=float)
+
+    sizes = _split_sizes(rng, plan, spec.min_lesion_voxels)
+    mask, lesion_voxels = _place_lesions(rng, sizes, spec, parenchyma)
+    gap = ndimage.generate_binary_structure(3, 3)
 
     # Baseline contrasts (arbitrary DWI units; ADC in 1e-6 mm^2/s): CSF is dark on b=1000 DWI
     # and bright on ADC, grey matter a little brighter than white matter on DWI.
@@ -245,7 +417,13 @@ def make_case(index: int, seed: int, spec: SynthSpec, case_type: str | None = No
 
     dwi = rician(dwi, 0.035 * 800.0).astype(np.float32)
     adc = rician(adc, 0.035 * 800.0).astype(np.float32)
-    return SynthCase(case_id(index), case_type, dwi, adc, mask.astype(np.uint8), lesion_voxels)
+    return SynthCase(case_id(index), plan.case_type, dwi, adc, mask.astype(np.uint8), lesion_voxels)
+
+
+def make_cohort(n_cases: int, seed: int, spec: SynthSpec) -> list[SynthCase]:
+    """The cases :func:`write_cohort` writes, in memory."""
+    plans = plan_cohort(n_cases, seed, spec)
+    return [make_case(i, seed, spec, plan=p) for i, p in enumerate(plans, start=1)]
 
 
 def affine_for(spec: SynthSpec) -> np.ndarray:
@@ -257,13 +435,6 @@ def affine_for(spec: SynthSpec) -> np.ndarray:
     return aff
 
 
-def case_types_for(n_cases: int, seed: int) -> list[str]:
-    """Balanced case types (each type at least once for n >= 3), shuffled by the seed."""
-    types = [CASE_TYPES[i % len(CASE_TYPES)] for i in range(n_cases)]
-    rng = np.random.default_rng([seed, 0])
-    return [types[i] for i in rng.permutation(n_cases)]
-
-
 def write_cohort(
     out: str | Path, n_cases: int, seed: int, spec: SynthSpec
 ) -> list[dict[str, object]]:
@@ -273,8 +444,8 @@ def write_cohort(
     out = Path(out)
     rows: list[dict[str, object]] = []
     affine = affine_for(spec)
-    for i, ctype in enumerate(case_types_for(n_cases, seed), start=1):
-        case = make_case(i, seed, spec, ctype)
+    for i, plan in enumerate(plan_cohort(n_cases, seed, spec), start=1):
+        case = make_case(i, seed, spec, plan=plan)
         paths = case_paths(out, case.case_id)
         for key, arr, dtype in (
             ("dwi", case.dwi, np.float32),
@@ -290,10 +461,12 @@ def write_cohort(
         rows.append(
             {
                 "participant_id": case.case_id,
-                "case_type": ctype,
+                "case_type": case.case_type,
                 "n_lesions": len(case.lesion_voxels),
                 "lesion_voxels": total,
                 "lesion_ml": round(total * spec.voxel_ml, 4),
+                "smallest_lesion_voxels": min(case.lesion_voxels, default=0),
+                "largest_lesion_voxels": max(case.lesion_voxels, default=0),
             }
         )
     buf = io.StringIO()
@@ -317,4 +490,14 @@ def _write_dataset_description(out: Path) -> None:
     write_text_atomic(out / "dataset_description.json", json.dumps(desc, indent=2) + "\n")
 
 
-__all__ = ["SynthSpec", "make_case", "write_cohort", "case_id", "case_paths", "atomic_path"]
+__all__ = [
+    "CasePlan",
+    "SynthSpec",
+    "atomic_path",
+    "case_id",
+    "case_paths",
+    "make_case",
+    "make_cohort",
+    "plan_cohort",
+    "write_cohort",
+]
