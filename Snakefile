@@ -1,7 +1,8 @@
 # The Size Penalty Loss study as one DAG: cohort -> preprocess -> folds -> train -> infer ->
 # threshold + evaluate -> aggregate -> figures -> report. Rules live in workflow/rules/; every step
-# is a `sizepenalty <stage>` command, so each also runs by hand.
-from snakemake.utils import min_version, validate
+# is a `sizepenalty <stage>` command, so each also runs by hand. Paths come from
+# sizepenalty.paths.StudyLayout (L), rerun fingerprints from sizepenalty.stages.
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -9,16 +10,15 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml", set_default=False)
+include: "workflow/rules/common.smk"
 
 
-container: config["container"]["image"]
+container: CFG.container.image
 
 
 report: "workflow/report/workflow.rst"
 
 
-include: "workflow/rules/common.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/folds.smk"
@@ -30,11 +30,24 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 
 
+onstart:
+    write_effective_config()
+    study_started()
+
+
+onsuccess:
+    study_ended("FINISHED")
+
+
+onerror:
+    study_ended("FAILED")
+
+
 rule all:
     default_target: True
     input:
-        os.path.join(STUDY, "tables/dataset_summary.md"),
-        os.path.join(STUDY, "tables/table_main.md"),
-        os.path.join(STUDY, "tables/per_case_metrics.csv"),
-        os.path.join(STUDY, "report.html"),
-        os.path.join(STUDY, "explainer.html"),
+        L.summary("md"),
+        L.table("table_main", "md"),
+        L.per_case,
+        L.report,
+        L.explainer,

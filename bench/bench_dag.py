@@ -52,9 +52,13 @@ def main() -> None:
         study = timed([*cmd, "-n", "--quiet", "rules"], work, args.repeats)
         empty = tmp / "empty"
         empty.mkdir()
-        (empty / "Snakefile").write_text("rule all:\n    output: 'x'\n    shell: 'touch {output}'\n")
+        (empty / "Snakefile").write_text(
+            "rule all:\n    output: 'x'\n    shell: 'touch {output}'\n"
+        )
         base = timed([str(SNAKEMAKE), "-n", "--quiet", "rules"], empty, args.repeats)
-    print(f"dry run, {args.cases}-case ISLES 2022 preset: {study:6.2f} s (median of {args.repeats})")
+    print(
+        f"dry run, {args.cases}-case ISLES 2022 preset: {study:6.2f} s (median of {args.repeats})"
+    )
     print(f"dry run, one-rule workflow (start-up):  {base:6.2f} s")
     print(f"ratio:                                   {study / base:6.2f}x")
 

@@ -15,16 +15,26 @@ def test_default_config_validates_and_is_typed():
     assert cfg.dataset.source == "synthetic"
     assert (cfg.folds.k, cfg.folds.trained, cfg.folds.val_fraction) == (10, (0, 1, 2, 3, 4), 0.1)
     assert len(cfg.combo_names) == 14
-    assert cfg.losses.tau == 600 and cfg.losses.cap == 10.0 and cfg.losses.eps == 1e-5
-    assert cfg.losses.tversky.alpha == 0.3 and cfg.losses.focal.gamma == 2.0
+    size = cfg.losses.size
+    assert size["tau"] == 600 and size["cap"] == 10.0 and size["eps"] == 1e-5
+    assert cfg.losses.params["tversky"]["alpha"] == 0.3 and cfg.losses.params["focal"]["gamma"] == 2
+    assert cfg.losses.weights == {"dice": 1, "tversky": 1, "focal": 1, "size": 0.3, "size_alone": 1}
     assert isinstance(cfg.train.patch_large, tuple) and len(cfg.train.patch_large) == 3
     assert cfg.tracking_uri().startswith("sqlite:///") and cfg.tracking_uri().endswith("mlflow.db")
     assert len(cfg.digest()) == 12
 
 
-def test_schema_in_package_is_the_workflow_schema():
+def test_schema_is_the_workflow_schema_plus_the_term_registry():
     on_disk = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
-    assert load_schema() == on_disk
+    schema = load_schema()
+    losses = schema["properties"]["losses"]["properties"]
+    assert set(losses) == {"combinations", "weights", "dice", "tversky", "focal", "tau",
+                           "tau_quantile", "eps", "cap", "size_warmup", "gate"}  # fmt: skip
+    assert losses["weights"]["properties"]["size"]["default"] == 0.3
+    for key in ("combinations",):  # what the file itself declares is kept as is
+        assert losses[key] == on_disk["properties"]["losses"]["properties"][key]
+    others = {k: v for k, v in schema["properties"].items() if k != "losses"}
+    assert others == {k: v for k, v in on_disk["properties"].items() if k != "losses"}
 
 
 def test_empty_config_gets_thesis_defaults():
@@ -74,7 +84,8 @@ def test_negative_tau_is_rejected():
 
 
 def test_auto_tau_is_accepted():
-    assert from_dict({"losses": {"tau": "auto"}}).losses.tau == "auto"
+    cfg = from_dict({"losses": {"tau": "auto"}})
+    assert cfg.losses.size["tau"] == "auto" and cfg.losses.nominal_tau == 600
 
 
 def test_too_few_folds_is_rejected():

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from sizepenalty.losses import LossHyperParams
 from sizepenalty.report.explainer import (
     blindspot_trajectories,
     build_explainer,
@@ -31,7 +30,7 @@ def test_blindspot_compares_like_with_like_in_one_sample():
 
 
 def test_blindspot_follows_the_studys_loss_settings():
-    weak = blindspot_trajectories(hparams=LossHyperParams(lambda_size=0.0))
+    weak = blindspot_trajectories(weights={"size": 0.0})
     assert weak["S+D"] == weak["D"]  # lambda_S = 0: Dice + SPL is Dice
 
 
@@ -59,7 +58,7 @@ def test_explainer_in_headless_chromium(tmp_path):
     from playwright.sync_api import sync_playwright
 
     page_file = tmp_path / "explainer.html"
-    page_file.write_text(build_explainer(LossHyperParams(tau=600.0, eps=1e-5, cap=10.0)))
+    page_file.write_text(build_explainer({"size": {"tau": 600.0, "eps": 1e-5, "cap": 10.0}}))
     errors = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)

@@ -11,6 +11,7 @@ from sizepenalty.losses import (
     COMBINATIONS,
     LossCodeError,
     SizePenaltyLoss,
+    TermContext,
     build_loss,
     canonical_name,
     combo_id,
@@ -304,9 +305,16 @@ def test_bad_code_names_code_and_valid_letters(code):
 
 
 def test_overrides_and_unknown_hyperparameter():
-    assert build_loss("DTS", tau=300).terms["S"].tau == 300
-    with pytest.raises(TypeError, match="unknown loss hyper-parameter"):
-        build_loss("DTS", taux=300)
+    assert build_loss("DTS", {"size": {"tau": 300}}).terms["S"].tau == 300
+    assert build_loss("DTS", weights={"size": 0.5}).weights["S"] == 0.5
+    gated = build_loss(
+        "S", {"size": {"gate": {"enabled": True}}}, context=TermContext(voxel_ml=0.008)
+    )
+    assert gated.terms["S"].gate_voxels == pytest.approx(625.0)  # 5 mL default threshold
+    with pytest.raises(TypeError, match="unknown loss hyper-parameter.*size.taux"):
+        build_loss("DTS", {"size": {"taux": 300}})
+    with pytest.raises(TypeError, match="unknown loss term.*boundary"):
+        build_loss("DTS", {"boundary": {}})
 
 
 def test_size_warmup_ramps_only_the_combined_size_term():

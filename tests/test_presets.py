@@ -34,7 +34,7 @@ def test_preset_is_valid_and_thesis_scale(preset, tmp_path):
     assert (
         cfg.infer.tta and cfg.infer.overlap_for("DTS") == 0.75 and cfg.infer.overlap_for("D") == 0.5
     )
-    assert cfg.losses.size_warmup == 0 and cfg.model.prior_prob == 0.5  # the thesis's training
+    assert cfg.losses.size["size_warmup"] == 0 and cfg.model.prior_prob == 0.5  # thesis training
     assert len(cfg.combo_names) == 14
     # 80/10/10 as the thesis: a 10-fold rule, 5 folds run on its cohort, one split on ISLES 2022.
     assert (cfg.folds.k, cfg.folds.val_fraction) == (10, 0.1)

@@ -157,6 +157,8 @@ def test_two_epoch_training_writes_checkpoint_csv_and_mlflow_run(tiny_study, com
     assert lines[0].startswith("epoch,loss,D,T,F,S,lr,val_dice") and len(lines) == 3
     ck = torch.load(run / "last.pt", weights_only=True)
     assert ck["epoch"] == 2
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "FINISHED" and len(record["metrics"]["train_loss"]) == 2
     import mlflow
 
     cfg = from_dict(dict(TINY, results=str(root)))
@@ -219,65 +221,105 @@ def test_kill_and_resume_gives_the_same_weights(tiny_study, tmp_path):
     assert json.loads((killed / "done.json").read_text())["epochs"] == 4
 
 
-def test_changed_settings_restart_from_epoch_zero(tiny_study, tmp_path):
-    from sizepenalty.train import train
-
-    root, _ = tiny_study
-    cfg = from_dict(dict(TINY, results=str(tmp_path)))
-    fold = json.loads((root / "folds.json").read_text())["folds"][0]
-    r1 = train(cfg, "D", fold, root / "pre", tmp_path / "run", max_epochs=1, fingerprint="a")
-    assert r1.epochs_done == 1
-    r2 = train(cfg, "D", fold, root / "pre", tmp_path / "run", fingerprint="b")
-    assert r2.resumed_from == 0 and r2.epochs_done == 2
-
-
-def test_infer_reuses_the_training_jobs_maps_only_when_they_match(tiny_study, tmp_path):
-    """The training job leaves val/test probabilities; `infer` copies them when checkpoint and
-    inference settings match, and they equal what running the network again gives."""
+def _train_cli(c, root, run_dir, combo="D", fold="0", *extra):
     from sizepenalty.cli import main
 
-    root, c = tiny_study
-    run = root / "runs" / "D"  # trained by the two-epoch test above (or now, if run alone)
-    args = [
-        "--combo",
-        "D",
-        "--fold",
-        "0",
-        "--folds",
-        str(root / "folds.json"),
-        "--pre-dir",
-        str(root / "pre"),
-    ]
-    if not (run / "done.json").exists():
-        assert main(["train", "-c", str(c), *args, "--run-dir", str(run)]) == 0
-    assert (run / "predictions/key.json").exists()
-    reused, fresh = tmp_path / "reused", tmp_path / "fresh"
-    assert (
-        main(["infer", "-c", str(c), *args, "--run-dir", str(run), "--out-dir", str(reused)]) == 0
-    )
-    assert (
-        main(
-            [
-                "infer",
-                "-c",
-                str(c),
-                *args,
-                "--run-dir",
-                str(run),
-                "--out-dir",
-                str(fresh),
-                "--recompute",
-            ]
-        )
-        == 0
-    )
-    files = sorted(p.relative_to(reused) for p in reused.rglob("*.npz"))
-    assert files and files == sorted(p.relative_to(fresh) for p in fresh.rglob("*.npz"))
-    for f in files:
-        np.testing.assert_array_equal(np.load(reused / f)["prob"], np.load(fresh / f)["prob"])
-    # Other inference settings: the stored maps no longer match, inference runs again.
-    from sizepenalty.infer import reuse_predictions
+    return main(["train", "-c", str(c), "--combo", combo, "--fold", fold, "--folds",
+                 str(root / "folds.json"), "--pre-dir", str(root / "pre"), "--run-dir", str(run_dir),
+                 *extra])  # fmt: skip
 
-    cfg = from_dict(dict(TINY, results=str(root), infer=dict(TINY.get("infer", {}), overlap=0.25)))
-    fold = json.loads((root / "folds.json").read_text())["folds"][0]
-    assert reuse_predictions(cfg, "D", fold, run, tmp_path / "other") is None
+
+def _runs(cfg, name):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=cfg.tracking_uri())
+    exp = client.get_experiment_by_name("sizepenalty")
+    return client.search_runs([exp.experiment_id], f"tags.mlflow.runName = '{name}'")
+
+
+def test_changed_settings_restart_from_epoch_zero_in_a_fresh_superseded_run(tiny_study, tmp_path):
+    root, _ = tiny_study
+    run = tmp_path / "run"
+    configs = []
+    for lr in (3e-3, 1e-3):
+        raw = dict(TINY, results=str(tmp_path / "res"), train=dict(TINY["train"], lr=lr))
+        configs.append(tmp_path / f"c{lr}.yaml")
+        configs[-1].write_text(yaml.safe_dump(raw))
+    assert _train_cli(configs[0], root, run, "D", "0", "--max-epochs", "1") == 0
+    first = json.loads((run / "run.json").read_text())
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
+    assert _train_cli(configs[1], root, run) == 0  # other settings: starts over, all epochs
+    assert json.loads((run / "done.json").read_text())["epochs"] == 2
+    second = json.loads((run / "run.json").read_text())
+    assert second["run_id"] != first["run_id"] and second["key"] != first["key"]
+    (archived,) = (run / "superseded").glob("*/run.json")
+    assert json.loads(archived.read_text())["tags"]["sizepenalty.superseded"] == "true"
+    cfg = from_dict(dict(TINY, results=str(tmp_path / "res")))
+    runs = {r.info.run_id: r for r in _runs(cfg, "D-fold0")}
+    assert runs[first["run_id"]].data.tags["sizepenalty.superseded"] == "true"
+    assert "sizepenalty.superseded" not in runs[second["run_id"]].data.tags
+    # Every train_loss step is logged once in the new run (not appended to the old one).
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient(cfg.tracking_uri()).get_metric_history(second["run_id"], "train_loss")
+    assert sorted(m.step for m in history) == [1, 2]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "random"])
+def test_an_unreadable_checkpoint_is_moved_aside_and_the_run_restarts(
+    tiny_study, tmp_path, damage, capsys
+):
+    root, c = tiny_study
+    run = tmp_path / "run"
+    assert _train_cli(c, root, run, "D", "1", "--max-epochs", "1") == 0
+    last = run / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes({"truncated": data[: len(data) // 2], "empty": b"",
+                      "random": np.random.default_rng(0).bytes(4096)}[damage])  # fmt: skip
+    capsys.readouterr()
+    assert _train_cli(c, root, run, "D", "1") == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "unreadable" in line]
+    assert len(warnings) == 1 and str(last) in warnings[0], err
+    (kept,) = run.glob("last.pt.unreadable-*")
+    assert kept.stat().st_size == len({"truncated": data[: len(data) // 2], "empty": b"",
+                                       "random": b"x" * 4096}[damage])  # fmt: skip
+    assert json.loads((run / "done.json").read_text())["epochs"] == 2
+
+
+def test_a_stop_signal_checkpoints_mid_epoch_and_resumes_to_the_same_weights(tiny_study, tmp_path):
+    root, _ = tiny_study
+    cfg = dict(TINY, results=str(tmp_path / "res"))
+    cfg["train"] = dict(TINY["train"], epochs=3, patches_per_volume=12, val_every=3)
+    c = tmp_path / "c.yaml"
+    c.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
+
+    def cmd(run_dir):
+        return [sys.executable, "-m", "sizepenalty", "train", "-c", str(c), "--combo", "DTS", "--fold", "0",
+                "--folds", str(root / "folds.json"), "--pre-dir", str(root / "pre"), "--run-dir", str(run_dir)]  # fmt: skip
+
+    straight = tmp_path / "straight"
+    subprocess.run(cmd(straight), check=True, env=env, capture_output=True)
+    stopped = tmp_path / "stopped"
+    proc = subprocess.Popen(
+        cmd(stopped), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    for line in proc.stdout:  # the handlers are in place: stop before the first step ends
+        if "SIGUSR1 stops after the current step" in line:
+            break
+    proc.send_signal(signal.SIGUSR1)  # what `#SBATCH --signal=USR1@...` sends before the wall time
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGUSR1, err
+    ck = torch.load(stopped / "last.pt", weights_only=True)
+    assert ck["epoch"] == 0 and ck["step"] == 1, (ck["epoch"], ck["step"])  # inside epoch 1
+    assert json.loads((stopped / "run.json").read_text())["status"] == "KILLED"
+    run_id = json.loads((stopped / "run.json").read_text())["run_id"]
+    out = subprocess.run(cmd(stopped), check=True, env=env, capture_output=True, text=True)
+    assert "resuming after epoch 0, step 1" in out.stdout
+    a = torch.load(straight / "last.pt", weights_only=True)
+    b = torch.load(stopped / "last.pt", weights_only=True)
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+    record = json.loads((stopped / "run.json").read_text())
+    assert record["run_id"] == run_id and record["status"] == "FINISHED"  # the same MLflow run

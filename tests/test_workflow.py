@@ -10,7 +10,6 @@ import pytest
 import yaml
 from workflow_helpers import SNAKEMAKE, copy_workflow, snakemake_env
 
-
 GOLDEN = Path(__file__).parent / "data" / "tiny_study_per_case_metrics.csv"
 
 

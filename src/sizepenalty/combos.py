@@ -1,9 +1,13 @@
-"""Loss combination codes (D, T, F, S) and their thesis names. No torch: imported everywhere."""
+"""Loss combination codes (letters of the registered terms) and their thesis names. No torch:
+imported everywhere."""
 
 from __future__ import annotations
 
-LETTERS: dict[str, str] = {"D": "dice", "T": "tversky", "F": "focal", "S": "size"}
-"""Valid combination letters and the term each one adds."""
+from sizepenalty.errors import InputError
+from sizepenalty.terms import TERMS
+
+LETTERS: dict[str, str] = {t.letter: t.name for t in TERMS}
+"""Valid combination letters and the term each one adds (from :mod:`sizepenalty.terms`)."""
 
 COMBINATIONS: tuple[str, ...] = (
     "D",
@@ -24,7 +28,7 @@ COMBINATIONS: tuple[str, ...] = (
 """The 14 combinations of the thesis (every non-empty subset of {D,T,F,S} but DTFS), in its order."""
 
 
-class LossCodeError(ValueError):
+class LossCodeError(InputError):
     """A loss combination code that cannot be parsed."""
 
 
@@ -35,9 +39,11 @@ def parse_combo(code: str) -> frozenset[str]:
     holds an unknown letter or repeats one.
     """
     if not isinstance(code, str):
-        raise LossCodeError(f"loss code {code!r}: expected a string of the letters D, T, F, S")
+        raise LossCodeError(
+            f"loss code {code!r}: expected a string of the letters {', '.join(LETTERS)}"
+        )
     letters = [c for c in code.strip().upper() if c != "+"]
-    valid = "D (Dice), T (Tversky), F (Focal), S (Size Penalty)"
+    valid = ", ".join(f"{t.letter} ({t.title})" for t in TERMS)
     if not letters:
         raise LossCodeError(f"loss code {code!r} is empty; valid letters are {valid}")
     bad = sorted({c for c in letters if c not in LETTERS})
@@ -53,13 +59,13 @@ def parse_combo(code: str) -> frozenset[str]:
 def canonical_name(code: str) -> str:
     """The thesis's name for a combination (e.g. ``"SD"`` -> ``"S+D"``, ``"dst"`` -> ``"DTS"``).
 
-    Codes that are not among :data:`COMBINATIONS` (only ``DTFS``) are returned in D, T, F, S order.
+    Codes that are not among :data:`COMBINATIONS` (e.g. ``DTFS``) are returned in registry order.
     """
     letters = parse_combo(code)
     for name in COMBINATIONS:
         if parse_combo(name) == letters:
             return name
-    return "".join(c for c in "DTFS" if c in letters)
+    return "".join(c for c in LETTERS if c in letters)
 
 
 def combo_id(code: str) -> str:

@@ -20,17 +20,26 @@ import jsonschema
 import yaml
 
 from sizepenalty.combos import LossCodeError, canonical_name, combo_id, parse_combo
+from sizepenalty.errors import InputError
+from sizepenalty.terms import TERMS, alone_key, nominal_tau, schema_fragment, term_settings
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """An invalid study configuration; the message names the key path and what was expected."""
 
 
 @cache
 def load_schema() -> dict[str, Any]:
-    """The configuration JSON Schema (a dict)."""
+    """The configuration JSON Schema (a dict): ``workflow/schemas/config.schema.yaml`` with the
+    loss terms' part (weights, hyper-parameters, combination letters) filled in from the
+    registry (:func:`sizepenalty.terms.schema_fragment`). ``sizepenalty schema`` prints it."""
     text = resources.files("sizepenalty").joinpath("schemas/config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    schema = yaml.safe_load(text)
+    fragment = schema_fragment()
+    schema["$defs"]["combo"]["pattern"] = fragment["combo_pattern"]
+    schema["$defs"]["combo"]["description"] = fragment["combo_description"]
+    schema["properties"]["losses"]["properties"].update(fragment["losses"])
+    return schema
 
 
 def _extend_with_default(validator_class: type) -> type:
@@ -231,58 +240,37 @@ class FoldsConfig:
 
 
 @dataclass(frozen=True)
-class GateConfig:
-    enabled: bool
-    threshold_ml: float
-    softness: float
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    dice: float
-    tversky: float
-    focal: float
-    size: float
-    size_alone: float
-
-
-@dataclass(frozen=True)
-class TverskyConfig:
-    alpha: float
-    beta: float
-
-
-@dataclass(frozen=True)
-class FocalConfig:
-    gamma: float
-    alpha: float
-
-
-@dataclass(frozen=True)
-class DiceConfig:
-    batch: bool
-    smooth: float
-
-
-@dataclass(frozen=True)
 class LossesConfig:
+    """The combinations and, per registered term (:mod:`sizepenalty.terms`), its weights and
+    hyper-parameters."""
+
     combinations: tuple[str, ...]
-    tau: float | str
-    tau_quantile: float
-    eps: float
-    cap: float
-    size_warmup: float
-    gate: GateConfig
-    weights: LossWeights
-    tversky: TverskyConfig
-    focal: FocalConfig
-    dice: DiceConfig
+    weights: dict[str, float]  # term name (and <name>_alone) -> lambda
+    params: dict[str, dict[str, Any]]  # term name -> hyper-parameters
+
+    def params_for(self, combo: str) -> dict[str, dict[str, Any]]:
+        """Hyper-parameters of the terms ``combo`` uses."""
+        letters = parse_combo(combo)
+        return {t.name: self.params[t.name] for t in TERMS if t.letter in letters}
+
+    def weights_for(self, combo: str) -> dict[str, float]:
+        """The weights ``combo`` uses (its terms', and a term's alone weight when it is alone)."""
+        letters = parse_combo(combo)
+        used = [t for t in TERMS if t.letter in letters]
+        keys = [t.name for t in used]
+        if len(used) == 1 and used[0].alone_weight is not None:
+            keys = [alone_key(used[0])]
+        return {k: self.weights[k] for k in keys}
+
+    @property
+    def size(self) -> dict[str, Any]:
+        """The size penalty's settings (tau, tau_quantile, eps, cap, size_warmup, gate)."""
+        return self.params["size"]
 
     @property
     def nominal_tau(self) -> float:
-        """τ as a number: the configured one, or the thesis's 600 voxels with ``tau: auto`` (where
-        each training estimates its own from its split) for listings, figures and the explainer."""
-        return 600.0 if self.tau == "auto" else float(self.tau)
+        """τ as a number (the thesis's 600 voxels with ``tau: auto``); see :func:`terms.nominal_tau`."""
+        return nominal_tau(self.size["tau"])
 
 
 @dataclass(frozen=True)
@@ -456,7 +444,17 @@ def _tuples(value: Any) -> Any:
     return value
 
 
+def _losses(data: dict[str, Any]) -> LossesConfig:
+    return LossesConfig(
+        combinations=_tuples(data["combinations"]),
+        weights=dict(data["weights"]),
+        params={t.name: term_settings(data, t) for t in TERMS},
+    )
+
+
 def _build(cls: type, data: dict[str, Any]) -> Any:
+    if cls is LossesConfig:
+        return _losses(data)
     kwargs = {}
     for f in fields(cls):
         if f.name == "raw":
@@ -477,11 +475,6 @@ _SECTION_TYPES: dict[tuple[type, str], type] = {
     (StudyConfig, "preprocess"): PreprocessConfig,
     (StudyConfig, "folds"): FoldsConfig,
     (StudyConfig, "losses"): LossesConfig,
-    (LossesConfig, "gate"): GateConfig,
-    (LossesConfig, "weights"): LossWeights,
-    (LossesConfig, "tversky"): TverskyConfig,
-    (LossesConfig, "focal"): FocalConfig,
-    (LossesConfig, "dice"): DiceConfig,
     (StudyConfig, "model"): ModelConfig,
     (StudyConfig, "train"): TrainConfig,
     (StudyConfig, "infer"): InferConfig,
@@ -498,6 +491,25 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> StudyConfig:
     cfg = _build(StudyConfig, data)
     object.__setattr__(cfg, "raw", data)
     return cfg
+
+
+def workflow_config(merged: dict[str, Any], configfiles: list[str | Path]) -> StudyConfig:
+    """The Snakefile's view: each configfile validated on its own first (so a problem names the
+    file it is in), then the merged configuration (``--config`` overrides included)."""
+    problems = []
+    validator = jsonschema.Draft202012Validator(load_schema())
+    for path in configfiles:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
+        for error in sorted(
+            validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path))
+        ):
+            problems.append(f"{path}: {_describe(error)}")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return from_dict(merged, source="merged configuration (configfiles + --config)")
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:

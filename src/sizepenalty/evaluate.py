@@ -9,6 +9,7 @@ for detection by lesion size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from sizepenalty.config import StudyConfig
-from sizepenalty.data.io import save_nifti_atomic
+from sizepenalty.data.io import save_nifti_atomic, write_json_atomic, write_text_atomic
 from sizepenalty.data.preprocess import load_preprocessed, to_nifti
-from sizepenalty.metrics import get_profile, remove_small_components
+from sizepenalty.errors import InputError
+from sizepenalty.metrics import InstanceRule, get_profile, remove_small_components
 from sizepenalty.strata import bin_of
 
 LESION_COLUMNS = ("case_id", "combo", "fold", "lesion", "voxels", "volume_ml", "detected", "iou")
@@ -97,3 +99,84 @@ def evaluate_fold(
             for r in result.lesions
         ]  # fmt: skip
     return FoldEvaluation(t, scores, cases, lesions)
+
+
+@dataclass(frozen=True)
+class EvaluateJob:
+    combo: str
+    fold: dict[str, Any]
+    pre_dir: Path
+    prob_dir: Path
+    metrics_csv: Path  # per test case; per-lesion rows go beside it (lesions_csv)
+    threshold_json: Path
+    nifti_dir: Path | None = None
+
+
+def lesions_csv(metrics_csv: str | Path) -> Path:
+    """``<combo>/fold<k>.csv`` -> ``<combo>/fold<k>_lesions.csv``: one row per reference lesion."""
+    p = Path(metrics_csv)
+    return p.with_name(f"{p.stem}_lesions.csv")
+
+
+def write_rows(path: str | Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    """A CSV of dict rows (header from the first row, else ``columns``), written atomically."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(
+        buf, fieldnames=list(rows[0]) if rows else list(columns), lineterminator="\n"
+    )
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+
+
+def run_evaluate(cfg: StudyConfig, job: EvaluateJob) -> FoldEvaluation:
+    """The evaluate stage: threshold on validation, test metrics per case and per lesion, and the
+    thresholded test predictions as NIfTI."""
+    ev = evaluate_fold(cfg, job.combo, job.fold, job.pre_dir, job.prob_dir, job.nifti_dir)
+    write_rows(job.metrics_csv, ev.cases, ["case_id"])
+    write_rows(lesions_csv(job.metrics_csv), ev.lesions, LESION_COLUMNS)
+    scores = {str(k): v for k, v in ev.val_dice.items()}
+    write_json_atomic(
+        job.threshold_json, {"threshold": ev.threshold, "val_dice_by_threshold": scores}
+    )
+    return ev
+
+
+def read_mask(path: str | Path, role: str):
+    """A binary mask NIfTI (image, data), or :class:`InputError` naming the file."""
+    from sizepenalty.data.cohort import CaseError, _load_volume
+
+    try:
+        img, data = _load_volume(role, "mask", Path(path))
+    except CaseError as exc:
+        raise InputError(str(exc)) from None
+    values = np.unique(data)
+    if not np.isin(values, (0.0, 1.0)).all():
+        raise InputError(f"{role}: mask is not binary (values {values[:5].tolist()}) [{path}]")
+    return img, data
+
+
+def evaluate_pair(
+    gt_path: str | Path, pred_path: str | Path, profile: str, rule: InstanceRule,
+    min_size: int = 0, removal_connectivity: int = 18,
+) -> dict[str, Any]:  # fmt: skip
+    """Metrics for one reference/prediction NIfTI pair on the same grid (the ``evaluate`` verb)."""
+    from sizepenalty.metrics import case_metrics, isles22_metrics
+
+    gt_img, gt = read_mask(gt_path, "reference")
+    pred_img, pred = read_mask(pred_path, "prediction")
+    if gt.shape != pred.shape:
+        raise InputError(
+            f"prediction: shape ({','.join(map(str, pred.shape))}) != reference shape "
+            f"({','.join(map(str, gt.shape))}) [{pred_path}]"
+        )
+    if not np.allclose(gt_img.affine, pred_img.affine, atol=1e-3, rtol=0):
+        raise InputError(f"prediction: affine differs from the reference affine [{pred_path}]")
+    spacing = tuple(float(z) for z in gt_img.header.get_zooms()[:3])
+    if profile == "isles22":
+        return isles22_metrics(gt, pred, spacing)
+    return case_metrics(gt, pred, spacing, rule, min_size=min_size,
+                        removal_connectivity=removal_connectivity)  # fmt: skip

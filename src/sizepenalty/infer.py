@@ -1,118 +1,97 @@
-"""Inference for a trained (combination, fold): probability maps for its validation and test cases.
+"""Inference: the sliding-window primitives (also the training's validation monitor uses them)
+and the infer stage, which writes a trained (combination, fold)'s probability maps.
 
-``predict_fold`` writes float16 probability maps (sliding window with Gaussian blending, optional
-8-flip TTA); thresholds and metrics are :mod:`sizepenalty.evaluate`'s.
+Thresholds, post-processing and metrics are :mod:`sizepenalty.evaluate`'s.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from sizepenalty.config import StudyConfig
 from sizepenalty.data.io import save_npz_atomic
 from sizepenalty.data.preprocess import load_preprocessed
+from sizepenalty.devices import Amp, amp_settings, pick_device
+from sizepenalty.model import model_from_config
+
+_FLIP_AXES = (2, 3, 4)  # depth, height, width of a (B, C, D, H, W) tensor
 
 
-def predict_fold(
-    cfg: StudyConfig,
-    combo: str,
-    fold: dict[str, Any],
-    pre_dir: str | Path,
-    run_dir: str | Path,
-    out_dir: str | Path,
-    device: str | None = None,
-) -> int:
-    import torch
+def sliding_window_probs(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    roi: tuple[int, ...],
+    overlap: float,
+    sw_batch: int,
+    device: torch.device,
+    amp: Amp,
+    tta: bool = False,
+) -> np.ndarray:
+    """Sigmoid probabilities for one (C, D, H, W) volume: MONAI sliding window with Gaussian
+    blending, optionally averaged over the 8 flips of (D, H, W)."""
+    from monai.inferers import sliding_window_inference
 
-    from sizepenalty.train import (
-        amp_settings,
-        load_model_for_inference,
-        pick_device,
-        sliding_window_probs,
-    )
+    x = torch.from_numpy(image[None]).to(device)
+    roi = tuple(min(r, s) for r, s in zip(roi, image.shape[1:]))
+    flips = [()]
+    if tta:
+        flips = [
+            tuple(a for a, bit in zip(_FLIP_AXES, (i & 1, i & 2, i & 4)) if bit) for i in range(8)
+        ]
+    total = torch.zeros((1, 1, *image.shape[1:]), device=device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=amp.dtype, enabled=amp.enabled):
+        for dims in flips:
+            xi = torch.flip(x, dims) if dims else x
+            logits = sliding_window_inference(
+                xi, roi, sw_batch, model, overlap=overlap, mode="gaussian"
+            )
+            p = torch.sigmoid(logits.float())
+            total += torch.flip(p, dims) if dims else p
+    return (total / len(flips))[0, 0].cpu().numpy()
 
-    dev = pick_device(device or cfg.train.device)
+
+def load_model(cfg: StudyConfig, checkpoint: str | Path, device: torch.device) -> torch.nn.Module:
+    """The network of ``cfg.model`` with a checkpoint's weights, in eval mode."""
+    # channels-last 3D: ~1.6x faster convolutions on CPU (oneDNN) and the layout cuDNN prefers.
+    model = model_from_config(cfg.model).to(device, memory_format=torch.channels_last_3d)
+    ck = torch.load(checkpoint, map_location=device, weights_only=True)
+    model.load_state_dict(ck["model"])
+    return model.eval()
+
+
+@dataclass(frozen=True)
+class InferJob:
+    combo: str
+    fold: dict[str, Any]  # the fold's entry of the folds file
+    pre_dir: Path
+    run_dir: Path  # the training's folder (best.pt)
+    out_dir: Path  # val/ and test/ probability maps
+    device: str | None = None
+
+
+def run_infer(cfg: StudyConfig, job: InferJob) -> int:
+    """The infer stage: float16 probability maps of the fold's validation and test cases from the
+    training's best checkpoint, with the combination's overlap and the configured TTA. Returns
+    the number of maps written."""
+    dev = pick_device(job.device or cfg.train.device)
     if dev.type == "cpu":
         torch.set_num_threads(cfg.train.threads)
     amp = amp_settings(cfg.train.amp, dev)
-    model = load_model_for_inference(cfg, run_dir, dev)
-    overlap = cfg.infer.overlap_for(combo)
-    out_dir = Path(out_dir)
+    model = load_model(cfg, Path(job.run_dir) / "best.pt", dev)
+    ic = cfg.infer
+    overlap = ic.overlap_for(job.combo)
     n = 0
     for split in ("val", "test"):
-        for cid in fold[split]:
-            pre = load_preprocessed(Path(pre_dir) / f"{cid}.npz")
+        for cid in job.fold[split]:
+            pre = load_preprocessed(Path(job.pre_dir) / f"{cid}.npz")
             prob = sliding_window_probs(
-                model,
-                pre.image,
-                cfg.infer.roi,
-                overlap,
-                cfg.infer.sw_batch_size,
-                dev,
-                amp,
-                tta=cfg.infer.tta,
+                model, pre.image, ic.roi, overlap, ic.sw_batch_size, dev, amp, tta=ic.tta
             )
-            save_npz_atomic(out_dir / split / f"{cid}.npz", prob=prob.astype(np.float16))
+            save_npz_atomic(Path(job.out_dir) / split / f"{cid}.npz", prob=prob.astype(np.float16))
             n += 1
     return n
-
-
-PREDICTIONS_DIR = "predictions"
-"""Sub-folder of a training run where the training job leaves its own inference (see below)."""
-
-
-def prediction_key(cfg: StudyConfig, combo: str, run_dir: str | Path) -> dict[str, Any]:
-    """What a fold's probability maps depend on besides the data: the inference settings that
-    change them (:meth:`StudyConfig.prediction_settings`) and the exact checkpoint (its SHA-256)."""
-    import hashlib
-
-    digest = hashlib.sha256((Path(run_dir) / "best.pt").read_bytes()).hexdigest()
-    return cfg.prediction_settings(combo) | {"checkpoint_sha256": digest}
-
-
-def predict_into_run(
-    cfg: StudyConfig, combo: str, fold: dict[str, Any], pre_dir: str | Path, run_dir: str | Path
-) -> int:
-    """Run :func:`predict_fold` inside the training job, into ``run_dir/predictions``, keyed by
-    :func:`prediction_key`. The training process already holds the model and paid for importing
-    PyTorch/MONAI; the ``infer`` stage then only copies the maps (see :func:`reuse_predictions`)."""
-    import shutil
-
-    from sizepenalty.data.io import write_json_atomic
-
-    dest = Path(run_dir) / PREDICTIONS_DIR
-    shutil.rmtree(dest, ignore_errors=True)
-    n = predict_fold(cfg, combo, fold, pre_dir, run_dir, dest)
-    write_json_atomic(dest / "key.json", prediction_key(cfg, combo, run_dir))
-    return n
-
-
-def reuse_predictions(
-    cfg: StudyConfig, combo: str, fold: dict[str, Any], run_dir: str | Path, out_dir: str | Path
-) -> int | None:
-    """Copy the training job's probability maps to ``out_dir`` when they were made from the same
-    checkpoint with the same inference settings and cover the fold's cases; else ``None`` (and the
-    caller runs inference itself)."""
-    import json
-    import shutil
-
-    src = Path(run_dir) / PREDICTIONS_DIR
-    key_file = src / "key.json"
-    if not key_file.exists() or not (Path(run_dir) / "best.pt").exists():
-        return None
-    if json.loads(key_file.read_text()) != prediction_key(cfg, combo, run_dir):
-        return None
-    files = [src / split / f"{cid}.npz" for split in ("val", "test") for cid in fold[split]]
-    if not all(f.exists() for f in files):
-        return None
-    out_dir = Path(out_dir)
-    for f in files:
-        dest = out_dir / f.parent.name / f.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.part")
-        shutil.copyfile(f, tmp)
-        tmp.replace(dest)
-    return len(files)

@@ -14,12 +14,11 @@ thesis (``"DTS"``, ``"F+S"``, ``"S+T"``, ...); letter order and ``+`` do not mat
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from monai.losses import DiceLoss, FocalLoss, TverskyLoss
 from torch import nn
 
 from sizepenalty.combos import (
@@ -30,17 +29,28 @@ from sizepenalty.combos import (
     combo_id,
     parse_combo,
 )
+from sizepenalty.terms import (
+    BY_LETTER,
+    BY_NAME,
+    TERMS,
+    TermContext,
+    alone_key,
+    nominal_tau,
+    weight_of,
+)
 
 __all__ = [
     "COMBINATIONS",
     "LETTERS",
     "CombinedLoss",
     "LossCodeError",
-    "LossHyperParams",
     "SizePenaltyLoss",
+    "TermContext",
     "build_loss",
     "canonical_name",
     "combo_id",
+    "default_params",
+    "default_weights",
     "estimate_tau",
     "parse_combo",
     "spl_curves",
@@ -191,29 +201,6 @@ def estimate_tau(lesion_volumes: Iterable[float], quantile: float = 0.5) -> floa
     return float(np.quantile(vols, quantile))
 
 
-@dataclass(frozen=True)
-class LossHyperParams:
-    """Hyper-parameters of every term; defaults are the thesis's (appendix A.1)."""
-
-    tau: float = 600.0
-    eps: float = 1e-5
-    cap: float = 10.0
-    gate_ml: float | None = None
-    gate_softness: float = 0.1
-    voxel_ml: float | None = None
-    tversky_alpha: float = 0.3
-    tversky_beta: float = 0.7
-    focal_gamma: float = 2.0
-    focal_alpha: float = 0.25
-    dice_batch: bool = False
-    dice_smooth: float = 1e-5
-    lambda_dice: float = 1.0
-    lambda_tversky: float = 1.0
-    lambda_focal: float = 1.0
-    lambda_size: float = 0.3
-    lambda_size_alone: float = 1.0
-
-
 class CombinedLoss(nn.Module):
     """Weighted sum of the active terms. ``forward`` returns ``(total, terms)``.
 
@@ -222,7 +209,8 @@ class CombinedLoss(nn.Module):
 
     ``size_scale`` (default 1) multiplies the size term when it is combined with spatial terms; the
     trainer ramps it from 0 to 1 when ``losses.size_warmup`` is set (see :func:`size_warmup_scale`).
-    S alone is never scaled: it would have no gradient at all.
+    S alone is never scaled: it would have no gradient at all. Parts are computed and reported in
+    the registry's order (:data:`sizepenalty.terms.TERMS`).
     """
 
     def __init__(self, code: str, terms: dict[str, nn.Module], weights: dict[str, float]) -> None:
@@ -238,13 +226,13 @@ class CombinedLoss(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         _check_shapes(logits, target)
         parts: dict[str, torch.Tensor] = {}
-        for letter in "DTFS":
+        for letter in LETTERS:
             if letter in self.terms:
                 # Spatial terms also run in float32: MONAI's Dice/Tversky sums suffer in half precision.
                 with torch.autocast(device_type=logits.device.type, enabled=False):
                     value = self.terms[letter](logits.float(), target.float())
                 weight = self.weights[letter]
-                if letter == "S" and len(self.terms) > 1:
+                if BY_LETTER[letter].ramped and len(self.terms) > 1:
                     weight = weight * self.size_scale
                 parts[letter] = weight * value
         total = torch.stack(list(parts.values())).sum()
@@ -264,14 +252,51 @@ def size_warmup_scale(step: int, total_steps: int, warmup: float) -> float:
     return min(1.0, step / (warmup * total_steps))
 
 
+def _with_defaults(spec: Mapping[str, Any]) -> Any:
+    if "properties" in spec:
+        return {k: _with_defaults(v) for k, v in spec["properties"].items()}
+    return spec["default"]
+
+
+def default_params() -> dict[str, dict[str, Any]]:
+    """Every registered term's hyper-parameters at their defaults (the thesis's, appendix A.1)."""
+    return {t.name: {k: _with_defaults(v) for k, v in t.params.items()} for t in TERMS}
+
+
+def default_weights() -> dict[str, float]:
+    """Every λ at its default: 1 for D, T, F; 0.3 for S combined, 1.0 for S alone (thesis §3.6)."""
+    out = {t.name: t.weight for t in TERMS}
+    out.update({alone_key(t): t.alone_weight for t in TERMS if t.alone_weight is not None})
+    return out
+
+
+def _merged(defaults: Mapping[str, Any], given: Mapping[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise TypeError(f"unknown loss hyper-parameter(s) {where}{', '.join(unknown)}")
+    out = dict(defaults)
+    for key, value in given.items():
+        nested = isinstance(defaults[key], dict) and isinstance(value, Mapping)
+        out[key] = _merged(defaults[key], value, f"{where}{key}.") if nested else value
+    return out
+
+
 def build_loss(
-    code: str, hparams: LossHyperParams | None = None, **overrides: float
+    code: str,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    weights: Mapping[str, float] | None = None,
+    context: TermContext | None = None,
 ) -> CombinedLoss:
     """Build the loss for a combination code.
 
-    * D: ``monai.losses.DiceLoss(sigmoid=True, smooth_nr=smooth_dr=dice_smooth)``:
-      ``1 - (2 sum(p y) + s) / (sum(p) + sum(y) + s)`` per sample (``dice_batch=False``) averaged over
-      the batch, or pooled over the batch (``dice_batch=True``). An empty target with an empty
+    ``params`` overrides hyper-parameters per term name (``{"size": {"tau": 300}}``), ``weights``
+    overrides λ (``{"size": 0.5}``); everything else takes the registry's defaults
+    (:mod:`sizepenalty.terms`). ``context`` carries a training split's estimated τ and the voxel
+    volume (for the gated size penalty). The terms:
+
+    * D: ``monai.losses.DiceLoss(sigmoid=True, smooth_nr=smooth_dr=smooth)``:
+      ``1 - (2 sum(p y) + s) / (sum(p) + sum(y) + s)`` per sample (``batch=False``) averaged over
+      the batch, or pooled over the batch (``batch=True``). An empty target with an empty
       prediction gives loss 0; with any predicted mass it approaches 1.
     * T: ``monai.losses.TverskyLoss(sigmoid=True, alpha=0.3, beta=0.7)``:
       ``1 - (TP + s) / (TP + alpha FP + beta FN + s)`` with soft ``TP = sum(p y)``,
@@ -283,45 +308,54 @@ def build_loss(
     * S: :class:`SizePenaltyLoss`.
 
     Weights: ``lambda_D = lambda_T = lambda_F = 1``; ``lambda_S = 0.3`` when S is combined with a
-    spatial term and ``1.0`` when S is alone (thesis §3.6). ``overrides`` replace fields of
-    ``hparams`` (e.g. ``build_loss("DTS", tau=300)``).
+    spatial term and ``1.0`` when S is alone (thesis §3.6).
     """
     letters = parse_combo(code)
-    hp = hparams or LossHyperParams()
-    if overrides:
-        unknown = sorted(set(overrides) - set(LossHyperParams.__dataclass_fields__))
-        if unknown:
-            raise TypeError(f"unknown loss hyper-parameter(s): {', '.join(unknown)}")
-        hp = LossHyperParams(**{**hp.__dict__, **overrides})
-    terms: dict[str, nn.Module] = {}
-    weights: dict[str, float] = {}
-    if "D" in letters:
-        terms["D"] = DiceLoss(
-            sigmoid=True, smooth_nr=hp.dice_smooth, smooth_dr=hp.dice_smooth, batch=hp.dice_batch
-        )
-        weights["D"] = hp.lambda_dice
-    if "T" in letters:
-        terms["T"] = TverskyLoss(sigmoid=True, alpha=hp.tversky_alpha, beta=hp.tversky_beta)
-        weights["T"] = hp.lambda_tversky
-    if "F" in letters:
-        terms["F"] = FocalLoss(gamma=hp.focal_gamma, alpha=hp.focal_alpha, use_softmax=False)
-        weights["F"] = hp.lambda_focal
-    if "S" in letters:
-        if hp.gate_ml is not None:
-            if hp.voxel_ml is None:
-                raise ValueError("the gated size penalty needs voxel_ml (the voxel volume in mL)")
-            terms["S"] = SizePenaltyLoss.gated(
-                hp.gate_ml,
-                hp.voxel_ml,
-                tau=hp.tau,
-                eps=hp.eps,
-                cap=hp.cap,
-                softness=hp.gate_softness,
-            )
-        else:
-            terms["S"] = SizePenaltyLoss(tau=hp.tau, eps=hp.eps, cap=hp.cap)
-        weights["S"] = hp.lambda_size_alone if letters == {"S"} else hp.lambda_size
-    return CombinedLoss(code, terms, weights)
+    given = dict(params or {})
+    unknown = sorted(set(given) - set(BY_NAME))
+    if unknown:
+        raise TypeError(f"unknown loss term(s) {', '.join(unknown)}; expected {', '.join(BY_NAME)}")
+    hp = {name: _merged(d, given.get(name, {}), f"{name}.") for name, d in default_params().items()}
+    lam = _merged(default_weights(), weights or {}, "weights.")
+    ctx = context or TermContext()
+    chosen = [t for t in TERMS if t.letter in letters]
+    terms = {t.letter: t.build(hp[t.name], ctx) for t in chosen}
+    lam = {t.letter: weight_of(lam, t, alone=len(chosen) == 1) for t in chosen}
+    return CombinedLoss(code, terms, lam)
+
+
+# Factories named in the registry (sizepenalty.terms.TERMS): hyper-parameters -> module.
+
+
+def dice_term(p: Mapping[str, Any], ctx: TermContext) -> nn.Module:
+    from monai.losses import DiceLoss
+
+    return DiceLoss(sigmoid=True, smooth_nr=p["smooth"], smooth_dr=p["smooth"], batch=p["batch"])
+
+
+def tversky_term(p: Mapping[str, Any], ctx: TermContext) -> nn.Module:
+    from monai.losses import TverskyLoss
+
+    return TverskyLoss(sigmoid=True, alpha=p["alpha"], beta=p["beta"])
+
+
+def focal_term(p: Mapping[str, Any], ctx: TermContext) -> nn.Module:
+    from monai.losses import FocalLoss
+
+    return FocalLoss(gamma=p["gamma"], alpha=p["alpha"], use_softmax=False)
+
+
+def size_term(p: Mapping[str, Any], ctx: TermContext) -> nn.Module:
+    tau = ctx.tau if ctx.tau is not None else nominal_tau(p["tau"])
+    gate = p["gate"]
+    if not gate["enabled"]:
+        return SizePenaltyLoss(tau=tau, eps=p["eps"], cap=p["cap"])
+    if ctx.voxel_ml is None:
+        raise ValueError("the gated size penalty needs the voxel volume (TermContext.voxel_ml)")
+    return SizePenaltyLoss.gated(
+        gate["threshold_ml"], ctx.voxel_ml, tau=tau, eps=p["eps"], cap=p["cap"],
+        softness=gate["softness"],
+    )  # fmt: skip
 
 
 def spl_curves(

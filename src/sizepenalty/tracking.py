@@ -1,17 +1,45 @@
-"""MLflow tracking for the CLI layer. Tracking must never cost a training: every call is guarded,
-the first failure is reported once on stderr, later calls become no-ops, and everything stays in
-the run folder regardless."""
+"""MLflow bookkeeping for the study: the only module that talks to MLflow.
+
+Two layers, so tracking never costs a training and never loses one:
+
+* :class:`RunRecord` — every training keeps its own record in its run folder (``run.json``:
+  params, tags, per-step metrics, status, artifacts and, once known, the MLflow run id). It is
+  written on every change and is the source of truth.
+* :class:`Tracker` — a failure-tolerant MLflow client: short HTTP timeouts and one retry (not
+  MLflow's two minutes of back-off), SQLite "database is locked" retried, and after the first
+  real failure a job stops trying and says so once on stderr.
+
+:func:`sync_study` (``sizepenalty sync``; the aggregate stage calls it) pushes every record to the
+tracking store: it finds a run by its record's key (no duplicates), logs only the metric steps,
+params, tags and artifacts the store lacks and sets the final status — so running it again, or
+after a tracking server comes back, is safe.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# A dead tracking server must cost a job seconds, not MLflow's default 2 minutes per call.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+
+RECORD = "run.json"
+KEY_TAG = "sizepenalty.key"
+SUPERSEDED_TAG = "sizepenalty.superseded"
+# MLflow 3's UI opens an experiment without this tag on its GenAI "traces" page.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 
 def _transient(exc: BaseException) -> bool:
@@ -19,8 +47,19 @@ def _transient(exc: BaseException) -> bool:
     return "database is locked" in text or "database is busy" in text or "sqlite_busy" in text
 
 
+def _finite(metrics: dict[str, Any]) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if v is not None and not isinstance(v, bool) and math.isfinite(float(v))
+    }
+
+
+# ----------------------------------------------------------------------------- the MLflow client
+
+
 class Tracker:
-    """A thin, failure-tolerant wrapper around one MLflow run.
+    """A thin, failure-tolerant wrapper around MLflow for one job (see the module doc).
 
     ``artifact_location`` is used only when this tracker creates the experiment.
     """
@@ -41,19 +80,18 @@ class Tracker:
     def _fail(self, what: str, exc: BaseException) -> None:
         if not self._warned:
             print(f"warning: MLflow tracking disabled for this job ({what}: {type(exc).__name__}: {exc}); "
-                  "results stay in the run folder", file=sys.stderr)  # fmt: skip
+                  "the run folder keeps the record, `sizepenalty sync` pushes it later", file=sys.stderr)  # fmt: skip
             self._warned = True
         self.enabled = False
 
-    def _guard(self, what: str, fn, *args, **kwargs) -> Any:
+    def guard(self, what: str, fn, *args, **kwargs) -> Any:
+        """``fn(*args)``, or None once tracking failed (retrying a locked SQLite file first)."""
         if not self.enabled:
             return None
         for attempt in range(self.RETRIES + 1):
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - any tracking error must not stop the job
-                # Concurrent jobs on one SQLite file can briefly find it locked: wait and retry
-                # before giving up on tracking for this job.
                 if attempt < self.RETRIES and _transient(exc):
                     time.sleep(0.2 * 2**attempt)
                     continue
@@ -67,14 +105,14 @@ class Tracker:
             self._client = MlflowClient(tracking_uri=self.uri)
         return self._client
 
-    def _experiment_id(self) -> str:
+    def experiment_id(self) -> str:
         client = self.client()
         exp = client.get_experiment_by_name(self.experiment)
         if exp is not None:
             return exp.experiment_id
         try:
             return client.create_experiment(
-                self.experiment, artifact_location=self.artifact_location
+                self.experiment, artifact_location=self.artifact_location, tags=EXPERIMENT_KIND
             )
         except Exception:  # another job created it concurrently
             return client.get_experiment_by_name(self.experiment).experiment_id
@@ -96,11 +134,9 @@ class Tracker:
             all_tags = {"mlflow.runName": name, **(tags or {})}
             if parent_id:
                 all_tags["mlflow.parentRunId"] = parent_id
-            return client.create_run(
-                self._experiment_id(), tags=all_tags, run_name=name
-            ).info.run_id
+            return client.create_run(self.experiment_id(), tags=all_tags, run_name=name).info.run_id
 
-        self.run_id = self._guard("start run", _start)
+        self.run_id = self.guard("start run", _start)
         return self.run_id
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -113,45 +149,357 @@ class Tracker:
                 self.client().log_batch(self.run_id, params=items[i : i + 90])
 
         if self.run_id:
-            self._guard("log params", _log)
+            self.guard("log params", _log)
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        import math
-
+    def log_metrics(
+        self, metrics: dict[str, float], step: int | None = None, ts: int | None = None
+    ) -> None:
         from mlflow.entities import Metric
 
-        ts = int(time.time() * 1000)
-        items = [
-            Metric(k, float(v), ts, step or 0)
-            for k, v in metrics.items()
-            if v is not None and math.isfinite(float(v))
-        ]
-        if self.run_id and items:
-            self._guard("log metrics", lambda: self.client().log_batch(self.run_id, metrics=items))
+        ts = ts or int(time.time() * 1000)
+        items = [Metric(k, v, ts, step or 0) for k, v in _finite(metrics).items()]
+        if self.run_id and items:  # MLflow takes up to 1000 metrics per batch
+            self.guard("log metrics", self._log_batches, items)
+
+    def _log_batches(self, items: list) -> None:
+        for i in range(0, len(items), 900):
+            self.client().log_batch(self.run_id, metrics=items[i : i + 900])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.run_id and Path(path).exists():
-            self._guard(
+            self.guard(
                 "log artifact",
                 lambda: self.client().log_artifact(self.run_id, str(path), artifact_path),
             )
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.run_id:
-            self._guard(
+            self.guard(
                 "set tags",
                 lambda: [self.client().set_tag(self.run_id, k, v) for k, v in tags.items()],
             )
 
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id:
-            self._guard("end run", lambda: self.client().set_terminated(self.run_id, status=status))
+            self.guard("end run", lambda: self.client().set_terminated(self.run_id, status=status))
 
 
-def test_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
+def tracker_for(cfg) -> Tracker:
+    """The study's tracker (artifacts beside the SQLite store)."""
+    return Tracker(
+        cfg.tracking_uri(), cfg.tracking.experiment, cfg.tracking.enabled, cfg.artifact_location()
+    )
+
+
+def check_store(uri: str, timeout: float = 3.0) -> str | None:
+    """None when the tracking store answers, else why not (one short HTTP request for a server;
+    a SQLite or file store is always there)."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as r:
+            return None if r.status == 200 else f"HTTP {r.status}"
+    except OSError as exc:
+        return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+
+
+# ----------------------------------------------------------------------------- run records
+
+
+@dataclass
+class RunRecord:
+    """One training's tracking record, kept in its run folder (see the module doc)."""
+
+    key: str  # "<study>/<combo>/fold<k>/<fingerprint>": the run's identity in any store
+    name: str
+    parent_file: str | None = None  # the study's parent-run file (its id, once made)
+    run_id: str | None = None
+    status: str = "RUNNING"
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, list[list[float]]] = field(default_factory=dict)  # key -> [step, value, ts]
+    artifacts: list[str] = field(default_factory=list)  # files of the run folder
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunRecord | None:
+        path = Path(run_dir) / RECORD
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+    def save(self, run_dir: str | Path) -> None:
+        from sizepenalty.data.io import write_json_atomic
+
+        write_json_atomic(Path(run_dir) / RECORD, asdict(self))
+
+    def add_metrics(self, metrics: dict[str, float], step: int, ts: int) -> None:
+        for k, v in _finite(metrics).items():
+            self.metrics.setdefault(k, []).append([step, v, ts])
+
+
+def _parent_id(record: RunRecord) -> str | None:
+    if record.parent_file and Path(record.parent_file).exists():
+        return Path(record.parent_file).read_text().strip() or None
+    return None
+
+
+class TrainingRun:
+    """A training's record plus its live MLflow mirror: every call updates ``run.json`` first,
+    then MLflow (best-effort). Resuming a run (same key) continues its record and MLflow run."""
+
+    def __init__(self, tracker: Tracker, run_dir: str | Path, key: str, name: str,
+                 parent_file: str | Path | None, tags: dict[str, str]) -> None:  # fmt: skip
+        self.tracker, self.run_dir = tracker, Path(run_dir)
+        record = RunRecord.load(self.run_dir)
+        if record is None or record.key != key:
+            record = RunRecord(key, name, str(parent_file) if parent_file else None)
+        record.status = "RUNNING"
+        record.tags.update(tags | {KEY_TAG: key})
+        self.record = record
+        self.record.save(self.run_dir)
+        run_id = tracker.start(name, record.run_id, _parent_id(record), record.tags)
+        if run_id and run_id != record.run_id:
+            record.run_id = run_id
+            self.record.save(self.run_dir)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.record.params.update({k: str(v)[:6000] for k, v in params.items()})
+        self.record.save(self.run_dir)
+        self.tracker.log_params(params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        ts = int(time.time() * 1000)
+        self.record.add_metrics(metrics, step, ts)
+        self.record.save(self.run_dir)
+        self.tracker.log_metrics(metrics, step, ts)
+
+    def log_artifacts(self, names: Iterable[str]) -> None:
+        for name in names:
+            if (self.run_dir / name).exists() and name not in self.record.artifacts:
+                self.record.artifacts.append(name)
+        self.record.save(self.run_dir)
+        for name in names:
+            self.tracker.log_artifact(self.run_dir / name)
+
+    def end(self, status: str) -> None:
+        self.record.status = status
+        self.record.save(self.run_dir)
+        self.tracker.end(status)
+
+
+def supersede(run_dir: str | Path, tracker: Tracker, why: str) -> Path | None:
+    """Move a run folder's record aside (``superseded/<time>/run.json``) before its training
+    starts over, and tag its MLflow run superseded so comparisons leave it out. Returns the
+    archive folder (None when there was no record)."""
+    run_dir = Path(run_dir)
+    record = RunRecord.load(run_dir)
+    if record is None:
+        return None
+    record.tags.update({SUPERSEDED_TAG: "true", "sizepenalty.superseded_why": why})
+    if record.status == "RUNNING":
+        record.status = "KILLED"
+    archive = run_dir / "superseded" / time.strftime("%Y%m%dT%H%M%S")
+    record.save(archive)
+    (run_dir / RECORD).unlink()
+    tracker.run_id = record.run_id
+    tracker.set_tags({SUPERSEDED_TAG: "true", "sizepenalty.superseded_why": why})
+    if record.status == "KILLED":
+        tracker.end("KILLED")
+    return archive
+
+
+# ----------------------------------------------------------------------------- sync
+
+
+@dataclass
+class SyncResult:
+    runs: int = 0
+    created: int = 0
+    metric_values: int = 0
+    unreachable: str | None = None
+
+
+def _find_run(client, experiment_id: str, record: RunRecord):
+    if record.run_id:
+        try:
+            run = client.get_run(record.run_id)
+            if run.info.lifecycle_stage == "active":
+                return run
+        except Exception:  # noqa: BLE001 - gone from this store (or another store): look it up
+            pass
+    found = client.search_runs([experiment_id], f"tags.`{KEY_TAG}` = '{record.key}'", max_results=1)
+    return found[0] if found else None
+
+
+def sync_record(tracker: Tracker, record: RunRecord, run_dir: Path, result: SyncResult) -> None:
+    """Push one record to the store: create its run if missing, then only what is absent."""
+    from mlflow.entities import Metric, Param
+
+    client = tracker.client()
+    exp_id = tracker.experiment_id()
+    run = _find_run(client, exp_id, record)
+    if run is None:
+        tags = {"mlflow.runName": record.name, **record.tags}
+        parent = _parent_id(record)
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        run = client.create_run(exp_id, tags=tags, run_name=record.name)
+        result.created += 1
+    run_id = run.info.run_id
+    record.run_id = run_id
+    have = run.data.params
+    params = [Param(k, v) for k, v in record.params.items() if k not in have]
+    for i in range(0, len(params), 90):
+        client.log_batch(run_id, params=params[i : i + 90])
+    for key, tag in record.tags.items():
+        if run.data.tags.get(key) != tag:
+            client.set_tag(run_id, key, tag)
+    for key, points in record.metrics.items():
+        logged = {(m.step, m.value) for m in client.get_metric_history(run_id, key)}
+        missing = [Metric(key, v, int(ts), int(s)) for s, v, ts in points if (s, v) not in logged]
+        for i in range(0, len(missing), 900):
+            client.log_batch(run_id, metrics=missing[i : i + 900])
+        result.metric_values += len(missing)
+    stored = {a.path for a in client.list_artifacts(run_id)}
+    for name in record.artifacts:
+        if name not in stored and (run_dir / name).exists():
+            client.log_artifact(run_id, str(run_dir / name))
+    if record.status in TERMINAL and run.info.status != record.status:
+        client.set_terminated(run_id, status=record.status)
+    result.runs += 1
+
+
+def sync_study(cfg, runs_root: str | Path) -> SyncResult:
+    """Push every run record under ``runs_root`` (current and superseded) to the study's tracking
+    store; see the module doc. Returns what was done, or why the store could not be reached."""
+    result = SyncResult()
+    if not cfg.tracking.enabled:
+        return result
+    tracker = tracker_for(cfg)
+    result.unreachable = check_store(tracker.uri)
+    if result.unreachable:
+        return result
+    for path in sorted(Path(runs_root).rglob(RECORD)):
+        record = RunRecord.load(path.parent)
+        if record is None:
+            continue
+        data_dir = path.parent if path.parent.parent.name != "superseded" else path.parents[2]
+        done = tracker.guard("sync", sync_record, tracker, record, data_dir, result)
+        if not tracker.enabled:
+            result.unreachable = "a tracking call failed (see the warning above)"
+            return result
+        if done is not None or record.run_id:
+            record.save(path.parent)
+    return result
+
+
+def record_test_metrics(cases, runs_root: str | Path) -> None:
+    """Each fold's test metrics (means over its test cases) and threshold into its training's
+    record (``cases``: the study's per-case metrics table)."""
+    from sizepenalty.combos import combo_id
+    from sizepenalty.paths import fold_dir
+
+    ts = int(time.time() * 1000)
+    for (combo, fold), group in cases.groupby(["combo", "fold"]):
+        run_dir = fold_dir(runs_root, combo_id(combo), fold)
+        record = RunRecord.load(run_dir)
+        if record is None:
+            continue
+        rows = group.to_dict("records")
+        record.add_metrics(
+            fold_test_metrics(rows) | {"threshold": float(group["threshold"].iloc[0])}, 0, ts
+        )
+        record.save(run_dir)
+
+
+def track_study_tables(cfg, cases, runs_root: str | Path | None, parent_file: str | Path | None,
+                       tables_dir: str | Path) -> None:  # fmt: skip
+    """The aggregate stage's tracking: test metrics into every training's record, every record
+    pushed to the store (:func:`sync_study`), and on the parent run the tables, the run
+    comparison (also written as ``mlflow_runs.{md,csv}``) and the study's mean test metrics."""
+    from sizepenalty.data.io import write_text_atomic
+
+    if not cfg.tracking.enabled:
+        return
+    if runs_root:
+        record_test_metrics(cases, runs_root)
+        result = sync_study(cfg, runs_root)
+        if result.unreachable:
+            print(f"MLflow store not reachable ({result.unreachable}); the run records stay in "
+                  "the run folders: run `sizepenalty sync` when it is back", file=sys.stderr)  # fmt: skip
+            return
+        print(f"synced {result.runs} run record(s) to {cfg.tracking_uri()} "
+              f"({result.created} created, {result.metric_values} metric value(s) added)")  # fmt: skip
+    parent = Path(parent_file) if parent_file else None
+    if parent is None or not parent.exists() or not parent.read_text().strip():
+        return
+    tracker = tracker_for(cfg)
+    tracker.run_id = parent.read_text().strip()
+    out = Path(tables_dir)
+    comparison = compare_runs(tracker, tracker.run_id)
+    if comparison is not None:
+        shown = comparison.drop(columns=["run_id", "experiment_id"])
+        write_text_atomic(out / "mlflow_runs.md",
+                          shown.to_markdown(index=False, floatfmt=".4f", missingval="–") + "\n")  # fmt: skip
+        write_text_atomic(out / "mlflow_runs.csv", comparison.to_csv(index=False))
+    for f in sorted(out.glob("*")):
+        if f.suffix in (".csv", ".md", ".tex"):
+            tracker.log_artifact(f, "tables")
+    means = {f"mean_test_{m}": float(cases[m].mean()) for m in ("dice", "pq", "rve") if m in cases}
+    tracker.log_metrics(means)
+
+
+# ----------------------------------------------------------------------------- the study's parent run
+
+
+def start_study_run(cfg, out: str | Path) -> str | None:
+    """Create the study's MLflow parent run once (its id goes to ``out``); say on stdout whether
+    the tracking store answers. An existing parent-run file is kept."""
+    from sizepenalty import __version__
+    from sizepenalty.data.io import write_text_atomic
+
+    out = Path(out)
+    if out.exists() and out.read_text().strip():
+        print(f"parent run {out.read_text().strip()} exists")
+        return out.read_text().strip()
+    tracker = tracker_for(cfg)
+    why = check_store(tracker.uri) if cfg.tracking.enabled else "tracking disabled"
+    if why:
+        print(f"MLflow store {tracker.uri} unreachable ({why}): every training keeps its record "
+              "in its run folder; `sizepenalty sync` pushes them when the store is back")  # fmt: skip
+        run_id = None
+    else:
+        tags = {"study": cfg.study, "sizepenalty_version": __version__}
+        run_id = tracker.start(f"study-{cfg.study}", tags=tags)
+        tracker.log_params(flatten(cfg.raw) | {"config_hash": cfg.digest()})
+    write_text_atomic(out, (run_id or "") + "\n")
+    return run_id
+
+
+def set_study_status(cfg, parent_file: str | Path, status: str) -> None:
+    """Mark the study's parent run RUNNING (a run starts or extends the study), FINISHED (its
+    last job completed) or FAILED. Quiet and quick when the store is down."""
+    parent_file = Path(parent_file)
+    if not cfg.tracking.enabled or not parent_file.exists():
+        return
+    run_id = parent_file.read_text().strip()
+    tracker = tracker_for(cfg)
+    if not run_id or check_store(tracker.uri):
+        return
+    tracker.run_id = run_id
+    if status == "RUNNING":
+        tracker.guard("reopen parent run", lambda: tracker.client().update_run(run_id, "RUNNING"))
+    else:
+        tracker.end(status)
+
+
+# ----------------------------------------------------------------------------- reading runs back
+
+
+def fold_test_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
     """``test_<metric>``: the mean over a fold's test cases of every numeric per-case metric."""
-    import math
-
     sums: dict[str, list[float]] = {}
     for row in rows:
         for k, v in row.items():
@@ -165,10 +513,12 @@ def test_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
 RUN_COLUMNS = ("run", "combo", "fold", "status", "epochs", "minutes", "run_id", "experiment_id")
 
 
-def run_table(client, experiment: str, parent_id: str | None, metrics: list[str]):
+def run_table(client, experiment: str, parent_id: str | None, metrics: list[str],
+              include_superseded: bool = False):  # fmt: skip
     """One row per training run of ``experiment`` (children of ``parent_id`` when given): name,
     combination, fold, status, epochs logged, wall minutes and the requested metrics (latest
-    values), sorted by combination and fold. ``None`` when the experiment does not exist."""
+    values), sorted by combination and fold; runs superseded by a rerun with other settings are
+    left out unless ``include_superseded``. ``None`` when the experiment does not exist."""
     import pandas as pd
 
     exp = client.get_experiment_by_name(experiment)
@@ -178,12 +528,15 @@ def run_table(client, experiment: str, parent_id: str | None, metrics: list[str]
     runs = client.search_runs([exp.experiment_id], query, max_results=5000)
     rows = []
     for r in runs:
+        superseded = r.data.tags.get(SUPERSEDED_TAG) == "true"
+        if superseded and not include_superseded:
+            continue
         end = r.info.end_time or r.info.start_time
         row = {
             "run": r.info.run_name,
             "combo": r.data.params.get("combo", ""),
             "fold": int(r.data.params.get("fold", -1)),
-            "status": r.info.status,
+            "status": r.info.status + (" (superseded)" if superseded else ""),
             "epochs": len(client.get_metric_history(r.info.run_id, "train_loss")),
             "minutes": round((end - r.info.start_time) / 60000, 2),
             "run_id": r.info.run_id,
@@ -198,21 +551,15 @@ def run_table(client, experiment: str, parent_id: str | None, metrics: list[str]
 def compare_runs(tracker: Tracker, parent_id: str, metrics: list[str] | None = None):
     """:func:`run_table` for a study's parent run, or ``None`` when tracking fails."""
     metrics = metrics or ["best_val_dice", "test_dice", "test_pq", "test_rve"]
-    return tracker._guard(
+    return tracker.guard(
         "compare runs", run_table, tracker.client(), tracker.experiment, parent_id, metrics
     )
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=5, check=True)  # fmt: skip
         return out.stdout.strip()
     except Exception:  # noqa: BLE001 - not a git checkout, or no git
         return "unknown"

@@ -1,7 +1,14 @@
-"""One training job = one (loss combination, fold): resumable, deterministic on CPU.
+"""The train stage: one (loss combination, fold), resumable to the step and deterministic on CPU.
 
-Kept as small functions (data loading, one epoch, validation, checkpointing) around a short loop;
-tracking is a callback supplied by the CLI layer, so this module never imports MLflow.
+:func:`train` reads top-down: set up (or resume) a :class:`Session`, then per epoch
+:func:`run_epoch`, :func:`validate` and :func:`checkpoint`. Tracking is a callback, so this loop
+never touches MLflow; :func:`run_train` (the stage's entry) wires the run's record, the GPU slot
+and the stop signals around it.
+
+A stop request (SIGTERM, or SIGUSR1 — what SLURM sends before a wall-time kill) finishes the
+current optimiser step, writes ``last.pt`` atomically with the position inside the epoch and
+exits non-zero (:class:`Interrupted`); the next run resumes from that step and ends with the same
+weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -9,6 +16,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -19,15 +28,68 @@ from typing import Any
 import numpy as np
 import torch
 
+from sizepenalty.combos import LETTERS
 from sizepenalty.config import StudyConfig
 from sizepenalty.data.io import atomic_path, write_json_atomic, write_text_atomic
 from sizepenalty.data.preprocess import load_preprocessed
-from sizepenalty.losses import estimate_tau, size_warmup_scale
+from sizepenalty.devices import Amp, amp_settings, describe, pick_device
+from sizepenalty.infer import sliding_window_probs
+from sizepenalty.losses import CombinedLoss, estimate_tau, size_warmup_scale
 from sizepenalty.model import model_from_config
 from sizepenalty.sampling import PatchDataset, plan_epoch
 from sizepenalty.study import loss_from_config
 
-LOG_COLUMNS = ("epoch", "loss", "D", "T", "F", "S", "lr", "val_dice", "epoch_time_s")
+LOG_COLUMNS = ("epoch", "loss", *LETTERS, "lr", "val_dice", "epoch_time_s")
+RUN_FILES = ("last.pt", "best.pt", "done.json", "epochs.csv", "train_meta.json")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    combo: str
+    fold: dict[str, Any]  # the fold's entry of the folds file
+    pre_dir: Path
+    run_dir: Path
+    fingerprint: str  # the train stage's settings: a run made with others starts over
+    parent_run_file: Path | None = None  # the study's MLflow parent run (its id)
+    device: str | None = None
+    max_epochs: int | None = None  # stop early (tests)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    epochs_done: int
+    best_score: float
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int = 0
+    skipped: bool = False
+    device: dict[str, str] = field(default_factory=dict)
+
+
+class Interrupted(Exception):
+    """A stop signal arrived; the checkpoint holds the position to resume from."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name}; resume with --rerun-incomplete"
+        )
+        self.signum = signum
+
+
+class StopFlag:
+    """Set by a stop signal; the loop checks it after every optimiser step."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum, frame) -> None:
+        self.signum = signum
+
+    def install(self) -> None:
+        for s in STOP_SIGNALS:
+            signal.signal(s, self)
 
 
 @dataclass
@@ -40,97 +102,248 @@ class Volumes:
 
 def load_volumes(pre_dir: str | Path, ids: list[str]) -> Volumes:
     pres = [load_preprocessed(Path(pre_dir) / f"{cid}.npz") for cid in ids]
-    return Volumes(
-        ids, [p.image for p in pres], [p.mask for p in pres], pres[0].voxel_ml if pres else 1.0
-    )
-
-
-def pick_device(requested: str) -> torch.device:
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def amp_settings(mode: str, device: torch.device) -> tuple[bool, torch.dtype, bool]:
-    """(autocast enabled, dtype, use GradScaler). Mixed precision only on CUDA: bf16 where the card
-    supports it (no scaler needed), else fp16 with a GradScaler."""
-    if device.type != "cuda" or mode == "off":
-        return False, torch.float32, False
-    if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
-        return True, torch.bfloat16, False
-    return True, torch.float16, True
-
-
-def sliding_window_probs(
-    model: torch.nn.Module,
-    image: np.ndarray,
-    roi: tuple[int, ...],
-    overlap: float,
-    sw_batch: int,
-    device: torch.device,
-    amp: tuple[bool, torch.dtype, bool],
-    tta: bool = False,
-) -> np.ndarray:
-    """Sigmoid probabilities for one (C, D, H, W) volume: MONAI sliding window with Gaussian
-    blending, optionally averaged over the 8 flips of (D, H, W)."""
-    from monai.inferers import sliding_window_inference
-
-    x = torch.from_numpy(image[None]).to(device)
-    roi = tuple(min(r, s) for r, s in zip(roi, image.shape[1:]))
-    flips = [()]
-    if tta:
-        flips = [
-            tuple(a for a, bit in zip((2, 3, 4), (i & 1, i & 2, i & 4)) if bit) for i in range(8)
-        ]
-    total = torch.zeros((1, 1, *image.shape[1:]), device=device)
-    with torch.no_grad(), torch.autocast(device.type, dtype=amp[1], enabled=amp[0]):
-        for dims in flips:
-            xi = torch.flip(x, dims) if dims else x
-            logits = sliding_window_inference(
-                xi, roi, sw_batch, model, overlap=overlap, mode="gaussian"
-            )
-            p = torch.sigmoid(logits.float())
-            total += torch.flip(p, dims) if dims else p
-    return (total / len(flips))[0, 0].cpu().numpy()
-
-
-def validation_dice(model, vols: Volumes, cfg: StudyConfig, device, amp) -> float:
-    """Mean per-case Dice at threshold 0.5 over the validation volumes (no TTA: it is a monitor)."""
-    model.eval()
-    scores = []
-    for img, msk in zip(vols.images, vols.masks):
-        p = (
-            sliding_window_probs(
-                model, img, cfg.infer.roi, cfg.infer.overlap, cfg.infer.sw_batch_size, device, amp
-            )
-            > 0.5
-        )
-        g = msk > 0
-        denom = p.sum() + g.sum()
-        scores.append(1.0 if denom == 0 else 2.0 * (p & g).sum() / denom)
-    model.train()
-    return float(np.mean(scores)) if scores else float("nan")
+    return Volumes(ids, [p.image for p in pres], [p.mask for p in pres],
+                   pres[0].voxel_ml if pres else 1.0)  # fmt: skip
 
 
 @dataclass
-class TrainResult:
-    run_dir: Path
-    epochs_done: int
-    best_score: float
-    best_epoch: int
+class Session:
+    """Everything one training holds, and where it stands: ``epoch`` epochs done, plus ``step``
+    optimiser steps (with their loss ``sums``) into the next one."""
+
+    cfg: StudyConfig
+    job: TrainJob
+    device: torch.device
+    amp: Amp
+    train_v: Volumes
+    val_v: Volumes
+    criterion: CombinedLoss
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    steps_per_epoch: int
+    warmup: float
+    epoch: int = 0
+    step: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    best: float = -math.inf
+    best_epoch: int = -1
     history: list[dict[str, float]] = field(default_factory=list)
-    resumed_from: int = 0
-    skipped: bool = False
+    resume_rng: torch.Tensor | None = None
 
 
-EpochCallback = Callable[[dict[str, float]], None]
+def setup(cfg: StudyConfig, job: TrainJob) -> Session:
+    """Data, loss, model, optimiser and schedule; resumed from ``last.pt`` when there is one."""
+    tc = cfg.train
+    torch.manual_seed(cfg.seed)
+    dev = pick_device(job.device or tc.device)
+    if dev.type == "cpu":
+        torch.set_num_threads(tc.threads)
+    train_v = load_volumes(job.pre_dir, job.fold["train"])
+    val_v = load_volumes(job.pre_dir, job.fold["val"])
+    size = cfg.losses.params_for(job.combo).get("size")  # only combinations with S read it
+    tau = None
+    if size and size["tau"] == "auto":
+        tau = estimate_tau([float(m.sum()) for m in train_v.masks], size["tau_quantile"])
+    criterion = loss_from_config(cfg, job.combo, tau=tau, voxel_ml=train_v.voxel_ml)
+    model = model_from_config(cfg.model).to(dev, memory_format=torch.channels_last_3d)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    steps = math.ceil(len(train_v.ids) * tc.patches_per_volume / tc.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=tc.lr, total_steps=steps * tc.epochs, pct_start=tc.pct_start,
+        div_factor=tc.div_factor, final_div_factor=tc.final_div_factor, anneal_strategy="cos",
+    )  # fmt: skip
+    amp = amp_settings(tc.amp, dev)
+    s = Session(cfg, job, dev, amp, train_v, val_v, criterion, model, optimizer, scheduler,
+                torch.amp.GradScaler("cuda", enabled=amp.scaler), steps,
+                size["size_warmup"] if size else 0.0)  # fmt: skip
+    last = Path(job.run_dir) / "last.pt"
+    if last.exists():
+        _resume(s, torch.load(last, map_location=dev, weights_only=True))
+    return s
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+def _resume(s: Session, ck: dict[str, Any]) -> None:
+    s.model.load_state_dict(ck["model"])
+    s.optimizer.load_state_dict(ck["optimizer"])
+    s.scheduler.load_state_dict(ck["scheduler"])
+    s.scaler.load_state_dict(ck["scaler"])
+    torch.set_rng_state(ck["torch_rng"])
+    if s.device.type == "cuda" and "cuda_rng" in ck:
+        torch.cuda.set_rng_state(ck["cuda_rng"])
+    s.epoch, s.step, s.sums = ck["epoch"], ck.get("step", 0), dict(ck.get("sums", {}))
+    s.best, s.best_epoch, s.history = ck["best"], ck["best_epoch"], list(ck["history"])
+    if s.step:  # mid-epoch: the state is restored again once the epoch's loader exists
+        s.resume_rng = ck["torch_rng"]
+
+
+def _loader(s: Session, batches: list) -> Any:
+    """One DataLoader over the planned batches (worker processes when ``train.workers`` > 0)."""
+    from torch.utils.data import DataLoader
+
+    flat = [spec for batch in batches for spec in batch]
+    index_batches, i = [], 0
+    for batch in batches:
+        index_batches.append(list(range(i, i + len(batch))))
+        i += len(batch)
+    ds = PatchDataset(s.train_v.images, s.train_v.masks, flat, augment=s.cfg.train.augment)
+    return DataLoader(ds, batch_sampler=index_batches, num_workers=s.cfg.train.workers,
+                      pin_memory=torch.cuda.is_available(), worker_init_fn=_keep_workers)  # fmt: skip
+
+
+def _keep_workers(_: int) -> None:
+    # A cluster's stop signal reaches every process of the job: loader workers keep working so
+    # the main process can finish its step and write the checkpoint.
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
+def run_epoch(s: Session, stop: StopFlag) -> dict[str, float]:
+    """Optimiser steps for epoch ``s.epoch`` from step ``s.step`` on; the mean of each loss term.
+    Raises :class:`Interrupted` (after a checkpoint) when a stop signal arrives."""
+    tc = s.cfg.train
+    batches = plan_epoch(
+        s.train_v.masks, s.epoch, s.cfg.seed, tc.patches_per_volume, tc.batch_size,
+        tc.patch_large, tc.patch_small, tc.small_prob, tc.pos_ratio_large, tc.pos_ratio_small,
+    )  # fmt: skip
+    if not s.step:
+        s.sums = dict.fromkeys(("loss", *s.criterion.terms), 0.0)
+    loader = iter(_loader(s, batches[s.step :]))
+    if s.resume_rng is not None:
+        # Making the loader draws from the global RNG, as it did in the interrupted run before
+        # the checkpoint: restoring after it keeps dropout's stream identical.
+        torch.set_rng_state(s.resume_rng)
+        s.resume_rng = None
+    for x, y in loader:
+        total, terms = _step(s, x, y)
+        s.step += 1
+        s.sums["loss"] += float(total.detach())
+        for k, v in terms.items():
+            s.sums[k] += float(v.detach())
+        if stop.signum is not None:
+            checkpoint(s)
+            raise Interrupted(stop.signum)
+    return {k: v / len(batches) for k, v in s.sums.items()}
+
+
+def _step(s: Session, x: torch.Tensor, y: torch.Tensor):
+    tc = s.cfg.train
+    total_steps = s.steps_per_epoch * tc.epochs
+    s.criterion.size_scale = size_warmup_scale(
+        s.epoch * s.steps_per_epoch + s.step, total_steps, s.warmup
+    )
+    x = x.to(s.device, non_blocking=True, memory_format=torch.channels_last_3d)
+    y = y.to(s.device, non_blocking=True)
+    s.optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(s.device.type, dtype=s.amp.dtype, enabled=s.amp.enabled):
+        logits = s.model(x)
+    total, terms = s.criterion(logits, y)
+    s.scaler.scale(total).backward()
+    s.scaler.unscale_(s.optimizer)
+    torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.grad_clip)
+    s.scaler.step(s.optimizer)
+    s.scaler.update()
+    s.scheduler.step()
+    return total, terms
+
+
+def validate(s: Session) -> float:
+    """Mean per-case Dice at threshold 0.5 over the validation volumes (sliding window as in
+    inference, no TTA: it is a monitor for picking ``best.pt``)."""
+    ic = s.cfg.infer
+    s.model.eval()
+    scores = []
+    for img, msk in zip(s.val_v.images, s.val_v.masks):
+        p = sliding_window_probs(s.model, img, ic.roi, ic.overlap, ic.sw_batch_size, s.device,
+                                 s.amp) > 0.5  # fmt: skip
+        g = msk > 0
+        denom = p.sum() + g.sum()
+        scores.append(1.0 if denom == 0 else 2.0 * (p & g).sum() / denom)
+    s.model.train()
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+
+
+def checkpoint(s: Session) -> None:
+    """``last.pt`` (atomic): weights, optimiser, schedule, RNG and the position (epoch, step)."""
+    state = {
+        "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+        "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(),
+        "torch_rng": torch.get_rng_state(), "epoch": s.epoch, "step": s.step, "sums": s.sums,
+        "best": s.best, "best_epoch": s.best_epoch, "history": s.history,
+        "fingerprint": s.job.fingerprint,
+    }  # fmt: skip
+    if s.device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state()
+    _save(Path(s.job.run_dir) / "last.pt", state)
+
+
+def _end_epoch(s: Session, row: dict[str, float], t0: float) -> None:
+    """Validation (every ``val_every`` epochs and the last), best.pt, last.pt and epochs.csv."""
+    tc, run_dir = s.cfg.train, Path(s.job.run_dir)
+    done = s.epoch + 1
+    row.update(epoch=done, lr=s.scheduler.get_last_lr()[0], val_dice=math.nan)
+    if done % tc.val_every == 0 or done == tc.epochs:
+        row["val_dice"] = validate(s)
+        if row["val_dice"] > s.best:
+            s.best, s.best_epoch = row["val_dice"], done
+            _save(
+                run_dir / "best.pt",
+                {"model": s.model.state_dict(), "epoch": done, "val_dice": s.best},
+            )
+    row["epoch_time_s"] = time.perf_counter() - t0
+    s.history.append(row)
+    s.epoch, s.step, s.sums = done, 0, {}
+    checkpoint(s)
+    _write_log(run_dir / "epochs.csv", s.history)
+
+
+def train(cfg: StudyConfig, job: TrainJob, on_epoch: Callable[[dict], None] | None = None,
+          stop: StopFlag | None = None) -> TrainResult:  # fmt: skip
+    """Train (or resume, or skip if finished) one combination on one fold.
+
+    Outputs in the run folder: ``last.pt`` (every epoch and on a stop signal), ``best.pt`` (best
+    validation Dice), ``epochs.csv``, ``train_meta.json`` and ``done.json`` when all epochs ran.
+    """
+    tc, run_dir = cfg.train, Path(job.run_dir)
+    if (run_dir / "done.json").exists():
+        return TrainResult(run_dir, tc.epochs, math.nan, -1, skipped=True)
+    s = setup(cfg, job)
+    resumed = s.epoch
+    if s.epoch or s.step:
+        print(f"{job.combo} fold {job.fold['fold']}: resuming after epoch {s.epoch}, step {s.step}",
+              flush=True)  # fmt: skip
+    write_json_atomic(run_dir / "train_meta.json", {
+        "combo": job.combo, "fold": job.fold["fold"], "device": str(s.device),
+        "tau": getattr(s.criterion.terms["S"], "tau", None) if "S" in s.criterion.terms else None,
+        "steps_per_epoch": s.steps_per_epoch,
+    })  # fmt: skip
+    last = tc.epochs if job.max_epochs is None else min(tc.epochs, job.max_epochs)
+    s.model.train()
+    while s.epoch < last:
+        t0 = time.perf_counter()
+        row = run_epoch(s, stop or StopFlag())
+        _end_epoch(s, row, t0)
+        _print_epoch(s, row)
+        if on_epoch is not None:
+            on_epoch(row)
+    if s.epoch == tc.epochs:
+        write_json_atomic(run_dir / "done.json", {"epochs": tc.epochs, "best_val_dice": s.best,
+                          "best_epoch": s.best_epoch, "fingerprint": job.fingerprint})  # fmt: skip
+    return TrainResult(run_dir, s.epoch, s.best, s.best_epoch, s.history, resumed, False,
+                       describe(s.device))  # fmt: skip
+
+
+def _print_epoch(s: Session, row: dict[str, float]) -> None:
+    terms = " ".join(f"{k} {row[k]:.4f}" for k in LETTERS if k in s.criterion.terms)
+    print(f"{s.job.combo} fold {s.job.fold['fold']} epoch {row['epoch']}/{s.cfg.train.epochs} "
+          f"loss {row['loss']:.4f} {terms} lr {row['lr']:.2e} val_dice {row['val_dice']:.4f} "
+          f"({row['epoch_time_s']:.1f} s)", flush=True)  # fmt: skip
 
 
 def _write_log(path: Path, history: list[dict[str, float]]) -> None:
@@ -142,233 +355,105 @@ def _write_log(path: Path, history: list[dict[str, float]]) -> None:
     write_text_atomic(path, buf.getvalue())
 
 
-def train(
-    cfg: StudyConfig,
-    combo: str,
-    fold: dict[str, Any],
-    pre_dir: str | Path,
-    run_dir: str | Path,
-    on_epoch: EpochCallback | None = None,
-    device: str | None = None,
-    max_epochs: int | None = None,
-    fingerprint: str | None = None,
-) -> TrainResult:
-    """Train (or resume, or skip if finished) one combination on one fold; see the module doc.
-
-    Outputs in ``run_dir``: ``last.pt`` (every epoch, atomic), ``best.pt`` (best validation Dice),
-    ``epochs.csv`` and ``done.json`` when all epochs ran. ``max_epochs`` stops early (tests).
-    """
-    tc = cfg.train
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    done_path, last_path, best_path = (
-        run_dir / "done.json",
-        run_dir / "last.pt",
-        run_dir / "best.pt",
-    )
-    fingerprint = fingerprint or cfg.digest()
-    stale = reset_if_stale(run_dir, fingerprint)
-    if stale:
-        print(
-            f"{combo} fold {fold['fold']}: settings changed since the last run; starting from epoch 0",
-            flush=True,
-        )
-    if done_path.exists():
-        return TrainResult(run_dir, tc.epochs, math.nan, -1, skipped=True)
-    torch.manual_seed(cfg.seed)
-    dev = pick_device(device or tc.device)
-    amp = amp_settings(tc.amp, dev)
-    if dev.type == "cpu":
-        torch.set_num_threads(tc.threads)
-    train_v = load_volumes(pre_dir, fold["train"])
-    val_v = load_volumes(pre_dir, fold["val"])
-    tau = None
-    if cfg.losses.tau == "auto":
-        tau = estimate_tau([float(m.sum()) for m in train_v.masks], cfg.losses.tau_quantile)
-    criterion = loss_from_config(cfg, combo, tau=tau, voxel_ml=train_v.voxel_ml)
-    mc = cfg.model
-    # channels-last 3D: ~1.6x faster convolutions on CPU (oneDNN) and the layout cuDNN prefers.
-    model = model_from_config(mc).to(dev, memory_format=torch.channels_last_3d)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    steps = math.ceil(len(train_v.ids) * tc.patches_per_volume / tc.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=tc.lr, total_steps=steps * tc.epochs, pct_start=tc.pct_start,
-        div_factor=tc.div_factor, final_div_factor=tc.final_div_factor, anneal_strategy="cos",
-    )  # fmt: skip
-    scaler = torch.amp.GradScaler("cuda", enabled=amp[2])
-    start, best, best_epoch, history = 0, -math.inf, -1, []
-    if last_path.exists():
-        ck = torch.load(last_path, map_location=dev, weights_only=True)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
-        torch.set_rng_state(ck["torch_rng"])
-        if dev.type == "cuda" and "cuda_rng" in ck:
-            torch.cuda.set_rng_state(ck["cuda_rng"])
-        start, best, best_epoch, history = (
-            ck["epoch"],
-            ck["best"],
-            ck["best_epoch"],
-            list(ck["history"]),
-        )
-    resumed_from = start
-    interactive = sys.stderr.isatty()
-    meta = {
-        "combo": combo,
-        "fold": fold["fold"],
-        "tau": criterion.terms["S"].tau if "S" in criterion.terms else None,
-        "device": str(dev),
-        "steps_per_epoch": steps,
-    }
-    write_json_atomic(run_dir / "train_meta.json", meta)
-    stop = tc.epochs if max_epochs is None else min(tc.epochs, max_epochs)
-    model.train()
-    for epoch in range(start, stop):
-        t0 = time.perf_counter()
-        batches = plan_epoch(
-            train_v.masks, epoch, cfg.seed, tc.patches_per_volume, tc.batch_size, tc.patch_large, tc.patch_small,
-            tc.small_prob, tc.pos_ratio_large, tc.pos_ratio_small,
-        )  # fmt: skip
-        sums = {"loss": 0.0, "D": 0.0, "T": 0.0, "F": 0.0, "S": 0.0}
-        loader = _epoch_loader(train_v, batches, tc.augment, tc.workers)
-        for b, (x, y) in enumerate(loader):
-            criterion.size_scale = size_warmup_scale(
-                epoch * steps + b, steps * tc.epochs, cfg.losses.size_warmup
-            )
-            x = x.to(dev, non_blocking=True, memory_format=torch.channels_last_3d)
-            y = y.to(dev, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(dev.type, dtype=amp[1], enabled=amp[0]):
-                logits = model(x)
-            total, terms = criterion(logits, y)
-            scaler.scale(total).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            sums["loss"] += float(total.detach())
-            for k, v in terms.items():
-                sums[k] += float(v.detach())
-            if interactive:
-                print(
-                    f"\r{combo} fold {fold['fold']} epoch {epoch + 1}/{tc.epochs} step {b + 1}/{len(batches)} loss {float(total):.4f}",
-                    end="",
-                    file=sys.stderr,
-                )
-        if interactive:
-            print(file=sys.stderr)
-        row = {k: v / len(batches) for k, v in sums.items()}
-        row.update(epoch=epoch + 1, lr=scheduler.get_last_lr()[0], val_dice=math.nan)
-        if (epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs:
-            row["val_dice"] = validation_dice(model, val_v, cfg, dev, amp)
-            if row["val_dice"] > best:
-                best, best_epoch = row["val_dice"], epoch + 1
-                _save_checkpoint(
-                    best_path, {"model": model.state_dict(), "epoch": epoch + 1, "val_dice": best}
-                )
-        row["epoch_time_s"] = time.perf_counter() - t0
-        history.append(row)
-        state = {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
-            "best": best, "best_epoch": best_epoch, "history": history, "fingerprint": fingerprint,
-        }  # fmt: skip
-        if dev.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state()
-        _save_checkpoint(last_path, state)
-        _write_log(run_dir / "epochs.csv", history)
-        print(
-            f"{combo} fold {fold['fold']} epoch {epoch + 1}/{tc.epochs} loss {row['loss']:.4f} "
-            + " ".join(f"{k} {row[k]:.4f}" for k in "DTFS" if k in terms)
-            + f" lr {row['lr']:.2e} val_dice {row['val_dice']:.4f} ({row['epoch_time_s']:.1f} s)",
-            flush=True,
-        )
-        if on_epoch is not None:
-            on_epoch(row)
-    if stop == tc.epochs:
-        if not best_path.exists():  # no validation ran (cannot happen with val on the last epoch)
-            _save_checkpoint(
-                best_path, {"model": model.state_dict(), "epoch": stop, "val_dice": best}
-            )
-        write_json_atomic(
-            done_path,
-            {
-                "epochs": tc.epochs,
-                "best_val_dice": best,
-                "best_epoch": best_epoch,
-                "fingerprint": fingerprint,
-            },
-        )
-    return TrainResult(run_dir, stop, best, best_epoch, history, resumed_from)
+# ----------------------------------------------------------------------------- restarting a run
 
 
-RUN_FILES = (
-    "last.pt",
-    "best.pt",
-    "done.json",
-    "epochs.csv",
-    "train_meta.json",
-    "mlflow_run_id.txt",
-    "predictions",
-)
-
-
-def reset_if_stale(run_dir: Path, fingerprint: str) -> bool:
-    """Remove a run folder's state when it was produced with other settings (returns True then).
-
-    Snakemake reruns a training when its settings change; resuming the old checkpoint would mix
-    two configurations, so the run starts over (and gets a new MLflow run).
-    """
+def _stored_fingerprint(run_dir: Path) -> tuple[str | None, str | None]:
+    """(fingerprint of the run folder's state, or why it cannot be read)."""
     import json
 
-    found = None
     if (run_dir / "done.json").exists():
-        found = json.loads((run_dir / "done.json").read_text()).get("fingerprint")
-    elif (run_dir / "last.pt").exists():
-        # Memory-mapped: only the small fingerprint string is read, not the model and optimizer
-        # tensors (hundreds of MB at thesis width; the CLI and train() both call this on resume).
-        found = torch.load(
-            run_dir / "last.pt", map_location="cpu", weights_only=True, mmap=True
-        ).get("fingerprint")
-    else:
-        return False
-    if found == fingerprint:
-        return False
-    import shutil
+        return json.loads((run_dir / "done.json").read_text()).get("fingerprint"), None
+    last = run_dir / "last.pt"
+    try:
+        # Memory-mapped: only the small fingerprint string is read, not the weights.
+        return torch.load(last, map_location="cpu", weights_only=True, mmap=True).get(
+            "fingerprint"
+        ), None
+    except Exception as exc:  # noqa: BLE001 - truncated, empty or foreign file
+        return None, f"{type(exc).__name__}: {exc}".strip()
 
+
+def reset_if_stale(run_dir: str | Path, fingerprint: str) -> str | None:
+    """Clear a run folder whose state cannot be resumed, before its training starts over:
+    made with other settings, or an unreadable ``last.pt`` (moved aside, with one warning line
+    naming the file, never deleted). Returns why it was cleared, or None."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "done.json").exists() and not (run_dir / "last.pt").exists():
+        return None
+    found, unreadable = _stored_fingerprint(run_dir)
+    if unreadable is None and found == fingerprint:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    if unreadable:
+        kept = run_dir / f"last.pt.unreadable-{stamp}"
+        (run_dir / "last.pt").rename(kept)
+        print(f"warning: {run_dir / 'last.pt'} is unreadable ({unreadable[:200]}); moved to "
+              f"{kept.name}, training restarts from epoch 0", file=sys.stderr, flush=True)  # fmt: skip
+        why = "unreadable checkpoint"
+    else:
+        why = "settings changed"
     for name in RUN_FILES:
         path = run_dir / name
         if path.is_dir():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-    return True
+    return why
 
 
-def _epoch_loader(vols: Volumes, batches: list, augment: bool, workers: int):
-    """One DataLoader per epoch over the planned batches (worker processes when ``workers`` > 0)."""
-    from torch.utils.data import DataLoader
-
-    flat = [spec for batch in batches for spec in batch]
-    index_batches, i = [], 0
-    for batch in batches:
-        index_batches.append(list(range(i, i + len(batch))))
-        i += len(batch)
-    ds = PatchDataset(vols.images, vols.masks, flat, augment=augment)
-    return DataLoader(
-        ds, batch_sampler=index_batches, num_workers=workers, pin_memory=torch.cuda.is_available()
-    )
+# ----------------------------------------------------------------------------- the stage
 
 
-def load_model_for_inference(
-    cfg: StudyConfig, run_dir: str | Path, device: torch.device
-) -> torch.nn.Module:
-    """The best checkpoint (by validation Dice) of a finished run, in eval mode."""
-    mc = cfg.model
-    model = model_from_config(mc).to(device, memory_format=torch.channels_last_3d)
-    ck = torch.load(Path(run_dir) / "best.pt", map_location=device, weights_only=True)
-    model.load_state_dict(ck["model"])
-    model.eval()
-    return model
+def run_train(
+    cfg: StudyConfig, job: TrainJob, settings: dict[str, Any], config_hash: str
+) -> TrainResult:
+    """The train stage: reset a stale or damaged run folder, then train with the run's tracking
+    record (``run.json``, mirrored to MLflow) and stop signals installed. ``settings`` (the
+    stage's declared settings) become the run's params; ``config_hash`` is the full config's."""
+    from sizepenalty import __version__
+    from sizepenalty.combos import combo_id
+    from sizepenalty.tracking import TrainingRun, flatten, git_commit, supersede, tracker_for
+
+    run_dir = Path(job.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    why = reset_if_stale(run_dir, job.fingerprint)
+    tracker = tracker_for(cfg)
+    if why:
+        print(f"{job.combo} fold {job.fold['fold']}: {why}; starting from epoch 0", flush=True)
+        supersede(run_dir, tracker, why)
+    if (run_dir / "done.json").exists():
+        return TrainResult(run_dir, cfg.train.epochs, math.nan, -1, skipped=True)
+    fold = job.fold["fold"]
+    key = f"{cfg.study}/{combo_id(job.combo)}/fold{fold}/{job.fingerprint}"
+    run = TrainingRun(tracker, run_dir, key, f"{job.combo}-fold{fold}", job.parent_run_file,
+                      {"combo": job.combo, "fold": str(fold)})  # fmt: skip
+    run.log_params({"combo": job.combo, "combo_id": combo_id(job.combo), "fold": fold,
+                    "version": __version__, "git_commit": git_commit(Path(__file__).parent),
+                    "config_hash": config_hash, "fingerprint": job.fingerprint} | flatten(settings))  # fmt: skip
+
+    def on_epoch(row: dict) -> None:
+        run.log_metrics({("train_" + k if k == "loss" or k in LETTERS else k): v
+                         for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))  # fmt: skip
+
+    stop = StopFlag()
+    stop.install()
+    print(f"{job.combo} fold {fold}: SIGTERM or SIGUSR1 stops after the current step, with a "
+          "checkpoint to resume from", flush=True)  # fmt: skip
+    try:
+        result = train(cfg, job, on_epoch, stop)
+    except Interrupted:
+        run.end("KILLED")
+        raise
+    except BaseException:
+        run.end("FAILED")
+        raise
+    run.log_params(result.device)
+    run.log_metrics({"best_val_dice": result.best_score, "best_epoch": result.best_epoch})
+    run.log_artifacts(["best.pt", "epochs.csv", "train_meta.json"])
+    if result.epochs_done == cfg.train.epochs:
+        run.end("FINISHED")
+    return result
+
+
+__all__ = ["Interrupted", "TrainJob", "TrainResult", "reset_if_stale", "run_train", "train"]

@@ -1,62 +1,36 @@
-from sizepenalty.report.aggregate import TABLES
+from sizepenalty.paths import TABLES
 
 
 rule aggregate:
     input:
-        metrics=expand(
-            os.path.join(STUDY, "metrics/{combo}/fold{fold}.csv"),
-            combo=COMBO_IDS,
-            fold=FOLDS,
-        ),
-        # read beside each metrics file by `sizepenalty aggregate`
-        lesions=expand(
-            os.path.join(STUDY, "metrics/{combo}/fold{fold}_lesions.csv"),
-            combo=COMBO_IDS,
-            fold=FOLDS,
-        ),
-        parent=os.path.join(STUDY, "mlflow_parent_run.txt"),
-        done=expand(
-            os.path.join(STUDY, "runs/{combo}/fold{fold}/done.json"),
-            combo=COMBO_IDS,
-            fold=FOLDS,
-        ),
+        # the per-lesion files beside them are read too (declared below as inputs)
+        metrics=expand(L.metrics("{combo}", "{fold}"), combo=COMBO_IDS, fold=FOLDS),
+        lesions=expand(L.lesions("{combo}", "{fold}"), combo=COMBO_IDS, fold=FOLDS),
+        parent=L.parent_run,
+        # each training's record (run.json) gets its test metrics and is pushed to MLflow
+        done=expand(L.done("{combo}", "{fold}"), combo=COMBO_IDS, fold=FOLDS),
     output:
-        cases=os.path.join(STUDY, "tables/per_case_metrics.csv"),
-        main=os.path.join(STUDY, "tables/table_main.md"),
+        cases=L.per_case,
+        lesions=L.per_lesion,
         tables=[
-            report(
-                os.path.join(STUDY, f"tables/{name}.csv"),
-                caption="../report/tables.rst",
-                category="Tables",
-            )
-            for name in TABLES
+            report(p, caption="../report/tables.rst", category="Tables")
+            for p in L.all_tables("csv")
         ],
-        tex=expand(os.path.join(STUDY, "tables/{name}.tex"), name=TABLES),
-        md=expand(
-            os.path.join(STUDY, "tables/{name}.md"),
-            name=[t for t in TABLES if t != "table_main"],
-        ),
-        lesions=os.path.join(STUDY, "tables/per_lesion_metrics.csv"),
+        md=L.all_tables("md"),
+        tex=L.all_tables("tex"),
     log:
-        os.path.join(STUDY, "logs/aggregate.log"),
+        L.log("aggregate"),
     conda:
         "../../envs/sizepenalty.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
     params:
-        tables=lambda w, output: os.path.dirname(output.main),
-        runs=lambda w, input: os.path.dirname(
-            os.path.dirname(os.path.dirname(input.done[0]))
-        ),
+        tables=L.tables,
+        runs=L.root / "runs",
         config=CONFIG_ARG,
-        settings=config_hash(
-            {
-                "report": CFG.raw["report"],
-                "seed": CFG.raw["seed"],
-                "metrics": CFG.raw["metrics"],
-            }
-        ),
+        settings=settings("aggregate"),
     shell:
-        "sizepenalty aggregate {params.config} --metrics {input.metrics} --out-dir {params.tables}"
-        " --parent-run-file {input.parent} --runs-dir {params.runs} > {log} 2>&1"
+        "sizepenalty aggregate {params.config} --fingerprint {params.settings}"
+        " --metrics {input.metrics} --out-dir {params.tables}"
+        " --parent-run-file {input.parent} --runs-dir {params.runs} >> {log} 2>&1"

@@ -2,9 +2,9 @@ if CFG.dataset.source == "synthetic":
 
     rule synth:
         output:
-            participants=os.path.join(STUDY, "data/raw/participants.tsv"),
+            participants=L.participants,
         log:
-            os.path.join(STUDY, "logs/synth.log"),
+            L.log("synth"),
         conda:
             "../../envs/sizepenalty.yaml"
         resources:
@@ -13,27 +13,30 @@ if CFG.dataset.source == "synthetic":
         params:
             cases=CFG.dataset.synthetic.cases,
             seed=CFG.seed,
-            root=lambda w, output: os.path.dirname(output.participants),
+            root=L.raw,
             config=CONFIG_ARG,
+            settings=settings("synth"),
         shell:
-            "sizepenalty synth {params.config} --out {params.root} --cases {params.cases}"
-            " --seed {params.seed} > {log} 2>&1"
+            "sizepenalty synth {params.config} --fingerprint {params.settings}"
+            " --out {params.root} --cases {params.cases} --seed {params.seed} >> {log} 2>&1"
 
 
 checkpoint cohort:
     input:
         cohort_inputs,
     output:
-        cases=os.path.join(STUDY, "data/cases.tsv"),
+        cases=L.cases,
     log:
-        os.path.join(STUDY, "logs/cohort.log"),
+        L.log("cohort"),
     conda:
         "../../envs/sizepenalty.yaml"
     resources:
         mem_mb=2000,
         runtime=20,
     params:
-        root=os.path.join(STUDY, "data/raw"),
+        root=L.raw,
         config=CONFIG_ARG,
+        settings=settings("cohort"),
     shell:
-        "sizepenalty cohort {params.config} --root {params.root} --out {output.cases} > {log} 2>&1"
+        "sizepenalty cohort {params.config} --fingerprint {params.settings}"
+        " --root {params.root} --out {output.cases} >> {log} 2>&1"

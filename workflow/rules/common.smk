@@ -1,35 +1,42 @@
-import json
-import os
+import sys
 
-from sizepenalty.combos import canonical_name, combo_id
-from sizepenalty.config import config_hash, from_dict
+from sizepenalty.combos import combo_id
+from sizepenalty.config import ConfigError, workflow_config
+from sizepenalty.paths import StudyLayout
+from sizepenalty.stages import fingerprint
 
-# Typed, fully validated view of the config (also checks data paths and loss letters).
-CFG = from_dict(config, source="config")
-STUDY = str(CFG.study_dir)
+# The config validated once, by the package's own validator: one line per problem naming the
+# configfile and the key (Snakemake's validate() would print the whole schema instead).
+try:
+    CFG = workflow_config(config, workflow.configfiles)
+except ConfigError as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(1)
+
+L = StudyLayout(CFG.study_dir)
 COMBO_IDS = [combo_id(c) for c in CFG.combo_names]
 FOLDS = list(CFG.folds.trained)
-# Training, inference, evaluation and figures read the preprocessed cases from here. They depend
-# on data/folds.json, which is made from every preprocessed case, so they run after preprocessing
-# and again when it changes, without each job listing all cases: that made planning a 185-case
-# study take 6.7 s (Snakemake re-resolves every job that calls the cohort checkpoint).
-PREPROCESSED = os.path.join(STUDY, "data/preprocessed")
+# Every job reads the effective configuration (config.yaml + --configfile + --config, defaults
+# filled) from this file. It is written when a run starts (onstart, below), never while the
+# workflow is only parsed or dry-run; each job checks that its stage's settings in it still have
+# the fingerprint the job was planned with (--fingerprint), so a job never runs with settings
+# its rerun decision was not based on.
+CONFIG_ARG = f"--config {L.effective_config}"
 
 
-def _effective_config_file():
-    """The merged, defaults-filled config (config.yaml + --configfile + --config) as one file
-    that every `sizepenalty` step reads; rewritten only when its content changes."""
+def settings(stage):
+    """The stage's fingerprint (sizepenalty.stages): params of its rule, checked by its job."""
+    return lambda w: fingerprint(CFG, stage, getattr(w, "combo", None))
+
+
+def write_effective_config():
     import yaml
     from sizepenalty.data.io import write_text_atomic
 
-    path = os.path.join(STUDY, "config.effective.yaml")
     text = yaml.safe_dump(CFG.raw, sort_keys=False)
-    if not os.path.exists(path) or open(path).read() != text:
+    path = L.effective_config
+    if not path.exists() or path.read_text() != text:
         write_text_atomic(path, text)
-    return path
-
-
-CONFIG_ARG = f"--config {_effective_config_file()}"
 
 
 wildcard_constraints:
@@ -45,37 +52,27 @@ def case_ids(wildcards):
         return [line.split("\t")[0] for line in fh.read().splitlines()[1:] if line]
 
 
-def train_fingerprint(wildcards):
-    """Only the settings a (combo, fold) training depends on: changing tau reruns S combos only."""
-    letters = set(canonical_name(wildcards.combo).replace("+", ""))
-    losses = {
-        k: v
-        for k, v in CFG.raw["losses"].items()
-        if k in ("weights", "eps")
-        or (k == "dice" and "D" in letters)
-        or (k == "tversky" and "T" in letters)
-        or (k == "focal" and "F" in letters)
-        or (
-            k in ("tau", "tau_quantile", "cap", "gate", "size_warmup")
-            and "S" in letters
-        )
-    }
-    keep = {
-        "losses": losses,
-        "model": CFG.raw["model"],
-        "train": CFG.raw["train"],
-        "preprocess": CFG.raw["preprocess"],
-        "seed": CFG.raw["seed"],
-    }
-    return config_hash(keep)
-
-
-def infer_fingerprint(wildcards):
-    """The settings that change probability maps (thresholds and post-processing are evaluate's)."""
-    return config_hash(CFG.prediction_settings(wildcards.combo))
-
-
 def cohort_inputs(wildcards):
     if CFG.dataset.source == "synthetic":
-        return [os.path.join(STUDY, "data/raw/participants.tsv")]
+        return [str(L.participants)]
     return []
+
+
+def study_started():
+    """Say on the console whether the tracking store answers; reopen the study's MLflow parent
+    run when the study is extended (a first run creates it in the study_run job)."""
+    from sizepenalty.tracking import check_store, set_study_status
+
+    if CFG.tracking.enabled:
+        why = check_store(CFG.tracking_uri())
+        if why:
+            print(f"MLflow store {CFG.tracking_uri()} is not reachable ({why}): every training keeps "
+                  "its record in its run folder; `sizepenalty sync` (or the aggregate step) pushes "
+                  "them when the store is back.", file=sys.stderr)  # fmt: skip
+    set_study_status(CFG, L.parent_run, "RUNNING")
+
+
+def study_ended(status):
+    from sizepenalty.tracking import set_study_status
+
+    set_study_status(CFG, L.parent_run, status)

@@ -1,34 +1,27 @@
 rule evaluate:
     input:
-        probs=os.path.join(STUDY, "probs/{combo}/fold{fold}"),
-        folds=os.path.join(STUDY, "data/folds.json"),
+        probs=L.probs("{combo}", "{fold}"),
+        folds=L.folds,
     output:
-        metrics=os.path.join(STUDY, "metrics/{combo}/fold{fold}.csv"),
-        lesions=os.path.join(STUDY, "metrics/{combo}/fold{fold}_lesions.csv"),
-        threshold=os.path.join(STUDY, "metrics/{combo}/fold{fold}_threshold.json"),
-        nifti=directory(os.path.join(STUDY, "predictions/{combo}/fold{fold}")),
+        metrics=L.metrics("{combo}", "{fold}"),
+        lesions=L.lesions("{combo}", "{fold}"),
+        threshold=L.threshold("{combo}", "{fold}"),
+        nifti=directory(L.predictions("{combo}", "{fold}")),
     log:
-        os.path.join(STUDY, "logs/evaluate/{combo}_fold{fold}.log"),
+        L.log("evaluate", "{combo}_fold{fold}"),
     benchmark:
-        os.path.join(STUDY, "benchmarks/evaluate/{combo}_fold{fold}.tsv")
+        L.benchmark("evaluate", "{combo}_fold{fold}")
     conda:
         "../../envs/sizepenalty.yaml"
     resources:
         mem_mb=2000,
         runtime=30,
     params:
-        predir=PREPROCESSED,
+        predir=L.preprocessed,
         config=CONFIG_ARG,
-        settings=config_hash(
-            {
-                "metrics": CFG.raw["metrics"],
-                "thresholds": CFG.raw["infer"]["thresholds"],
-                "min_size": CFG.raw["infer"]["min_size"],
-                "connectivity": CFG.raw["infer"]["connectivity"],
-            }
-        ),
+        settings=settings("evaluate"),
     shell:
-        "sizepenalty evaluate-fold {params.config} --combo {wildcards.combo} --fold {wildcards.fold}"
-        " --folds {input.folds} --pre-dir {params.predir} --prob-dir {input.probs}"
-        " --out {output.metrics} --threshold-out {output.threshold}"
-        " --nifti-dir {output.nifti} > {log} 2>&1"
+        "sizepenalty evaluate-fold {params.config} --fingerprint {params.settings}"
+        " --combo {wildcards.combo} --fold {wildcards.fold} --folds {input.folds}"
+        " --pre-dir {params.predir} --prob-dir {input.probs} --out {output.metrics}"
+        " --threshold-out {output.threshold} --nifti-dir {output.nifti} >> {log} 2>&1"

@@ -1,32 +1,32 @@
 rule folds:
     input:
-        cases=os.path.join(STUDY, "data/cases.tsv"),
-        stats=lambda w: expand(
-            os.path.join(STUDY, "data/preprocessed/{case}.json"), case=case_ids(w)
-        ),
+        cases=L.cases,
+        stats=lambda w: [L.preprocessed_case(c, "json") for c in case_ids(w)],
     output:
-        folds=os.path.join(STUDY, "data/folds.json"),
+        folds=L.folds,
     log:
-        os.path.join(STUDY, "logs/folds.log"),
+        L.log("folds"),
     conda:
         "../../envs/sizepenalty.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
     params:
-        statsdir=lambda w, input: os.path.dirname(input.stats[0]),
+        statsdir=L.preprocessed,
         config=CONFIG_ARG,
-        settings=config_hash({"folds": CFG.raw["folds"], "seed": CFG.raw["seed"]}),
+        settings=settings("folds"),
     shell:
-        "sizepenalty folds {params.config} --stats-dir {params.statsdir} --cases {input.cases}"
-        " --out {output.folds} > {log} 2>&1"
+        "sizepenalty folds {params.config} --fingerprint {params.settings}"
+        " --stats-dir {params.statsdir} --cases {input.cases} --out {output.folds} >> {log} 2>&1"
 
 
+# Bookkeeping: the MLflow parent run, made once (the Snakefile's onstart/onsuccess/onerror
+# reopen and end it).
 rule study_run:
     output:
-        parent=os.path.join(STUDY, "mlflow_parent_run.txt"),
+        parent=L.parent_run,
     log:
-        os.path.join(STUDY, "logs/study_run.log"),
+        L.log("study_run"),
     conda:
         "../../envs/sizepenalty.yaml"
     resources:
@@ -35,4 +35,4 @@ rule study_run:
     params:
         config=CONFIG_ARG,
     shell:
-        "sizepenalty study-run {params.config} --out {output.parent} > {log} 2>&1"
+        "sizepenalty study-run {params.config} --out {output.parent} >> {log} 2>&1"

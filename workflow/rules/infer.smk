@@ -1,13 +1,14 @@
 rule infer:
     input:
-        done=os.path.join(STUDY, "runs/{combo}/fold{fold}/done.json"),
-        folds=os.path.join(STUDY, "data/folds.json"),
+        # best.pt, in the training's run folder beside its done marker
+        done=L.done("{combo}", "{fold}"),
+        folds=L.folds,
     output:
-        probs=directory(os.path.join(STUDY, "probs/{combo}/fold{fold}")),
+        probs=directory(L.probs("{combo}", "{fold}")),
     log:
-        os.path.join(STUDY, "logs/infer/{combo}_fold{fold}.log"),
+        L.log("infer", "{combo}_fold{fold}"),
     benchmark:
-        os.path.join(STUDY, "benchmarks/infer/{combo}_fold{fold}.tsv")
+        L.benchmark("infer", "{combo}_fold{fold}")
     conda:
         "../../envs/sizepenalty.yaml"
     threads: CFG.train.threads
@@ -16,11 +17,12 @@ rule infer:
         runtime=120,
         gpu=1,
     params:
-        rundir=lambda w, input: os.path.dirname(input.done),
-        predir=PREPROCESSED,
+        rundir=lambda w: L.run_dir(w.combo, w.fold),
+        predir=L.preprocessed,
         config=CONFIG_ARG,
-        settings=infer_fingerprint,
+        settings=settings("infer"),
     shell:
-        "sizepenalty infer {params.config} --combo {wildcards.combo} --fold {wildcards.fold}"
-        " --folds {input.folds} --pre-dir {params.predir} --run-dir {params.rundir}"
-        " --out-dir {output.probs} > {log} 2>&1"
+        "sizepenalty infer {params.config} --fingerprint {params.settings}"
+        " --combo {wildcards.combo} --fold {wildcards.fold} --folds {input.folds}"
+        " --pre-dir {params.predir} --run-dir {params.rundir} --out-dir {output.probs}"
+        " >> {log} 2>&1"

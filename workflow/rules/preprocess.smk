@@ -1,45 +1,45 @@
 rule preprocess:
     input:
-        cases=os.path.join(STUDY, "data/cases.tsv"),
+        cases=L.cases,
     output:
-        npz=os.path.join(STUDY, "data/preprocessed/{case}.npz"),
-        stats=os.path.join(STUDY, "data/preprocessed/{case}.json"),
+        npz=L.preprocessed_case("{case}", "npz"),
+        stats=L.preprocessed_case("{case}", "json"),
     log:
-        os.path.join(STUDY, "logs/preprocess/{case}.log"),
+        L.log("preprocess", "{case}"),
     conda:
         "../../envs/sizepenalty.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
     params:
-        outdir=lambda w, output: os.path.dirname(output.npz),
+        outdir=L.preprocessed,
         config=CONFIG_ARG,
-        settings=config_hash(CFG.raw["preprocess"]),
+        settings=settings("preprocess"),
     shell:
-        "sizepenalty preprocess {params.config} --cases {input.cases} --case {wildcards.case}"
-        " --out-dir {params.outdir} > {log} 2>&1"
+        "sizepenalty preprocess {params.config} --fingerprint {params.settings}"
+        " --cases {input.cases} --case {wildcards.case} --out-dir {params.outdir} >> {log} 2>&1"
 
 
 rule dataset_summary:
     input:
-        cases=os.path.join(STUDY, "data/cases.tsv"),
-        folds=os.path.join(STUDY, "data/folds.json"),
-        stats=lambda w: expand(
-            os.path.join(STUDY, "data/preprocessed/{case}.json"), case=case_ids(w)
-        ),
+        cases=L.cases,
+        folds=L.folds,
+        stats=lambda w: [L.preprocessed_case(c, "json") for c in case_ids(w)],
     output:
-        csv=os.path.join(STUDY, "tables/dataset_summary.csv"),
-        md=os.path.join(STUDY, "tables/dataset_summary.md"),
+        csv=L.summary("csv"),
+        md=L.summary("md"),
     log:
-        os.path.join(STUDY, "logs/dataset_summary.log"),
+        L.log("dataset_summary"),
     conda:
         "../../envs/sizepenalty.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
     params:
-        statsdir=lambda w, input: os.path.dirname(input.stats[0]),
+        statsdir=L.preprocessed,
         config=CONFIG_ARG,
+        settings=settings("summary"),
     shell:
-        "sizepenalty summary {params.config} --stats-dir {params.statsdir} --cases {input.cases}"
-        " --folds {input.folds} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        "sizepenalty summary {params.config} --fingerprint {params.settings}"
+        " --stats-dir {params.statsdir} --cases {input.cases} --folds {input.folds}"
+        " --out-csv {output.csv} --out-md {output.md} >> {log} 2>&1"

@@ -1,39 +1,33 @@
 rule report:
     input:
-        summary=os.path.join(STUDY, "tables/dataset_summary.csv"),
+        summary=L.summary("csv"),
         tables=rules.aggregate.output.tables,
         figures=rules.figures.output.png,
     output:
-        html=report(
-            os.path.join(STUDY, "report.html"),
-            caption="../report/report.rst",
-            category="Report",
-        ),
+        html=report(L.report, caption="../report/report.rst", category="Report"),
     log:
-        os.path.join(STUDY, "logs/report.log"),
+        L.log("report"),
     conda:
         "../../envs/sizepenalty.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
     params:
-        tables=lambda w, input: os.path.dirname(input.summary),
-        figures=lambda w, input: os.path.dirname(input.figures[0]),
+        tables=L.tables,
+        figures=L.figures,
         config=CONFIG_ARG,
+        settings=settings("report"),
     shell:
-        "sizepenalty report {params.config} --tables-dir {params.tables}"
-        " --figures-dir {params.figures} --out {output.html} > {log} 2>&1"
+        "sizepenalty report {params.config} --fingerprint {params.settings}"
+        " --tables-dir {params.tables} --figures-dir {params.figures} --out {output.html}"
+        " >> {log} 2>&1"
 
 
 rule explainer:
     output:
-        html=report(
-            os.path.join(STUDY, "explainer.html"),
-            caption="../report/report.rst",
-            category="Report",
-        ),
+        html=report(L.explainer, caption="../report/report.rst", category="Report"),
     log:
-        os.path.join(STUDY, "logs/explainer.log"),
+        L.log("explainer"),
     conda:
         "../../envs/sizepenalty.yaml"
     resources:
@@ -41,8 +35,7 @@ rule explainer:
         runtime=5,
     params:
         config=CONFIG_ARG,
-        settings=config_hash(
-            {k: CFG.raw["losses"][k] for k in ("tau", "eps", "cap", "weights")}
-        ),
+        settings=settings("explainer"),
     shell:
-        "sizepenalty explainer {params.config} --out {output.html} > {log} 2>&1"
+        "sizepenalty explainer {params.config} --fingerprint {params.settings}"
+        " --out {output.html} >> {log} 2>&1"

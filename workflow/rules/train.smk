@@ -1,15 +1,23 @@
+# Training, inference and evaluation read the preprocessed cases from L.preprocessed. They depend
+# on the folds file, which is made from every preprocessed case, so they run after preprocessing
+# and again when it changes, without each job listing all cases (planning a 185-case study took
+# 6.7 s when every job re-resolved the cohort checkpoint).
+
+
 rule train:
     input:
-        folds=os.path.join(STUDY, "data/folds.json"),
-        parent=os.path.join(STUDY, "mlflow_parent_run.txt"),
+        folds=L.folds,
+        parent=L.parent_run,
     output:
-        # Only the done marker is declared: checkpoints in the run folder survive a kill, so a
-        # rerun (--rerun-incomplete) resumes from the last epoch instead of epoch 0.
-        done=os.path.join(STUDY, "runs/{combo}/fold{fold}/done.json"),
+        # Only the done marker is declared. Kept in the run folder beyond it, on purpose:
+        # last.pt (written every epoch and on a stop signal, so a rerun resumes where the
+        # killed job stopped instead of at epoch 0), best.pt (read by infer), epochs.csv and
+        # run.json (the run's tracking record, pushed to MLflow by aggregate/`sizepenalty sync`).
+        done=L.done("{combo}", "{fold}"),
     log:
-        os.path.join(STUDY, "logs/train/{combo}_fold{fold}.log"),
+        L.log("train", "{combo}_fold{fold}"),
     benchmark:
-        os.path.join(STUDY, "benchmarks/train/{combo}_fold{fold}.tsv")
+        L.benchmark("train", "{combo}_fold{fold}")
     conda:
         "../../envs/sizepenalty.yaml"
     threads: CFG.train.threads
@@ -18,11 +26,16 @@ rule train:
         runtime=600,
         gpu=1,
     params:
-        rundir=lambda w, output: os.path.dirname(output.done),
-        predir=PREPROCESSED,
+        rundir=lambda w: L.run_dir(w.combo, w.fold),
+        predir=L.preprocessed,
         config=CONFIG_ARG,
-        settings=train_fingerprint,
+        settings=settings("train"),
+        # Snakemake empties {log} before a rerun; the attempts log keeps every (re)start of a
+        # resumed training, and {log} gets a copy of it when the job ends, however it ends.
+        attempts=lambda w: L.log("train", f"{w.combo}_fold{w.fold}.attempts"),
     shell:
-        "sizepenalty train {params.config} --combo {wildcards.combo} --fold {wildcards.fold}"
-        " --folds {input.folds} --pre-dir {params.predir} --run-dir {params.rundir}"
-        " --fingerprint {params.settings} --parent-run-file {input.parent} > {log} 2>&1"
+        "trap 'cp {params.attempts} {log}' EXIT; "
+        "sizepenalty train {params.config} --fingerprint {params.settings}"
+        " --combo {wildcards.combo} --fold {wildcards.fold} --folds {input.folds}"
+        " --pre-dir {params.predir} --run-dir {params.rundir}"
+        " --parent-run-file {input.parent} >> {params.attempts} 2>&1"

@@ -11,13 +11,18 @@ import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sizepenalty.data.io import fmt_shape
+from sizepenalty.errors import InputError
+
+if TYPE_CHECKING:
+    from sizepenalty.config import StudyConfig
 
 
-class CaseError(ValueError):
+class CaseError(InputError):
     """A case that cannot be used; ``str()`` is the one-line message."""
 
     def __init__(self, case_id: str, problem: str, path: str | Path | None = None) -> None:
@@ -28,7 +33,7 @@ class CaseError(ValueError):
         super().__init__(f"{case_id}: {problem}{where}")
 
 
-class CohortError(ValueError):
+class CohortError(InputError):
     """A cohort-level problem (empty cohort, malformed manifest, duplicate ids)."""
 
 
@@ -267,3 +272,19 @@ def read_cases_tsv(path: str | Path) -> list[CaseFiles]:
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     return [CaseFiles(r["case_id"], Path(r["dwi"]), Path(r["adc"]), Path(r["mask"])) for r in rows]
+
+
+def run_cohort(
+    cfg: StudyConfig, out: str | Path, root: str | Path | None = None, skip_invalid: bool = False
+) -> tuple[list[CaseFiles], list[CaseError]]:
+    """The cohort stage: discover the configured dataset (the synthetic one under ``root``,
+    default ``<study>/data/raw``), validate every case and write the case list to ``out``.
+    Returns the valid cases and, with ``skip_invalid`` (or ``dataset.skip_invalid``), the errors
+    of those skipped; without it the first bad case raises :class:`CaseError`."""
+    ds = cfg.dataset
+    synthetic_root = root or Path(cfg.study_dir) / "data" / "raw"
+    cases = discover(ds.source, ds.path, synthetic_root)
+    skip = skip_invalid or ds.skip_invalid
+    good, bad = validate_cohort(cases, ds.binarize_labels, ds.affine_atol, skip)
+    write_cases_tsv(out, good)
+    return good, bad

@@ -9,12 +9,18 @@ fold's test and validation sets span the volume range.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sizepenalty.errors import InputError
 
-class FoldError(ValueError):
+if TYPE_CHECKING:
+    from sizepenalty.config import StudyConfig
+
+
+class FoldError(InputError):
     pass
 
 
@@ -84,3 +90,29 @@ def check_folds(folds: dict[str, Any]) -> None:
         tested += fold["test"]
     if sorted(tested) != sorted(all_cases):
         raise FoldError("not every case is a test case exactly once")
+
+
+def run_folds(
+    cfg: StudyConfig, stats_dir: str | Path, out: str | Path, cases_tsv: str | Path | None = None
+) -> dict[str, Any]:
+    """The folds stage: splits from the preprocessed cases' lesion volumes, written to ``out``."""
+    from sizepenalty.data.io import write_json_atomic
+    from sizepenalty.data.preprocess import read_case_stats
+
+    volumes = {s["case_id"]: float(s["lesion_ml"]) for s in read_case_stats(stats_dir, cases_tsv)}
+    fc = cfg.folds
+    folds = make_folds(volumes, fc.k, fc.val_fraction, cfg.seed, fc.stratify)
+    check_folds(folds)
+    write_json_atomic(out, folds)
+    return folds
+
+
+def load_fold(path: str | Path, k: int) -> dict[str, Any]:
+    """Fold ``k`` of a folds file (:class:`FoldError` naming the file when there is none)."""
+    import json
+
+    folds = json.loads(Path(path).read_text())["folds"]
+    by_index = {f["fold"]: f for f in folds}
+    if k not in by_index:
+        raise FoldError(f"{path}: no fold {k} (have 0..{len(folds) - 1})")
+    return by_index[k]

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage
 
 from sizepenalty.data.cohort import CaseData
 from sizepenalty.data.io import save_npz_atomic
+
+if TYPE_CHECKING:
+    from sizepenalty.config import StudyConfig
 
 FORMAT_VERSION = 1
 
@@ -200,9 +203,10 @@ def load_preprocessed(path: str | Path) -> Preprocessed:
 
 
 def lesion_stats(
-    mask: np.ndarray, spacing: tuple[float, float, float], connectivity: int = 18
+    mask: np.ndarray, spacing: tuple[float, float, float], connectivity: int = 26
 ) -> dict[str, Any]:
-    """Total lesion volume (voxels, mL), number of 3D connected components, smallest/largest."""
+    """Total lesion volume (voxels, mL), number of 3D connected components (26-connected by
+    default, the lesion instances of panoptica and of the study's metrics), smallest/largest."""
     import cc3d
 
     voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -231,3 +235,79 @@ def to_nifti(volume_dhw: np.ndarray, pre: Preprocessed, order: int = 0):
     img = nib.Nifti1Image(np.ascontiguousarray(back.transpose(2, 1, 0)), pre.affine)
     img.header.set_xyzt_units("mm")
     return img
+
+
+def run_preprocess(
+    cfg: StudyConfig,
+    cases_tsv: str | Path,
+    out_dir: str | Path,
+    case_ids: list[str] | None = None,
+    skip_invalid: bool = False,
+) -> int:
+    """The preprocess stage: ``<case>.npz`` (channels, mask, geometry) and ``<case>.json`` (lesion
+    statistics) in ``out_dir`` for each case of the list (default: all). Every case asked for is
+    loaded and validated before anything is written, so a bad case leaves no output; with
+    ``skip_invalid`` (or ``dataset.skip_invalid``) it is reported on stderr and skipped.
+    Returns the number of cases written."""
+    import sys
+
+    from sizepenalty.data.cohort import CaseError, CohortError, load_case, read_cases_tsv
+    from sizepenalty.data.io import write_json_atomic
+
+    ds, pp = cfg.dataset, cfg.preprocess
+    skip = skip_invalid or ds.skip_invalid
+    listed = {c.case_id: c for c in read_cases_tsv(cases_tsv)}
+    wanted = case_ids or list(listed)
+    unknown = [c for c in wanted if c not in listed]
+    if unknown:
+        raise CohortError(f"{cases_tsv}: no case {', '.join(unknown)}")
+    loaded = []
+    for cid in wanted:
+        try:
+            loaded.append(load_case(listed[cid], ds.binarize_labels, ds.affine_atol))
+        except CaseError as exc:
+            if not skip:
+                raise
+            print(f"skipped invalid case: {exc}", file=sys.stderr)
+    out = Path(out_dir)
+    for case in loaded:
+        pre = preprocess_case(case, tuple(pp.shape), pp.mode, tuple(pp.clip_percentiles))
+        stats = lesion_stats(pre.mask, pre.spacing)
+        stats.update(
+            case_id=case.case_id,
+            shape="x".join(map(str, pre.mask.shape)),
+            spacing="x".join(f"{s:g}" for s in pre.spacing),
+            orig_shape_xyz="x".join(map(str, case.orig_shape)),
+            lesion_voxels_outside_crop=pre.lesion_voxels_outside,
+        )
+        if pre.lesion_voxels_outside:
+            print(
+                f"warning: {case.case_id}: {pre.lesion_voxels_outside} lesion voxel(s) fall outside "
+                f"the {pp.shape} crop; consider a larger preprocess.shape or mode resample",
+                file=sys.stderr,
+            )
+        save_preprocessed(out / f"{case.case_id}.npz", pre)
+        write_json_atomic(out / f"{case.case_id}.json", stats)
+    return len(loaded)
+
+
+def read_case_stats(stats_dir: str | Path, cases_tsv: str | Path | None = None) -> list[dict]:
+    """The per-case statistics preprocess wrote (``<case>.json``), for the cases of a case list
+    (or every file in the folder)."""
+    import json
+
+    from sizepenalty.data.cohort import CohortError, read_cases_tsv
+
+    stats_dir = Path(stats_dir)
+    if cases_tsv:
+        files = [stats_dir / f"{c.case_id}.json" for c in read_cases_tsv(cases_tsv)]
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            raise CohortError(f"missing preprocessed statistics: {', '.join(missing[:3])}")
+    else:
+        files = sorted(stats_dir.glob("*.json"))
+    if not files:
+        raise CohortError(
+            f"{stats_dir}: no per-case statistics (*.json); run `sizepenalty preprocess` first"
+        )
+    return [json.loads(f.read_text()) for f in files]

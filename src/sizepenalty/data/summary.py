@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,6 +12,8 @@ from sizepenalty.strata import Stratum
 
 if TYPE_CHECKING:  # pandas is imported where the table is built
     import pandas as pd
+
+    from sizepenalty.config import StudyConfig
 
 
 def size_weight_rows(
@@ -86,3 +89,29 @@ def dataset_summary(
             n = (len(fold["train"]), len(fold["val"]), len(fold["test"]))
             rows.append((f"Fold {fold['fold']}: train / val / test cases", " / ".join(map(str, n))))
     return pd.DataFrame(rows, columns=["Property", name])
+
+
+def run_summary(
+    cfg: StudyConfig,
+    stats_dir: str | Path,
+    out_csv: str | Path,
+    out_md: str | Path,
+    cases_tsv: str | Path | None = None,
+    folds_file: str | Path | None = None,
+) -> pd.DataFrame:
+    """The dataset-summary stage (thesis Table 4.1 analogue) as CSV and Markdown."""
+    import json
+
+    import pandas as pd
+
+    from sizepenalty.data.io import write_text_atomic
+    from sizepenalty.data.preprocess import read_case_stats
+
+    folds = json.loads(Path(folds_file).read_text()) if folds_file else None
+    table = dataset_summary(
+        pd.DataFrame(read_case_stats(stats_dir, cases_tsv)), cfg.metrics.strata, cfg.study, folds,
+        cfg.folds.trained, tau=cfg.losses.nominal_tau,
+    )  # fmt: skip
+    write_text_atomic(out_csv, table.to_csv(index=False))
+    write_text_atomic(out_md, table.to_markdown(index=False) + "\n")
+    return table

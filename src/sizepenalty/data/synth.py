@@ -90,6 +90,11 @@ class SynthSpec:
     def voxel_ml(self) -> float:
         return float(np.prod(self.spacing)) / 1000.0
 
+    @classmethod
+    def from_config(cls, sc) -> SynthSpec:
+        """The spec of a config's ``dataset.synthetic`` section (distribution fields default)."""
+        return cls(tuple(sc.shape), tuple(sc.spacing), sc.mean_lesions, sc.shine_through)
+
 
 @dataclass(frozen=True)
 class CasePlan:

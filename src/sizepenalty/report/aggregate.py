@@ -14,24 +14,16 @@ import pandas as pd
 
 from sizepenalty.config import StudyConfig
 from sizepenalty.data.io import write_text_atomic
+from sizepenalty.errors import InputError
 from sizepenalty.metrics import get_profile
+from sizepenalty.paths import TABLES  # noqa: F401  (the table names, declared with every path)
 from sizepenalty.report import tables
-
-TABLES = (
-    "table_main",
-    "table_extra",
-    "table_pairs",
-    "table_strata",
-    "table_lesions",
-    "table_thesis",
-)
-"""Table files (``<name>.csv``, ``.md``, ``.tex``) in the study's tables folder."""
 
 CASE_KEYS = ("combo", "fold", "case_id", "stratum", "ref_ml")
 LESION_KEYS = ("combo", "fold", "case_id", "volume_ml", "detected")
 
 
-class AggregateError(ValueError):
+class AggregateError(InputError):
     """A metrics file that cannot be aggregated; the message names the file."""
 
 
@@ -104,3 +96,23 @@ def write_tables(cfg: StudyConfig, result: StudyTables, out_dir: str | Path) -> 
     for path, text in written.items():
         write_text_atomic(path, text)
     return list(written)
+
+
+def run_aggregate(
+    cfg: StudyConfig,
+    metrics_files: Sequence[str | Path],
+    out_dir: str | Path,
+    parent_run_file: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+) -> StudyTables:
+    """The aggregate stage: every table from the per-fold metric files (and the per-lesion files
+    beside them), then the tracking bookkeeping (:func:`sizepenalty.tracking.track_study_tables`)."""
+    from sizepenalty.evaluate import lesions_csv
+    from sizepenalty.tracking import track_study_tables
+
+    cases = read_metrics(metrics_files, CASE_KEYS)
+    lesions = read_metrics([lesions_csv(m) for m in metrics_files], LESION_KEYS)
+    result = build_tables(cfg, cases, lesions)
+    write_tables(cfg, result, out_dir)
+    track_study_tables(cfg, cases, runs_dir, parent_run_file, out_dir)
+    return result

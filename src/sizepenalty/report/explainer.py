@@ -17,10 +17,16 @@ Four panels, after the companion document of the thesis:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from sizepenalty.losses import LossHyperParams, build_loss
+from sizepenalty.losses import build_loss
+
+Params = Mapping[str, Mapping[str, Any]] | None
+Weights = Mapping[str, float] | None
 
 SIZES = (800, 50)
 BACKGROUND = 4000
@@ -39,21 +45,21 @@ def _one_sample(sizes=SIZES, background=BACKGROUND) -> tuple[torch.Tensor, torch
 
 
 def blindspot_trajectories(
-    epochs: int = 150, lr: float = 3.0, hparams: LossHyperParams | None = None
+    epochs: int = 150, lr: float = 3.0, params: Params = None, weights: Weights = None
 ) -> dict[str, list[list[float]]]:
     """Predicted volume inside the large and the small lesion (voxels) per step, for Dice alone
-    ("D") and Dice + SPL ("S+D") with the study's loss hyper-parameters ``hparams``.
+    ("D") and Dice + SPL ("S+D") with the study's loss hyper-parameters and weights (as
+    :func:`sizepenalty.losses.build_loss` takes them; default: the thesis's).
 
     Setting (stated on the page): one sample holds both lesions and 4000 background voxels; the
     voxels of each region share one logit, starting at p = 0.076 in the lesions and 0.0025 in the
     background, trained by plain gradient descent. With one sample the Dice reduction (per sample or
     batch) makes no difference, and SPL sees the sample's total reference volume (850 voxels).
     """
-    hp = hparams or LossHyperParams()
     y, region = _one_sample()
     out: dict[str, list[list[float]]] = {}
     for code in ("D", "S+D"):
-        loss = build_loss(code, hp)
+        loss = build_loss(code, params, weights)
         theta = torch.tensor([-2.5, -2.5, -6.0], requires_grad=True)
         traj = []
         for step in range(epochs + 1):
@@ -70,18 +76,17 @@ def blindspot_trajectories(
     return out
 
 
-def gradient_spectra(hparams: LossHyperParams | None = None) -> dict[str, object]:
+def gradient_spectra(params: Params = None) -> dict[str, object]:
     """|d loss / d logit| per voxel in the same sample when the large lesion is predicted well
     (p = 0.9), the small one missed (p = 0.05) and background at p = 0.01, for Dice alone and SPL
     alone. Returns a voxel profile (40 voxels of each region) per loss, and the mean and the total
     per region (the total is what moves a region's volume)."""
-    hp = hparams or LossHyperParams()
     y, region = _one_sample()
     p = torch.tensor([0.9, 0.05, 0.01])[region].view(y.shape)
     z = torch.logit(p).clone().requires_grad_(True)
     out: dict[str, object] = {"regions": list(REGIONS)}
     for code in ("D", "S"):
-        total, _ = build_loss(code, hp)(z, y)
+        total, _ = build_loss(code, params)(z, y)
         (g,) = torch.autograd.grad(total, z)
         g = g.abs()[0, 0, 0, 0]
         out[code] = {
@@ -92,18 +97,33 @@ def gradient_spectra(hparams: LossHyperParams | None = None) -> dict[str, object
     return out
 
 
-def build_explainer(hparams: LossHyperParams | None = None) -> str:
-    """The page's HTML with its data embedded, for the study's loss hyper-parameters."""
-    hp = hparams or LossHyperParams()
+def build_explainer(params: Params = None, weights: Weights = None) -> str:
+    """The page's HTML with its data embedded, for the study's loss hyper-parameters and weights."""
+    combined = build_loss("S+D", params, weights)
+    spl = combined.terms["S"]
     data = {
-        "params": {"tau": hp.tau, "eps": hp.eps, "cap": hp.cap, "lambda_size": hp.lambda_size},
+        "params": {
+            "tau": spl.tau,
+            "eps": spl.eps,
+            "cap": spl.cap,
+            "lambda_size": combined.weights["S"],
+        },  # fmt: skip
         "sizes": list(SIZES),
         "background": BACKGROUND,
-        "blindspot": blindspot_trajectories(hparams=hp),
-        "spectra": gradient_spectra(hp),
+        "blindspot": blindspot_trajectories(params=params, weights=weights),
+        "spectra": gradient_spectra(params),
     }
     payload = json.dumps(data, allow_nan=False).replace("</", "<\\/")
     return TEMPLATE.replace("__DATA__", payload)
+
+
+def run_explainer(cfg, out: str | Path) -> None:
+    """The explainer stage: the page for the study's Dice and SPL settings (what S+D uses)."""
+    from sizepenalty.data.io import write_text_atomic
+
+    write_text_atomic(
+        out, build_explainer(cfg.losses.params_for("S+D"), cfg.losses.weights_for("S+D"))
+    )
 
 
 def spl_value(v_g: float, ratio: float, tau: float, eps: float = 1e-5, cap: float = 10.0) -> float:

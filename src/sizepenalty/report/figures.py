@@ -12,6 +12,7 @@ Styles never rely on colour alone: line styles, markers and hatches separate the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +154,7 @@ def fig_improvement(
 def fig_curves(runs_dir: str | Path, combos: Sequence[str], base: str | Path) -> list[Path]:
     """Fig. 5.2: per combination, the loss terms per epoch (mean over the folds that have an
     epoch log) and the validation Dice on a second axis."""
-    from sizepenalty.combos import canonical_name, combo_id
+    from sizepenalty.combos import LETTERS, canonical_name, combo_id
 
     plt = _plt()
     fig, axes = plt.subplots(
@@ -169,7 +170,7 @@ def fig_curves(runs_dir: str | Path, combos: Sequence[str], base: str | Path) ->
         if not logs:
             continue
         mean = pd.concat(logs).groupby("epoch").mean(numeric_only=True).reset_index()
-        terms = ["loss"] + [t for t in "DTFS" if t in mean and mean[t].abs().sum() > 0]
+        terms = ["loss"] + [t for t in LETTERS if t in mean and mean[t].abs().sum() > 0]
         for i, term in enumerate(terms):
             ax.plot(mean["epoch"], mean[term], color=GRAYS[i % 4], ls=LINES[i % 4], lw=1.4,
                     label="total" if term == "loss" else term)  # fmt: skip
@@ -244,3 +245,84 @@ def fig_overlay(
     )
     fig.tight_layout()
     return save(fig, base)
+
+
+@dataclass(frozen=True)
+class FigureInputs:
+    """Where the figures stage reads from: the aggregate tables, the training runs
+    (epochs.csv), the probability maps, the per-fold thresholds and the preprocessed cases."""
+
+    tables_dir: Path
+    runs_dir: Path
+    probs_dir: Path
+    metrics_dir: Path
+    pre_dir: Path
+
+
+def _read_table(tables: Path, name: str, optional: bool = False) -> pd.DataFrame:
+    from sizepenalty.errors import InputError
+
+    try:
+        return pd.read_csv(tables / name)
+    except pd.errors.EmptyDataError:
+        if optional:  # aggregate writes an empty table when no pair is configured
+            return pd.DataFrame()
+        raise InputError(f"{tables / name}: empty") from None
+    except (OSError, pd.errors.ParserError) as exc:
+        raise InputError(f"{tables}: cannot read the aggregate tables: {exc}") from None
+
+
+def _overlay(
+    cfg, inputs: FigureInputs, cases: pd.DataFrame, a: str, b: str, base: Path
+) -> list[Path]:
+    """Figs. 5.3/5.4 for one pair: the small-lesion test case where the two differ most."""
+    import json
+
+    from sizepenalty.combos import combo_id
+    from sizepenalty.data.preprocess import load_preprocessed
+    from sizepenalty.evaluate import postprocess
+    from sizepenalty.paths import fold_dir, fold_file
+
+    small = cfg.metrics.strata_ml[0]  # the smallest covering bin (thesis: < 5 mL)
+    row = pick_overlay_case(cases, a, b, small)
+    if row is None:
+        return fig_note(f"{a} vs {b}: no shared test case with a lesion below {small:g} mL", base)
+    fold, cid = int(row["fold"]), str(row["case_id"])
+    pre = load_preprocessed(inputs.pre_dir / f"{cid}.npz")
+    preds = []
+    for combo in (a, b):
+        t = json.loads(
+            fold_file(inputs.metrics_dir, combo_id(combo), fold, "_threshold.json").read_text()
+        )
+        prob = np.load(fold_dir(inputs.probs_dir, combo_id(combo), fold) / "test" / f"{cid}.npz")[
+            "prob"
+        ]
+        preds.append(postprocess(prob.astype(np.float32), t["threshold"], cfg))
+    return fig_overlay(
+        row, a, b, pre.image[0], pre.mask > 0, preds[0], preds[1], pre.voxel_ml, base
+    )
+
+
+def run_figures(cfg, inputs: FigureInputs, out_dir: str | Path) -> list[Path]:
+    """The figures stage: Figs. 3.1, 5.1, 5.2 and one overlay per comparison pair (PNG + PDF),
+    named as :func:`sizepenalty.paths.figure_names` declares."""
+    from sizepenalty.combos import canonical_name
+    from sizepenalty.metrics import get_profile
+    from sizepenalty.paths import figure_names
+
+    out = Path(out_dir)
+    names = figure_names(len(cfg.report.pairs))
+    cases = _read_table(inputs.tables_dir, "per_case_metrics.csv")
+    cases = cases.assign(combo=cases["combo"].map(canonical_name))
+    pairs = _read_table(inputs.tables_dir, "table_pairs.csv", optional=True)
+    strata = _read_table(inputs.tables_dir, "table_strata.csv", optional=True)
+    size = cfg.losses.size
+    made = fig_spl(out / names[0], cfg.losses.nominal_tau, size["eps"], size["cap"])
+    improvement = [label for label, _, _ in get_profile(cfg.metrics.profile).columns("improvement")]
+    made += fig_improvement(pairs, strata, out / names[1], improvement)
+    studied = {canonical_name(x) for x in cfg.combo_names}
+    curves = [c for c in cfg.report.curves if canonical_name(c) in studied]
+    made += fig_curves(inputs.runs_dir, curves, out / names[2])
+    for name, (a, b) in zip(names[3:], cfg.report.pairs):
+        made += _overlay(cfg, inputs, cases, canonical_name(a), canonical_name(b), out / name)
+    return made

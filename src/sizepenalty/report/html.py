@@ -85,7 +85,7 @@ def _config_summary(cfg: StudyConfig) -> pd.DataFrame:
         ("Combinations", ", ".join(cfg.combo_names)),
         ("Model", f"Attention U-Net + ASPP, base {mc.base_filters}, depth {mc.depth}, dropout {mc.dropout}"),
         ("Training", f"{tc.epochs} epochs, batch {tc.batch_size}, lr {tc.lr:g}, {tc.patches_per_volume} patches/volume"),
-        ("SPL", f"τ = {lc.tau}, ε = {lc.eps:g}, cap = {lc.cap:g}, λ_S = {lc.weights.size:g} (alone {lc.weights.size_alone:g}), warm-up {lc.size_warmup:g}"),
+        ("SPL", f"τ = {lc.size['tau']}, ε = {lc.size['eps']:g}, cap = {lc.size['cap']:g}, λ_S = {lc.weights['size']:g} (alone {lc.weights['size_alone']:g}), warm-up {lc.size['size_warmup']:g}"),
         ("Inference", f"roi {'×'.join(map(str, cfg.infer.roi))}, overlap {cfg.infer.overlap:g}, TTA {cfg.infer.tta}"),
         ("Config hash", cfg.digest()), ("sizepenalty", __version__),
     ]  # fmt: skip
@@ -206,3 +206,14 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>sizepenalty report: {html.escape(cfg.study)}</title><style>{CSS}</style></head><body>"
             + "\n".join(body) + "</body></html>\n")  # fmt: skip
+
+
+def run_report(
+    cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Path, out: str | Path
+) -> int:
+    """The report stage: the self-contained HTML report; returns its size in bytes."""
+    from sizepenalty.data.io import write_text_atomic
+
+    html_text = build_report(cfg, tables_dir, figures_dir)
+    write_text_atomic(out, html_text)
+    return len(html_text)

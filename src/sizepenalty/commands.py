@@ -1,0 +1,285 @@
+"""What each ``sizepenalty`` verb does with its parsed arguments: load the configuration its stage
+may see (:func:`sizepenalty.stages.load_stage_config`), build the stage's typed job, call the
+stage's entry function and print one line about it. No logic of its own; heavy imports happen
+inside, so the command line starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+
+def _cfg(args: Namespace, stage: str, combo: str | None = None):
+    from sizepenalty.stages import load_stage_config
+
+    if not sys.stdout.isatty():  # a job's log is appended to: mark where each (re)start begins
+        import time
+
+        job = f" {combo} fold {args.fold}" if combo else ""
+        print(f"=== {time.strftime('%Y-%m-%dT%H:%M:%S')} sizepenalty {args.command}{job}: start ===",
+              flush=True)  # fmt: skip
+    return load_stage_config(args.config, stage, combo, getattr(args, "fingerprint", None))
+
+
+def _fold(args: Namespace) -> dict:
+    from sizepenalty.data.folds import load_fold
+
+    return load_fold(args.folds, args.fold)
+
+
+def _combo(args: Namespace) -> str:
+    from sizepenalty.combos import canonical_name
+
+    return canonical_name(args.combo)
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def validate_config(args: Namespace) -> None:
+    import yaml
+
+    from sizepenalty.config import load_config
+
+    cfg = load_config(args.config)
+    print(yaml.safe_dump(cfg.raw, sort_keys=False), end="")
+    print(f"# {args.config}: valid (config hash {cfg.digest()})", file=sys.stderr)
+
+
+def schema(args: Namespace) -> None:
+    import yaml
+
+    from sizepenalty.config import load_schema
+
+    print(yaml.safe_dump(load_schema(), sort_keys=False), end="")
+
+
+def losses(args: Namespace) -> None:
+    from sizepenalty.combos import combo_id
+    from sizepenalty.config import load_config
+    from sizepenalty.study import loss_from_config
+
+    cfg = load_config(args.config)
+    for name in cfg.combo_names:
+        terms = " + ".join(f"{w:g}*{k}" for k, w in loss_from_config(cfg, name).weights.items())
+        print(f"{name:5s} id={combo_id(name):4s} {terms}")
+
+
+# ----------------------------------------------------------------------------- data stages
+
+
+def synth(args: Namespace) -> None:
+    from dataclasses import replace
+
+    from sizepenalty.data.synth import SynthSpec, write_cohort
+    from sizepenalty.errors import InputError
+
+    spec = SynthSpec()
+    if args.config:
+        spec = SynthSpec.from_config(_cfg(args, "synth")[1].dataset.synthetic)
+    if args.cases < 3:
+        raise InputError(f"--cases {args.cases}: need at least 3 cases")
+    spec = replace(
+        spec,
+        shape=tuple(args.shape or spec.shape),
+        spacing=tuple(args.spacing or spec.spacing),
+        mean_lesions=args.mean_lesions or spec.mean_lesions,
+        shine_through=spec.shine_through and not args.no_shine_through,
+    )
+    rows = write_cohort(args.out, args.cases, args.seed, spec)
+    lesions = sum(int(r["n_lesions"]) for r in rows)
+    print(f"wrote {len(rows)} cases ({lesions} lesions, shape {spec.shape}, spacing "
+          f"{spec.spacing} mm) to {args.out}")  # fmt: skip
+
+
+def cohort(args: Namespace) -> None:
+    from sizepenalty.data.cohort import run_cohort
+
+    good, bad = run_cohort(_cfg(args, "cohort")[1], args.out, args.root, args.skip_invalid)
+    for err in bad:
+        print(f"skipped invalid case: {err}", file=sys.stderr)
+    print(f"{len(good)} valid case(s), {len(bad)} skipped -> {args.out}")
+
+
+def preprocess(args: Namespace) -> None:
+    from sizepenalty.data.preprocess import run_preprocess
+
+    cfg = _cfg(args, "preprocess")[1]
+    n = run_preprocess(cfg, args.cases, args.out_dir, args.case, args.skip_invalid)
+    print(f"preprocessed {n} case(s) -> {args.out_dir}")
+
+
+def folds(args: Namespace) -> None:
+    from sizepenalty.data.folds import run_folds
+
+    result = run_folds(_cfg(args, "folds")[1], args.stats_dir, args.out, args.cases)
+    sizes = ", ".join(
+        f"{len(f['train'])}/{len(f['val'])}/{len(f['test'])}" for f in result["folds"]
+    )
+    print(f"{result['k']} folds (train/val/test: {sizes}) -> {args.out}")
+
+
+def summary(args: Namespace) -> None:
+    from sizepenalty.data.summary import run_summary
+
+    cfg = _cfg(args, "summary")[1]
+    table = run_summary(cfg, args.stats_dir, args.out_csv, args.out_md, args.cases, args.folds)
+    print(table.to_string(index=False))
+
+
+# ----------------------------------------------------------------------------- training, inference, evaluation
+
+
+def study_run(args: Namespace) -> None:
+    from sizepenalty.tracking import start_study_run
+
+    run_id = start_study_run(_cfg(args, "study_run")[1], args.out)
+    print(f"study parent run: {run_id or '(tracking unavailable)'} -> {args.out}")
+
+
+def train(args: Namespace) -> int | None:
+    from sizepenalty.stages import fingerprint, settings
+    from sizepenalty.train import Interrupted, TrainJob, run_train
+
+    combo = _combo(args)
+    full, cfg = _cfg(args, "train", combo)
+    parent = Path(args.parent_run_file) if args.parent_run_file else None
+    job = TrainJob(combo, _fold(args), Path(args.pre_dir), Path(args.run_dir),
+                   fingerprint(full, "train", combo), parent, args.device, args.max_epochs)  # fmt: skip
+    try:
+        result = run_train(cfg, job, settings(full, "train", combo), full.digest())
+    except Interrupted as exc:
+        print(f"{combo} fold {args.fold}: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    if result.skipped:
+        print(f"{combo} fold {args.fold}: already trained ({Path(args.run_dir) / 'done.json'})")
+    return None
+
+
+def infer(args: Namespace) -> None:
+    from sizepenalty.infer import InferJob, run_infer
+
+    combo = _combo(args)
+    cfg = _cfg(args, "infer", combo)[1]
+    job = InferJob(combo, _fold(args), Path(args.pre_dir), Path(args.run_dir),
+                   Path(args.out_dir), args.device)  # fmt: skip
+    print(f"{combo} fold {args.fold}: {run_infer(cfg, job)} probability map(s) -> {args.out_dir}")
+
+
+def evaluate_fold(args: Namespace) -> None:
+    from sizepenalty.evaluate import EvaluateJob, run_evaluate
+
+    combo = _combo(args)
+    cfg = _cfg(args, "evaluate", combo)[1]
+    nifti = Path(args.nifti_dir) if args.nifti_dir else None
+    job = EvaluateJob(combo, _fold(args), Path(args.pre_dir), Path(args.prob_dir),
+                      Path(args.out), Path(args.threshold_out), nifti)  # fmt: skip
+    ev = run_evaluate(cfg, job)
+    dice = sum(r["dice"] for r in ev.cases) / len(ev.cases) if ev.cases else float("nan")
+    print(f"{combo} fold {args.fold}: threshold {ev.threshold} (val Dice "
+          f"{ev.val_dice[ev.threshold]:.4f}); test Dice {dice:.4f} over {len(ev.cases)} case(s)")  # fmt: skip
+
+
+def evaluate(args: Namespace) -> None:
+    import json
+
+    from sizepenalty.evaluate import evaluate_pair
+    from sizepenalty.metrics import InstanceRule
+
+    rule = InstanceRule(args.connectivity, args.matching, args.iou_threshold, args.strict)
+    result = evaluate_pair(args.gt, args.pred, args.profile, rule, args.min_size,
+                           args.removal_connectivity)  # fmt: skip
+    if args.json:  # strict JSON: undefined values (NaN) are written as null
+        print(json.dumps({k: None if v != v else v for k, v in result.items()}))
+    else:
+        for key, value in result.items():
+            print(f"{key} = {value}")
+
+
+# ----------------------------------------------------------------------------- tables, figures, report, runs
+
+
+def aggregate(args: Namespace) -> None:
+    from sizepenalty.metrics import get_profile
+    from sizepenalty.report.aggregate import run_aggregate
+    from sizepenalty.report.tables import frame_markdown, to_markdown
+
+    cfg = _cfg(args, "aggregate")[1]
+    result = run_aggregate(cfg, args.metrics, args.out_dir, args.parent_run_file, args.runs_dir)
+    print(
+        to_markdown(result.frames["table_main"], get_profile(cfg.metrics.profile).columns("main"))
+    )
+    pairs = result.frames["table_pairs"]
+    if len(pairs):
+        shown = [
+            "Baseline",
+            "Candidate",
+            "Metric",
+            "Delta",
+            "Direction",
+            "CI low",
+            "CI high",
+            "p (Holm)",
+        ]
+        print("\n" + frame_markdown(pairs[shown]))
+
+
+def figures(args: Namespace) -> None:
+    from sizepenalty.report.figures import FigureInputs, run_figures
+
+    dirs = (args.tables_dir, args.runs_dir, args.probs_dir, args.metrics_dir, args.pre_dir)
+    inputs = FigureInputs(*(Path(d) for d in dirs))
+    for path in run_figures(_cfg(args, "figures")[1], inputs, args.out_dir):
+        print(path)
+
+
+def report(args: Namespace) -> None:
+    from sizepenalty.report.html import run_report
+
+    size = run_report(_cfg(args, "report")[1], args.tables_dir, args.figures_dir, args.out)
+    print(f"report -> {args.out} ({size / 1e6:.1f} MB)")
+
+
+def explainer(args: Namespace) -> None:
+    from sizepenalty.report.explainer import run_explainer
+
+    run_explainer(_cfg(args, "explainer")[1], args.out)
+    print(f"explainer -> {args.out}")
+
+
+def sync(args: Namespace) -> None:
+    from sizepenalty.config import load_config
+    from sizepenalty.errors import InputError
+    from sizepenalty.tracking import sync_study
+
+    cfg = load_config(args.config)
+    result = sync_study(cfg, args.runs_dir or cfg.study_dir / "runs")
+    if result.unreachable:
+        raise InputError(
+            f"{cfg.tracking_uri()}: tracking store not reachable ({result.unreachable})"
+        )
+    print(f"{result.runs} run record(s) in sync with {cfg.tracking_uri()}: {result.created} run(s) "
+          f"created, {result.metric_values} metric value(s) added")  # fmt: skip
+
+
+def compare(args: Namespace) -> None:
+    from sizepenalty.config import load_config
+    from sizepenalty.errors import InputError
+    from sizepenalty.tracking import Tracker, run_table
+
+    cfg = load_config(args.config)
+    uri, parent = args.uri or cfg.tracking_uri(), args.parent
+    parent_file = cfg.study_dir / "mlflow_parent_run.txt"
+    if parent is None and parent_file.exists():
+        parent = parent_file.read_text().strip() or None
+    client = Tracker(uri, cfg.tracking.experiment).client()
+    table = run_table(client, cfg.tracking.experiment, parent, args.metrics, args.all)
+    if table is None:
+        raise InputError(f"{uri}: no experiment {cfg.tracking.experiment!r} in this tracking store")
+    table = table.drop(columns=["experiment_id"])
+    if args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    else:
+        print(table.to_markdown(index=False, floatfmt=".4f", missingval="–"))

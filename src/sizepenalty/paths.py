@@ -1,0 +1,152 @@
+"""Where a study keeps everything: one declaration of every path, used by the Snakemake rules
+and by the code (a rule passes ``layout.run_dir("{combo}", "{fold}")`` as a pattern; the code
+calls the same method with values).
+
+Everything lives under ``<results>/<study>/``; paths are relative when the config's ``results``
+is, as Snakemake expects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+TABLES = (
+    "table_main",
+    "table_extra",
+    "table_pairs",
+    "table_strata",
+    "table_lesions",
+    "table_thesis",
+)
+"""The aggregate stage's tables, each written as ``<name>.csv``, ``.md`` and ``.tex``."""
+
+
+def figure_names(n_pairs: int) -> list[str]:
+    """The figures stage's figures (each ``.png`` and ``.pdf``): Figs. 3.1, 5.1, 5.2 and one case
+    overlay per configured comparison pair."""
+    return ["fig_3_1_spl", "fig_5_1_improvement", "fig_5_2_curves",
+            *(f"fig_overlay_{i}" for i in range(1, n_pairs + 1))]  # fmt: skip
+
+
+def fold_dir(base: str | Path, combo: str, fold: int | str) -> Path:
+    """``<base>/<combo id>/fold<k>``: how runs/, probs/ and predictions/ hold one (combo, fold)."""
+    return Path(base) / str(combo) / f"fold{fold}"
+
+
+def fold_file(base: str | Path, combo: str, fold: int | str, suffix: str = ".csv") -> Path:
+    """``<base>/<combo id>/fold<k><suffix>``: how metrics/ holds one (combo, fold)'s files."""
+    return Path(base) / str(combo) / f"fold{fold}{suffix}"
+
+
+@dataclass(frozen=True)
+class StudyLayout:
+    root: Path
+
+    # ---------------------------------------------------------------- study-level files
+    @property
+    def effective_config(self) -> Path:
+        """The merged, defaults-filled configuration every job reads (written when a run starts,
+        never when the workflow is only parsed or dry-run)."""
+        return self.root / "config.effective.yaml"
+
+    @property
+    def parent_run(self) -> Path:
+        """The study's MLflow parent run id."""
+        return self.root / "mlflow_parent_run.txt"
+
+    # ---------------------------------------------------------------- data
+    @property
+    def raw(self) -> Path:
+        return self.root / "data" / "raw"
+
+    @property
+    def participants(self) -> Path:
+        return self.raw / "participants.tsv"
+
+    @property
+    def cases(self) -> Path:
+        return self.root / "data" / "cases.tsv"
+
+    @property
+    def preprocessed(self) -> Path:
+        return self.root / "data" / "preprocessed"
+
+    def preprocessed_case(self, case: str, ext: str = "npz") -> Path:
+        return self.preprocessed / f"{case}.{ext}"
+
+    @property
+    def folds(self) -> Path:
+        return self.root / "data" / "folds.json"
+
+    # ---------------------------------------------------------------- per (combination, fold)
+    def run_dir(self, combo: str, fold: int | str) -> Path:
+        """A training's folder: checkpoints (last.pt, best.pt), epochs.csv, run record."""
+        return fold_dir(self.root / "runs", combo, fold)
+
+    def done(self, combo: str, fold: int | str) -> Path:
+        return self.run_dir(combo, fold) / "done.json"
+
+    def probs(self, combo: str, fold: int | str) -> Path:
+        """Probability maps (float16) of the fold's validation and test cases: val/, test/."""
+        return fold_dir(self.root / "probs", combo, fold)
+
+    def metrics(self, combo: str, fold: int | str) -> Path:
+        return fold_file(self.root / "metrics", combo, fold)
+
+    def lesions(self, combo: str, fold: int | str) -> Path:
+        return fold_file(self.root / "metrics", combo, fold, "_lesions.csv")
+
+    def threshold(self, combo: str, fold: int | str) -> Path:
+        return fold_file(self.root / "metrics", combo, fold, "_threshold.json")
+
+    def predictions(self, combo: str, fold: int | str) -> Path:
+        """Thresholded test predictions as NIfTI in each case's original geometry."""
+        return fold_dir(self.root / "predictions", combo, fold)
+
+    # ---------------------------------------------------------------- tables, figures, pages
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    def table(self, name: str, ext: str = "csv") -> Path:
+        return self.tables / f"{name}.{ext}"
+
+    def all_tables(self, ext: str) -> list[Path]:
+        return [self.table(name, ext) for name in TABLES]
+
+    @property
+    def per_case(self) -> Path:
+        return self.table("per_case_metrics")
+
+    @property
+    def per_lesion(self) -> Path:
+        return self.table("per_lesion_metrics")
+
+    def summary(self, ext: str) -> Path:
+        return self.table("dataset_summary", ext)
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    def figure(self, name: str, ext: str = "png") -> Path:
+        return self.figures / f"{name}.{ext}"
+
+    def all_figures(self, n_pairs: int, ext: str) -> list[Path]:
+        return [self.figure(name, ext) for name in figure_names(n_pairs)]
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def explainer(self) -> Path:
+        return self.root / "explainer.html"
+
+    # ---------------------------------------------------------------- logs
+    def log(self, stage: str, job: str | None = None) -> Path:
+        return self.root / "logs" / (f"{stage}/{job}.log" if job else f"{stage}.log")
+
+    def benchmark(self, stage: str, job: str) -> Path:
+        return self.root / "benchmarks" / stage / f"{job}.tsv"
