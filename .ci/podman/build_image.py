@@ -1,6 +1,7 @@
 """Build the project image from the repository's Dockerfile with podman, as CI does (`make image`).
 
     .venv/bin/python .ci/podman/build_image.py [--variant cpu|cuda] [--base IMAGE] [--no-host-pip]
+    .venv/bin/python .ci/podman/build_image.py --print-pip-conf   # the pip.conf it binds
 
 * Base: no image registry is reachable in CI, so unless --base names one, Debian bookworm with
   python3, python3-venv and ca-certificates is bootstrapped from Debian packages (mmdebstrap) and
@@ -133,7 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", help=f"base image (default: bootstrap {BASE} unless present)")
     ap.add_argument("--tag", default=image_ref())
     ap.add_argument("--no-host-pip", action="store_true", help="do not bind the host's pip setup")
+    ap.add_argument("--print-pip-conf", action="store_true",
+                    help="print the pip.conf the build would use, and stop")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.print_pip_conf:
+        print(pip_conf_text(pip_config()), end="")
+        return 0
 
     base = args.base
     if base is None:
