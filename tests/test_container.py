@@ -393,7 +393,7 @@ def test_tiny_study_runs_every_rule_inside_the_image_and_matches_the_host(tmp_pa
     assert per_case_metrics(study) == per_case_metrics(host)
     with open(study / "tables/per_case_metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 5 and any(float(r["dice"]) > 0 for r in rows)
+    assert len(rows) == 5 and all(float(r["vol_pred_ml"]) > 0 for r in rows)  # model-dependent
     for epochs in study.glob("runs/*/fold*/epochs.csv"):
         other = host / epochs.relative_to(study)
         assert [ln.rsplit(",", 1)[0] for ln in epochs.read_text().splitlines()] == [
