@@ -25,6 +25,10 @@ from workflow_helpers import ROOT, SNAKEMAKE, copy_workflow, snakemake_env
 
 import sizepenalty
 
+# The one PyTorch pin of the lock, `make setup`, CI and the image.
+LOCK = (ROOT / "envs/requirements.lock").read_text()
+TORCH_PIN = re.search(r"^torch==(\S+)$", LOCK, flags=re.MULTILINE).group(1)
+
 FAKE_APPTAINER = r'''#!/usr/bin/env python3
 """apptainer stand-in: `--version`, `pull --name FILE URL` and `exec ... IMAGE SHELL -c CMD`."""
 import json, os, subprocess, sys
@@ -110,7 +114,8 @@ def test_dockerfile_copies_only_what_exists_and_is_not_ignored():
                 )
     assert "monai==" in lock and "snakemake==" in lock
     # torch is pinned (no build label); the variant's own wheels are left to torch's metadata.
-    assert re.findall(r"^torch==.*$", lock, flags=re.MULTILINE) == ["torch==2.13.0"]
+    assert re.findall(r"^torch==.*$", lock, flags=re.MULTILINE) == [f"torch=={TORCH_PIN}"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", TORCH_PIN)
     assert not re.search(r"^(nvidia-|cuda-|triton)", lock, flags=re.MULTILINE)
 
 
@@ -137,18 +142,19 @@ class version:
 @pytest.mark.parametrize(
     ("version", "cuda", "variant", "error"),
     [
-        ("2.13.0+cpu", None, "cpu", None),
-        ("2.13.0", "13.0", "cuda", None),
-        ("2.13.0+cu126", "12.6", "any", None),
+        ("{pin}+cpu", None, "cpu", None),
+        ("{pin}", "13.0", "cuda", None),
+        ("{pin}+cu126", "12.6", "any", None),
         # What `pip install -r envs/requirements.lock` once did to the CUDA 12.4 base's torch.
-        ("2.15.0", "13.0", "cuda", "torch 2.15.0 is installed, but the lock pins torch==2.13.0"),
+        ("99.15.0", "13.0", "cuda", "torch 99.15.0 is installed, but the lock pins torch=={pin}"),
         ("2.5.1+cu124", "12.4", "cuda", "torch 2.5.1+cu124 is installed, but the lock pins"),
-        ("2.13.0+cpu", None, "cuda", "is a CPU-only build, but the CUDA variant was requested"),
-        ("2.13.0", "13.0", "cpu", "is a CUDA 13.0 build, but the CPU variant was requested"),
+        ("{pin}+cpu", None, "cuda", "is a CPU-only build, but the CUDA variant was requested"),
+        ("{pin}", "13.0", "cpu", "is a CUDA 13.0 build, but the CPU variant was requested"),
     ],
 )
 def test_image_build_fails_loudly_on_any_other_torch(tmp_path, version, cuda, variant, error):
     """envs/check_torch.py, which every pip step of the image build runs, on a stand-in torch."""
+    version, error = version.format(pin=TORCH_PIN), error and error.format(pin=TORCH_PIN)
     (tmp_path / "torch").mkdir()
     (tmp_path / "torch/__init__.py").write_text(FAKE_TORCH.format(version=version, cuda=cuda))
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
@@ -156,7 +162,7 @@ def test_image_build_fails_loudly_on_any_other_torch(tmp_path, version, cuda, va
                          env=env, capture_output=True, text=True)  # fmt: skip
     if error is None:
         assert out.returncode == 0, out.stderr
-        assert "is the lock's torch==2.13.0" in out.stdout
+        assert f"is the lock's torch=={TORCH_PIN}" in out.stdout
     else:
         assert out.returncode == 1
         assert out.stderr.startswith("check_torch: FAILED: ") and error in out.stderr
@@ -331,7 +337,7 @@ def test_image_runs_the_package_as_a_non_root_user_with_the_pinned_torch(built_i
     uid, version, torch_line = out.stdout.splitlines()
     assert uid == "10001"
     assert version == f"sizepenalty {sizepenalty.__version__}"
-    assert "is the lock's torch==2.13.0" in torch_line
+    assert f"is the lock's torch=={TORCH_PIN}" in torch_line
 
 
 def per_case_metrics(study: Path) -> str:
