@@ -3,15 +3,17 @@
 
 PYTHON ?= python3
 VENV ?= .venv
-# CPU wheel for laptops and CI; GPU users: `make setup TORCH_SPEC='torch>=2.4'` (or their CUDA build).
-TORCH_SPEC ?= torch==2.13.0
+# The one PyTorch pin (lock, CI, image) is the lock's torch==X line. pip picks the build: PyPI's
+# Linux wheel bundles CUDA; CI's pip configuration finds the CPU wheel first. Another CUDA build of
+# the same version: install it into $(VENV) first (e.g. from download.pytorch.org/whl/cu126).
+TORCH_SPEC ?= $(shell sed -n 's/^\(torch==[^ ]*\)$$/\1/p' envs/requirements.lock)
 CORES ?= all
 SNAKEMAKE_ARGS ?=
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sizepenalty-setup
 
-.PHONY: setup run test test-slurm lint clean-results
+.PHONY: setup run test test-slurm image test-container lint clean-results print-%
 
 # Re-runs pip only when the dependency declaration changed (or the venv is new). The lock file
 # constrains every runtime dependency to the versions CI and the container use (a fresh resolve
@@ -31,12 +33,27 @@ setup: $(STAMP)
 run: setup
 	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_DISABLE_TELEMETRY=true $(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 
-# The SLURM test starts its own single-node cluster: it runs separately (needs munge + slurm-wlm).
+# The SLURM test starts its own single-node cluster and the container test builds the image: each
+# runs separately (needs munge + slurm-wlm; podman, runc, mmdebstrap, uidmap).
 test: setup
-	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest -q -m "not slurm"
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest -q -m "not slurm and not container"
 
 test-slurm: setup
 	MLFLOW_DISABLE_TELEMETRY=true timeout -k 15 900 $(BIN)/python -m pytest -q -m slurm -rs
+
+# The image from the Dockerfile with podman (CPU torch, base bootstrapped from Debian packages),
+# then `sizepenalty --version` and a tiny study through --use-singularity inside it (.ci/podman/).
+# (CONTAINERS_CONF: runc, no ulimits; overlay storage also rootless. Your own settings win.)
+PODMAN_ENV := CONTAINERS_CONF="$${CONTAINERS_CONF:-$(abspath .ci/podman/containers.conf)}" \
+	STORAGE_DRIVER="$${STORAGE_DRIVER:-overlay}"
+image: setup
+	$(PODMAN_ENV) $(BIN)/python .ci/podman/build_image.py
+
+test-container: image
+	$(PODMAN_ENV) MLFLOW_DISABLE_TELEMETRY=true timeout -k 15 1200 $(BIN)/python -m pytest -q -m container -rs
+
+print-%:
+	@echo '$($*)'
 
 lint: setup
 	$(BIN)/ruff check src tests bench
