@@ -301,7 +301,7 @@ TINY = {
     "study": "ctr",
     "dataset": {"synthetic": {"cases": 5, "shape": [16, 32, 32]}},
     "preprocess": {"shape": [16, 32, 32]},
-    "folds": {"k": 2},
+    "folds": {"k": 2, "run": None},
     "losses": {"combinations": ["DTS"]},
     "model": {"base_filters": 2, "depth": 3},
     "train": {"epochs": 1, "batch_size": 2, "patches_per_volume": 1, "patch_large": [8, 16, 16], "patch_small": [8, 8, 8]},
@@ -405,7 +405,7 @@ def test_tiny_study_runs_every_rule_inside_the_image_and_matches_the_host(tmp_pa
         assert [ln.rsplit(",", 1)[0] for ln in epochs.read_text().splitlines()] == [
             ln.rsplit(",", 1)[0] for ln in other.read_text().splitlines()
         ]  # all but the last column, epoch_time_s
-    predictions = sorted(study.glob("runs/*/fold*/predictions/*/*.npz"))
+    predictions = sorted(study.glob("probs/*/fold*/*/*.npz"))
     assert len(predictions) >= 5
     for npz in predictions:
         with np.load(npz) as a, np.load(host / npz.relative_to(study)) as b:
