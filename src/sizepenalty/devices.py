@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ def claim_gpu(wait_s: float = 3600.0) -> str | None:
     folder = lock_dir()
     folder.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_s
+    waiting = False
     while True:
         for i, device in enumerate(gpus):
             handle = open(folder / f"gpu{i}.lock", "a+")  # noqa: SIM115 - held until exit
@@ -72,13 +74,19 @@ def claim_gpu(wait_s: float = 3600.0) -> str | None:
             handle.flush()
             _HELD.append(handle)
             os.environ["CUDA_VISIBLE_DEVICES"] = device
-            os.environ["SIZEPENALTY_GPUS"] = device  # a child process sees one card
+            # A child process sees this one card (a device id in SIZEPENALTY_GPUS would read
+            # as a count: "2" is two cards).
+            os.environ.pop("SIZEPENALTY_GPUS", None)
             return device
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"no free GPU slot among {len(gpus)} after {wait_s:.0f} s ({folder})"
             )
-        time.sleep(1.0)  # more GPU jobs than cards: --resources gpu=N should prevent this
+        if not waiting:  # more GPU jobs than cards: --resources gpu=N should prevent this
+            waiting = True
+            print(f"all {len(gpus)} GPU slots are taken ({folder}); waiting for one to free",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        time.sleep(1.0)
 
 
 def pick_device(requested: str) -> torch.device:
