@@ -29,9 +29,12 @@ $(STAMP): pyproject.toml envs/requirements.lock
 
 setup: $(STAMP)
 
-# The venv's bin goes first on PATH: every rule calls the `sizepenalty` command.
+# The venv's bin goes first on PATH: every rule calls the `sizepenalty` command. A lock left by a
+# killed run is cleared first when no process of that run is left (sizepenalty.locks says what it
+# does), and --rerun-incomplete reruns the killed jobs (a training resumes from its checkpoint).
 run: setup
-	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_DISABLE_TELEMETRY=true $(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+	@PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m sizepenalty.locks $(SNAKEMAKE_ARGS)
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_DISABLE_TELEMETRY=true $(BIN)/snakemake --cores $(CORES) --rerun-incomplete $(SNAKEMAKE_ARGS)
 
 # The SLURM test starts its own single-node cluster and the container test builds the image: each
 # runs separately (needs munge + slurm-wlm; podman, runc, mmdebstrap, uidmap).
