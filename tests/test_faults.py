@@ -6,6 +6,8 @@ import json
 import re
 
 import pytest
+import yaml
+from workflow_helpers import SNAKEMAKE, copy_workflow, snakemake_env
 
 
 @pytest.mark.slow
@@ -81,3 +83,266 @@ def test_the_program_of_a_command_line():
     assert program(["/v/bin/sizepenalty", "train"]) == "sizepenalty"
     assert program(["/bin/sh", "-c", "/v/bin/snakemake --cores all"]) == "sh"
     assert program(["python", "-m", "sizepenalty.locks"]) == "sizepenalty"
+
+
+# ----------------------------------------------------------------------------- a dead tracking server
+
+
+class HungServer:
+    """A tracking 'server' that accepts connections and never answers (a hung or overloaded
+    server, the worst case for a client: every request waits for its timeout). The kernel
+    completes each connection in the listen backlog; :meth:`connections` accepts and counts them."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self.port = port
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(128)
+        self.sock.setblocking(False)
+        self.held: list = []
+
+    def connections(self) -> int:
+        while True:
+            try:
+                self.held.append(self.sock.accept()[0])
+            except BlockingIOError:
+                return len(self.held)
+
+    def close(self) -> None:
+        for conn in self.held:
+            conn.close()
+        self.sock.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """A real `mlflow server` on a free port (SQLite store and artifacts in ``folder``), started
+    in the background: :meth:`up` waits until it answers."""
+
+    def __init__(self, folder) -> None:
+        import os
+        import subprocess
+        import sys
+
+        self.log = folder / "server.log"
+        self.uri = f"http://127.0.0.1:{_free_port()}"
+        self.proc = subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server",
+             "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination",
+             str(folder / "artifacts"), "--host", "127.0.0.1", "--port", self.uri.rsplit(":", 1)[1],
+             "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), start_new_session=True,  # noqa: SIM115
+            env=dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true"),
+        )  # fmt: skip
+
+    def up(self) -> str:
+        import time
+        import urllib.request
+
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self.uri
+            except OSError:
+                pass
+            assert self.proc.poll() is None, self.log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "mlflow server did not come up"
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=60)
+
+
+COHORT = {
+    "study": "faults",
+    "dataset": {"synthetic": {"cases": 5, "shape": [16, 32, 32]}},
+    "preprocess": {"shape": [16, 32, 32]},
+    "folds": {"k": 2, "run": None},
+    "losses": {"combinations": ["D", "DTS"]},
+    "model": {"base_filters": 2, "depth": 3},
+    "train": {"epochs": 2, "batch_size": 2, "patches_per_volume": 2, "patch_large": [8, 16, 16],
+              "patch_small": [8, 8, 8], "workers": 0, "threads": 1, "val_every": 1},
+    "infer": {"roi": [16, 32, 32], "tta": False},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """A tiny preprocessed cohort and its folds, made with the CLI (no Snakemake)."""
+    from workflow_helpers import cli_cohort
+
+    root = tmp_path_factory.mktemp("cohort")
+    c = root / "c.yaml"
+    c.write_text(yaml.safe_dump(COHORT | {"results": str(root)}))
+    cli_cohort(c, root, root / "faults/data/raw", 5)
+    return root
+
+
+def _train_cmd(c, root, run_dir, fold, *extra):
+    import sys
+
+    return [sys.executable, "-m", "sizepenalty", "train", "-c", str(c), "--combo", "D", "--fold",
+            str(fold), "--folds", str(root / "folds.json"), "--pre-dir", str(root / "pre"),
+            "--run-dir", str(run_dir), "--parent-run-file", str(root / "parent.txt"), *extra]  # fmt: skip
+
+
+def _steps(record, key="train_loss"):
+    return sorted(int(step) for step, *_ in record["metrics"][key])
+
+
+@pytest.mark.slow
+def test_a_dead_tracking_server_costs_a_job_one_request_and_sync_backfills_the_runs(
+    cohort, tmp_path
+):
+    """The issue's story: the tracking server stops answering during a study, comes back, and
+    `sizepenalty sync` fills in what it missed. The hung server and the live one listen on two
+    ports; switching the config's tracking.uri between them stands in for one server dying and
+    coming back (tracking.uri is in no stage's fingerprint, so trainings do not restart)."""
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+
+    root, runs = cohort, tmp_path / "runs"
+    hung = HungServer(_free_port())
+    live = MlflowServer(tmp_path)  # comes up meanwhile
+    dead, back = tmp_path / "dead.yaml", tmp_path / "back.yaml"
+    for c, uri in ((dead, f"http://127.0.0.1:{hung.port}"), (back, live.uri)):
+        c.write_text(yaml.safe_dump(COHORT | {"results": str(root), "tracking": {"uri": uri}}))
+    sizepenalty = str(SNAKEMAKE.with_name("sizepenalty"))
+    env = snakemake_env()
+
+    def run(cmd):
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+    try:
+        # The study's parent run: the console says the store is down and what to do later.
+        made = run([sizepenalty, "study-run", "-c", str(dead), "--out", str(root / "parent.txt")])
+        assert made.returncode == 0 and "unreachable" in made.stdout, made.stdout + made.stderr
+        assert "`sizepenalty sync`" in made.stdout
+        # A whole training with the server hung: it finishes, its record holds every epoch, it
+        # asked the server once (not a timeout per call), and it says how to push the record.
+        before = hung.connections()
+        job = run(_train_cmd(dead, root, runs / "fold0", 0))
+        assert job.returncode == 0, job.stderr[-3000:]
+        assert hung.connections() - before <= 1  # one /health request, then no more calls
+        warnings = [line for line in job.stderr.splitlines() if "tracking disabled" in line]
+        assert len(warnings) == 1 and "`sizepenalty sync`" in warnings[0], job.stderr
+        record = json.loads((runs / "fold0" / "run.json").read_text())
+        assert record["status"] == "FINISHED" and record["run_id"] is None
+        assert _steps(record) == _steps(record, "val_dice") == [1, 2]
+        # Fold 1 starts while the server answers (its MLflow run gets epoch 1), then the server
+        # hangs and the resumed training ends with the record only: a partial run in the store.
+        live.up()
+        job = run(_train_cmd(back, root, runs / "fold1", 1, "--max-epochs", "1"))
+        assert job.returncode == 0 and "tracking disabled" not in job.stderr, job.stderr[-3000:]
+        partial = json.loads((runs / "fold1" / "run.json").read_text())["run_id"]
+        assert MlflowClient(live.uri).get_run(partial).info.status == "RUNNING"
+        before = hung.connections()
+        job = run(_train_cmd(dead, root, runs / "fold1", 1))
+        assert job.returncode == 0 and "resuming after epoch 1" in job.stdout, job.stderr[-3000:]
+        assert hung.connections() - before <= 1
+        # The server is back: one command pushes what is missing; a second push adds nothing.
+        sync = [sizepenalty, "sync", "-c", str(back), "--runs-dir", str(runs)]
+        first = run(sync)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert "2 run record(s) in sync" in first.stdout and "1 run(s) created" in first.stdout
+        client = MlflowClient(live.uri)
+        exp = client.get_experiment_by_name("sizepenalty")
+
+        def stored():
+            """Per run name: (status, every metric's logged (step, value) points, in order)."""
+            found = {}
+            for r in client.search_runs([exp.experiment_id], max_results=100):
+                points = {k: sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, k))
+                          for k in r.data.metrics}  # fmt: skip
+                found.setdefault(r.info.run_name, []).append((r.info.status, points))
+            return found
+
+        synced = stored()
+        assert sorted(synced) == ["D-fold0", "D-fold1"]
+        for fold in (0, 1):
+            ((status, points),) = synced[f"D-fold{fold}"]  # one run each: no duplicates
+            record = json.loads((runs / f"fold{fold}" / "run.json").read_text())
+            assert status == "FINISHED"
+            assert points == {k: sorted({(s, v) for s, v, _ in p})
+                              for k, p in record["metrics"].items()}  # fmt: skip
+            assert [step for step, _ in points["train_loss"]] == [1, 2]  # each epoch once
+        assert json.loads((runs / "fold1" / "run.json").read_text())["run_id"] == partial
+        second = run(sync)
+        assert "0 run(s) created, 0 metric value(s) added" in second.stdout, second.stdout
+        assert stored() == synced
+    finally:
+        hung.close()
+        live.stop()
+
+
+def test_epochs_a_kill_kept_from_the_record_are_filled_in_from_the_checkpoint(cohort, tmp_path):
+    """A kill between an epoch's checkpoint and its metrics (the record is written just after
+    last.pt) must not leave that epoch out of the run's record and MLflow run for good."""
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+
+    root, run_dir = cohort, tmp_path / "run"
+    c, untracked = tmp_path / "c.yaml", tmp_path / "untracked.yaml"
+    c.write_text(yaml.safe_dump(COHORT | {"results": str(tmp_path)}))
+    untracked.write_text(yaml.safe_dump(COHORT | {"results": str(tmp_path),
+                                                  "tracking": {"enabled": False}}))  # fmt: skip
+    env = snakemake_env()
+    # Epoch 1 reaches no MLflow store, then its metrics leave the record: the state a kill
+    # right after writing last.pt leaves.
+    first = subprocess.run(_train_cmd(untracked, root, run_dir, 0, "--max-epochs", "1"), env=env,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    record = json.loads((run_dir / "run.json").read_text())
+    record["metrics"] = {}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    second = subprocess.run(_train_cmd(c, root, run_dir, 0), env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert second.returncode == 0 and "resuming after epoch 1" in second.stdout, second.stderr
+    record = json.loads((run_dir / "run.json").read_text())
+    assert _steps(record) == _steps(record, "val_dice") == [1, 2]
+    history = MlflowClient(f"sqlite:///{tmp_path / 'faults' / 'mlflow.db'}").get_metric_history(
+        record["run_id"], "train_loss"
+    )
+    assert sorted(m.step for m in history) == [1, 2]
+
+
+@pytest.mark.slow
+def test_a_workflow_run_says_on_the_console_that_the_tracking_server_does_not_answer(tmp_path):
+    import subprocess
+
+    work = copy_workflow(tmp_path / "wf")
+    port = _free_port()
+    tiny = COHORT | {"tracking": {"uri": f"http://127.0.0.1:{port}"}}
+    (work / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    hung = HungServer(port)
+    try:
+        # Only the study's parent run (no data, no training): onstart, that job, onsuccess.
+        out = subprocess.run(
+            [str(SNAKEMAKE), "results/faults/mlflow_parent_run.txt", "--cores", "1",
+             "--configfile", "tiny.yaml"],
+            cwd=work, env=snakemake_env(), capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        hung.close()
+    assert out.returncode == 0, out.stderr[-3000:]
+    said = [line for line in out.stderr.splitlines() if "not reachable" in line]
+    assert len(said) == 1 and "`sizepenalty sync`" in said[0], out.stderr
+    assert "unreachable" in (work / "results/faults/logs/study_run.log").read_text()

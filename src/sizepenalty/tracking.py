@@ -5,9 +5,10 @@ Two layers, so tracking never costs a training and never loses one:
 * :class:`RunRecord` — every training keeps its own record in its run folder (``run.json``:
   params, tags, per-step metrics, status, artifacts and, once known, the MLflow run id). It is
   written on every change and is the source of truth.
-* :class:`Tracker` — a failure-tolerant MLflow client: short HTTP timeouts and one retry (not
-  MLflow's two minutes of back-off), SQLite "database is locked" retried, and after the first
-  real failure a job stops trying and says so once on stderr.
+* :class:`Tracker` — a failure-tolerant MLflow client: a tracking server is asked once whether
+  it answers (``/health``, 3 s) before the first call, then short HTTP timeouts and one retry
+  (not MLflow's two minutes of back-off), SQLite "database is locked" retried, and after the
+  first real failure a job stops trying and says so once on stderr.
 
 :func:`sync_study` (``sizepenalty sync``; the aggregate stage calls it) pushes every record to the
 tracking store: it finds a run by its record's key (no duplicates), logs only the metric steps,
@@ -75,6 +76,7 @@ class Tracker:
         self.enabled = enabled
         self.run_id: str | None = None
         self._warned = False
+        self._checked = False  # the store was asked once whether it answers
         self._client = None
 
     def _fail(self, what: str, exc: BaseException) -> None:
@@ -88,6 +90,12 @@ class Tracker:
         """``fn(*args)``, or None once tracking failed (retrying a locked SQLite file first)."""
         if not self.enabled:
             return None
+        if not self._checked:  # a dead server costs one short request, not a timeout per call
+            self._checked = True
+            why = check_store(self.uri)
+            if why:
+                self._fail(what, ConnectionError(f"{self.uri} does not answer ({why})"))
+                return None
         for attempt in range(self.RETRIES + 1):
             try:
                 return fn(*args, **kwargs)
