@@ -448,6 +448,12 @@ def run_train(
     except BaseException:
         run.end("FAILED")
         raise
+    # A kill between an epoch's checkpoint and its metrics leaves that epoch out of the record:
+    # the checkpoint's history (restored on resume) fills it in.
+    logged = {int(step) for step, *_ in run.record.metrics.get("train_loss", [])}
+    for row in result.history:
+        if int(row["epoch"]) not in logged:
+            on_epoch(row)
     run.log_params(result.device)
     run.log_metrics({"best_val_dice": result.best_score, "best_epoch": result.best_epoch})
     run.log_artifacts(["best.pt", "epochs.csv", "train_meta.json"])
