@@ -19,6 +19,7 @@ A run on another machine (a shared filesystem) is not visible here; the message 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -82,11 +83,15 @@ def processes_in(workdir: str | Path = ".", proc: str | Path = "/proc") -> list[
 
 
 def check(workdir: str | Path = ".", snakemake_args: list[str] | None = None) -> int:
-    """Clear a stale lock in ``workdir`` or explain why not (see the module doc); the exit code."""
+    """Clear a stale lock in ``workdir`` or explain why not (see the module doc); the exit code.
+    ``snakemake_args`` (e.g. ``--configfile``) go to ``snakemake --unlock`` and the commands
+    shown."""
+    args = list(snakemake_args or [])
     locks = lock_files(workdir)
     if not locks:
         return 0
     folder = os.path.realpath(workdir)
+    resume = " ".join([RESUME, *(shlex.quote(a) for a in args)])
     live = processes_in(workdir)
     if live:
         runs = [p for p in live if p.program == "snakemake"]
@@ -102,16 +107,16 @@ def check(workdir: str | Path = ".", snakemake_args: list[str] | None = None) ->
             todo = (f"Wait for them to end, or stop them with `kill {pids}` (a training "
                     "checkpoints and exits)")  # fmt: skip
         print(f"{what} Not unlocking. {todo}, then run `make run` again (or `snakemake --unlock` "
-              f"and `{RESUME}`).", file=sys.stderr)  # fmt: skip
+              f"and `{resume}`).", file=sys.stderr)  # fmt: skip
         return 1
-    print(f"Snakemake's lock in {folder}/.snakemake/locks is stale: the run that took it was "
-          "killed (or its terminal or machine went away), and no snakemake or sizepenalty process "
-          "works in this folder any more (a run on another machine sharing this folder would not "
-          "show here). Unlocking with `snakemake --unlock`; the run that follows passes "
-          "--rerun-incomplete, so the jobs the killed run left unfinished run again and a killed "
-          f"training resumes from its last checkpoint. By hand: `snakemake --unlock`, then `{RESUME}`.",
+    print(f"Snakemake's lock in {folder} is stale: the run that took it was killed (or its "
+          "terminal or machine went away) and no snakemake or sizepenalty process works in this "
+          "folder any more (a run on another machine sharing the folder would not show here). "
+          "Unlocking it with `snakemake --unlock`; the run that follows passes --rerun-incomplete: "
+          "the jobs the killed run left unfinished run again, a killed training resumes from its "
+          f"last checkpoint. By hand: `snakemake --unlock`, then `{resume}`.",
           file=sys.stderr, flush=True)  # fmt: skip
-    cmd = [sys.executable, "-m", "snakemake", "--unlock", *(snakemake_args or [])]
+    cmd = [sys.executable, "-m", "snakemake", "--unlock", *args]
     return subprocess.run(cmd, cwd=workdir).returncode
 
 
