@@ -7,7 +7,7 @@ import re
 
 import pytest
 import yaml
-from workflow_helpers import SNAKEMAKE, copy_workflow, snakemake_env
+from workflow_helpers import SNAKEMAKE, MlflowServer, copy_workflow, free_port, snakemake_env
 
 
 @pytest.mark.slow
@@ -33,7 +33,145 @@ def test_a_stale_lock_after_kill_9_is_cleared_by_make_run_and_the_training_resum
     assert "epoch 1/3" not in after and "epoch 3/3" in after, log
     record = json.loads((s.study / "runs" / combo / f"fold{fold}" / "run.json").read_text())
     assert record["status"] == "FINISHED"
-    assert [step for step, *_ in record["metrics"]["train_loss"]] == [1, 2, 3]
+    assert sorted(step for step, *_ in record["metrics"]["train_loss"]) == [1, 2, 3]
+
+
+def _snapshot(folder):
+    """Every file under ``folder``: its bytes' hash and its mtime."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(),
+                                         p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def _planned(out, rule="train"):
+    """The jobs a dry run (`-n`) lists, by rule name, and the shell commands it prints (`-p`)."""
+    text = out.stdout + out.stderr
+    jobs = re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):", text, re.M)
+    commands = [line[line.index("sizepenalty ") :] for line in text.splitlines()
+                if f"sizepenalty {rule} " in line]  # fmt: skip
+    return jobs, commands
+
+
+@pytest.mark.slow
+def test_a_dry_run_beside_a_study_changes_nothing_under_results(killed_study):
+    s = killed_study
+    before = _snapshot(s.work / "results")
+    (s.work / "tau.yaml").write_text(yaml.safe_dump({"losses": {"tau": 300}}))
+    dry = s.snakemake("tau.yaml", "-n", "-p")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs, trainings = _planned(dry)
+    # It plans the size-penalty trainings for tau 300 (the other combination keeps its runs) ...
+    assert len(trainings) == 2 and all("--combo DTS" in t for t in trainings), trainings
+    # ... and writes nothing: not the effective configuration the study's jobs read, nor
+    # anything else, byte for byte and time stamp for time stamp.
+    assert _snapshot(s.work / "results") == before
+
+
+@pytest.mark.slow
+def test_a_job_planned_with_other_settings_than_the_studys_stops_with_exit_2(killed_study):
+    import shlex
+
+    s = killed_study
+    (s.work / "tau.yaml").write_text(yaml.safe_dump({"losses": {"tau": 300}}))
+    _, trainings = _planned(s.snakemake("tau.yaml", "-n", "-p"))
+    # The job that plan would run, started while the study's effective configuration still has
+    # tau 600 (as when a dry run or another configuration planned it): it must not train.
+    planned = shlex.split(trainings[0].split(" >> ")[0])
+    run_dir = s.work / planned[planned.index("--run-dir") + 1]
+    before = _snapshot(run_dir)
+    job = s.sizepenalty(*planned[1:])
+    assert job.returncode == 2, job.stdout + job.stderr
+    (line,) = job.stderr.strip().splitlines()  # one line, no traceback
+    assert "the train settings of DTS changed after the workflow planned this job" in line
+    assert _snapshot(run_dir) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "rerun"),
+    [
+        # The validation monitor that picks best.pt runs the sliding window: every training.
+        ({"infer": {"roi": [16, 16, 16]}}, "train"),
+        ({"infer": {"overlap": 0.25}}, "train"),
+        ({"infer": {"sw_batch_size": 2}}, "train"),
+        # A report-only setting: nothing upstream of aggregate.
+        ({"report": {"bootstrap": 300}}, {"aggregate", "figures", "report", "all"}),
+    ],
+    ids=["infer.roi", "infer.overlap", "infer.sw_batch_size", "report.bootstrap"],
+)
+def test_a_setting_change_reruns_exactly_the_jobs_that_read_it(killed_study, change, rerun):
+    s = killed_study
+    (s.work / "change.yaml").write_text(yaml.safe_dump(change))
+    dry = s.snakemake("change.yaml", "-n", "-p")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs, trainings = _planned(dry)
+    if rerun == "train":
+        assert len(trainings) == 4 and jobs.count("train") == 4, jobs
+    else:
+        assert set(jobs) == rerun and not trainings, jobs
+
+
+def test_a_config_typo_is_one_line_naming_the_file_and_the_key(tmp_path):
+    import subprocess
+
+    work = copy_workflow(tmp_path / "wf")
+    (work / "typo.yaml").write_text("train: {epoch: 3}\n")
+    out = subprocess.run([str(SNAKEMAKE), "-n", "--configfile", "typo.yaml"], cwd=work,
+                         env=snakemake_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode != 0
+    problems = [line for line in out.stderr.splitlines() if "unknown key" in line]
+    assert len(problems) == 1 and "typo.yaml: train.epoch: unknown key" in problems[0], out.stderr
+    assert "expected one of: " in problems[0] and "epochs" in problems[0]
+    # Ours only: no schema dump, no traceback.
+    assert len(out.stderr.strip().splitlines()) <= 3, out.stderr
+    assert "Traceback" not in out.stderr and "additionalProperties" not in out.stderr
+
+
+@pytest.mark.slow
+def test_superseded_runs_leave_compare_and_an_extended_study_reopens_its_parent_run(killed_study):
+    """Last of this file's study tests: it changes the study (tau 300 and one more combination)."""
+    import csv
+    import io
+
+    from mlflow.tracking import MlflowClient
+
+    s = killed_study
+    client = MlflowClient(f"sqlite:///{s.study / 'mlflow.db'}")
+    parent = (s.study / "mlflow_parent_run.txt").read_text().strip()
+    ended = client.get_run(parent).info
+    assert ended.status == "FINISHED"  # the study's last job completed
+    exp = client.get_experiment_by_name("sizepenalty")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    (s.work / "more.yaml").write_text(
+        yaml.safe_dump({"losses": {"tau": 300, "combinations": ["D", "DTS", "S"]}})
+    )
+    more = s.snakemake("more.yaml")
+    assert more.returncode == 0, more.stderr[-3000:]
+    again = client.get_run(parent).info
+    assert again.status == "FINISHED" and again.end_time > ended.end_time  # reopened, ended again
+
+    def compare(*extra):
+        out = s.sizepenalty("compare", "-c", "results/tiny/config.effective.yaml", "--format",
+                            "csv", *extra)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return list(csv.DictReader(io.StringIO(out.stdout)))
+
+    rows = compare()  # one row per (combination, fold), every one current
+    assert sorted((r["combo"], r["fold"]) for r in rows) == [
+        (c, f) for c in ("D", "DTS", "S") for f in ("0", "1")
+    ]
+    assert all(r["status"] == "FINISHED" for r in rows)
+    everything = compare("--all")  # the DTS runs of tau 600 too, marked
+    old = [r for r in everything if r["status"] == "FINISHED (superseded)"]
+    assert len(everything) == 8 and sorted((r["combo"], r["fold"]) for r in old) == [
+        ("DTS", "0"),
+        ("DTS", "1"),
+    ]
+    assert {r["run_id"] for r in everything} - {r["run_id"] for r in old} == {
+        r["run_id"] for r in rows
+    }
 
 
 def _fake(folder, name, cwd):
@@ -117,58 +255,6 @@ class HungServer:
         self.sock.close()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MlflowServer:
-    """A real `mlflow server` on a free port (SQLite store and artifacts in ``folder``), started
-    in the background: :meth:`up` waits until it answers."""
-
-    def __init__(self, folder) -> None:
-        import os
-        import subprocess
-        import sys
-
-        self.log = folder / "server.log"
-        self.uri = f"http://127.0.0.1:{_free_port()}"
-        self.proc = subprocess.Popen(
-            [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server",
-             "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination",
-             str(folder / "artifacts"), "--host", "127.0.0.1", "--port", self.uri.rsplit(":", 1)[1],
-             "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), start_new_session=True,  # noqa: SIM115
-            env=dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true"),
-        )  # fmt: skip
-
-    def up(self) -> str:
-        import time
-        import urllib.request
-
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return self.uri
-            except OSError:
-                pass
-            assert self.proc.poll() is None, self.log.read_text()[-2000:]
-            assert time.monotonic() < deadline, "mlflow server did not come up"
-            time.sleep(0.3)
-
-    def stop(self) -> None:
-        import os
-        import signal
-
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(timeout=60)
-
-
 COHORT = {
     "study": "faults",
     "dataset": {"synthetic": {"cases": 5, "shape": [16, 32, 32]}},
@@ -219,8 +305,8 @@ def test_a_dead_tracking_server_costs_a_job_one_request_and_sync_backfills_the_r
     from mlflow.tracking import MlflowClient
 
     root, runs = cohort, tmp_path / "runs"
-    hung = HungServer(_free_port())
-    live = MlflowServer(tmp_path)  # comes up meanwhile
+    hung = HungServer(free_port())
+    live = MlflowServer(f"sqlite:///{tmp_path / 'server.db'}", tmp_path)  # comes up meanwhile
     dead, back = tmp_path / "dead.yaml", tmp_path / "back.yaml"
     for c, uri in ((dead, f"http://127.0.0.1:{hung.port}"), (back, live.uri)):
         c.write_text(yaml.safe_dump(COHORT | {"results": str(root), "tracking": {"uri": uri}}))
@@ -329,7 +415,7 @@ def test_a_workflow_run_says_on_the_console_that_the_tracking_server_does_not_an
     import subprocess
 
     work = copy_workflow(tmp_path / "wf")
-    port = _free_port()
+    port = free_port()
     tiny = COHORT | {"tracking": {"uri": f"http://127.0.0.1:{port}"}}
     (work / "tiny.yaml").write_text(yaml.safe_dump(tiny))
     hung = HungServer(port)

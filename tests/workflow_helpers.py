@@ -75,3 +75,52 @@ def isles_layout(root: Path, n: int) -> None:
         for kind, data in (("dwi", vol + 1), ("adc", vol + 2)):
             nib.save(nib.Nifti1Image(data, affine), raw / f"{sub}_ses-0001_{kind}.nii.gz")
         nib.save(nib.Nifti1Image(mask, affine), der / f"{sub}_ses-0001_msk.nii.gz")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """`mlflow server` (or `mlflow ui`: ``command``) on a free port for ``backend_store_uri``,
+    logging and keeping artifacts in ``folder``; started in the background, :meth:`up` waits
+    until it answers, :meth:`stop` ends it."""
+
+    def __init__(self, backend_store_uri: str, folder: Path, command: str = "server") -> None:
+        import subprocess
+
+        self.log = folder / f"mlflow-{command}.log"
+        self.uri = f"http://127.0.0.1:{free_port()}"
+        self.proc = subprocess.Popen(
+            [str(BIN / "mlflow"), command, "--backend-store-uri", backend_store_uri,
+             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
+             "--port", self.uri.rsplit(":", 1)[1], "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), start_new_session=True,  # noqa: SIM115
+            env=dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true"),
+        )  # fmt: skip
+
+    def up(self) -> str:
+        import time
+        import urllib.request
+
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self.uri
+            except OSError:
+                pass
+            assert self.proc.poll() is None, self.log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "mlflow server did not come up"
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        import signal
+
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=60)
