@@ -63,10 +63,15 @@ def make_run(work: Path, *snakemake_args: str) -> subprocess.CompletedProcess:
 
 
 def _between_epochs(study: Path) -> tuple[str, int] | None:
-    """A training that has written a checkpoint but is not done, if any."""
-    for last in study.glob("runs/*/fold*/last.pt"):
-        if not (last.parent / "done.json").exists():
-            return last.parent.parent.name, int(last.parent.name.removeprefix("fold"))
+    """A training that has finished an epoch (its log says so, so the log of the epochs before
+    the kill is known) and is not done, if any."""
+    for log in study.glob("logs/train/*_fold*.attempts.log"):
+        combo, fold = log.name.removesuffix(".attempts.log").rsplit("_fold", 1)
+        if (
+            "epoch 1/" in log.read_text()
+            and not (study / "runs" / combo / f"fold{fold}" / "done.json").exists()
+        ):
+            return combo, int(fold)
     return None
 
 
@@ -81,6 +86,8 @@ def run_killed_study(tmp: Path) -> KilledStudy:
     killed = None
     deadline = time.monotonic() + 600
     while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        # Found within ~20 ms of its first epoch's log line, so the kill comes long before its
+        # second epoch ends: its log holds every epoch its checkpoint holds.
         killed = _between_epochs(study)
         time.sleep(0.02)
     # Snakemake and every job it started, at once.
