@@ -13,22 +13,20 @@ import time
 import pytest
 import torch
 import yaml
-from workflow_helpers import BIN, cli_cohort
+from workflow_helpers import BIN, cli_cohort, tiny_config
 
 from sizepenalty import worker
 
 SIZEPENALTY = str(BIN / "sizepenalty")
-TINY = {
-    "study": "w",
-    "dataset": {"synthetic": {"cases": 6, "shape": [16, 32, 32]}},
-    "preprocess": {"shape": [16, 32, 32]},
-    "folds": {"k": 3, "run": None},
-    "losses": {"combinations": ["DTS"]},
-    "model": {"base_filters": 4, "depth": 3},
-    "train": {"epochs": 2, "batch_size": 2, "patches_per_volume": 6, "patch_large": [8, 16, 16],
-              "patch_small": [8, 8, 8], "workers": 0, "lr": 3e-3},
-    "infer": {"roi": [16, 32, 32], "tta": False},
-}  # fmt: skip
+TINY = tiny_config(
+    "w",
+    dataset={"synthetic": {"cases": 6, "shape": [16, 32, 32]}},
+    folds={"k": 3, "run": None},
+    losses={"combinations": ["DTS"]},
+    model={"base_filters": 4, "depth": 3},
+    train={"epochs": 2, "batch_size": 2, "patches_per_volume": 6, "patch_large": [8, 16, 16],
+           "patch_small": [8, 8, 8], "workers": 0, "lr": 3e-3},
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -146,6 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         build_parser().print_help()
         return 0
+    if args.command == "worker":
+        from sizepenalty.worker import serve
+
+        serve(args.name, main, args.idle, args.parent)
+        return 0
     from sizepenalty import commands
     from sizepenalty.errors import InputError
 

@@ -283,9 +283,3 @@ def compare(args: Namespace) -> None:
         print(table.to_csv(index=False), end="")
     else:
         print(table.to_markdown(index=False, floatfmt=".4f", missingval="–"))
-
-
-def worker(args: Namespace) -> None:
-    from sizepenalty.worker import serve
-
-    serve(args.name, args.idle, args.parent)

@@ -11,7 +11,7 @@ own Snakemake job:
   its argv, working directory, environment and umask, and its stdin/stdout/stderr as file
   descriptors. It forwards stop signals to the job, and exits with the job's exit code.
 * The worker (:func:`serve`) forks a child per job, which takes those descriptors, directory
-  and environment and runs :func:`sizepenalty.cli.main` — the same code as without a worker,
+  and environment and runs the command line's ``main`` — the same code as without a worker,
   so results cannot differ. If the command disappears (killed by Snakemake), the child gets
   SIGTERM, which a training answers with a checkpoint.
 * Any doubt falls back to running in-process: no worker, a worker of another Python or another
@@ -139,7 +139,7 @@ def run_via_worker(argv: list[str]) -> int | None:
 # ----------------------------------------------------------------------------- worker side
 
 
-def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
+def _child(conn: socket.socket, request: dict, fds: list[int], entry) -> None:
     """In the forked child: become the client's process, run the command, report its code."""
     import threading
     import traceback
@@ -172,9 +172,7 @@ def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
     threading.Thread(target=watch, daemon=True).start()
     rc = 1
     try:
-        from sizepenalty.cli import main
-
-        rc = main(request["argv"])
+        rc = entry(request["argv"])
     except SystemExit as exc:
         rc = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -202,9 +200,10 @@ def _reap() -> None:
             return
 
 
-def serve(name: str, idle: float = 900.0, parent: int | None = None) -> None:
-    """Import everything, then fork a child per job until ``idle`` seconds pass without one, the
-    process ``parent`` is gone, or a ``{"stop": true}`` request arrives."""
+def serve(name: str, entry, idle: float = 900.0, parent: int | None = None) -> None:
+    """Import everything, then fork a child per job — which runs ``entry(argv)``, the command
+    line's main — until ``idle`` seconds pass without one, the process ``parent`` is gone, or a
+    ``{"stop": true}`` request arrives."""
     import importlib
     import threading
 
@@ -245,7 +244,7 @@ def serve(name: str, idle: float = 900.0, parent: int | None = None) -> None:
         if os.fork() == 0:
             server.close()
             conn.settimeout(None)
-            _child(conn, request, fds)
+            _child(conn, request, fds, entry)
         for fd in fds:
             os.close(fd)
         conn.close()
