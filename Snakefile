@@ -33,13 +33,16 @@ include: "workflow/rules/report.smk"
 onstart:
     write_effective_config()
     study_started()
+    start_worker()
 
 
 onsuccess:
+    stop_worker()
     study_ended("FINISHED")
 
 
 onerror:
+    stop_worker()
     study_ended("FAILED")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from workflow_helpers import ROOT, SNAKEMAKE, copy_workflow, snakemake_env
+from workflow_helpers import ROOT, SNAKEMAKE, copy_workflow, snakemake_env, tiny_config
 
 import sizepenalty
 
@@ -253,18 +253,8 @@ def test_every_rule_runs_in_the_configured_image_under_use_singularity(tmp_path)
     data = tmp_path / "shared-data"  # stands for a dataset folder outside the working directory
     data.mkdir()
     image = "docker://example.org/lab/sizepenalty:test"
-    tiny = {
-        "study": "ctr",
-        "dataset": {"synthetic": {"cases": 5, "shape": [16, 32, 32]}},
-        "preprocess": {"shape": [16, 32, 32]},
-        "folds": {"k": 2, "run": None},
-        "losses": {"combinations": ["DTS"]},
-        "model": {"base_filters": 2, "depth": 3},
-        "train": {"epochs": 1, "batch_size": 2, "patches_per_volume": 1, "patch_large": [8, 16, 16], "patch_small": [8, 8, 8]},
-        "infer": {"roi": [16, 32, 32], "tta": False},
-        "report": {"pairs": [], "curves": ["DTS"]},
-        "container": {"image": image},
-    }  # fmt: skip
+    tiny = tiny_config("ctr", losses={"combinations": ["DTS"]}, container={"image": image},
+                       report={"pairs": [], "curves": ["DTS"]})  # fmt: skip
     (work / "tiny.yaml").write_text(yaml.safe_dump(tiny))
     env = snakemake_env(FAKE_APPTAINER_LOG=str(log))
     env["PATH"] = f"{fake_bin}:{env['PATH']}"
@@ -297,17 +287,13 @@ def test_every_rule_runs_in_the_configured_image_under_use_singularity(tmp_path)
 
 
 # The image's own test: `make test-container` builds it first (.ci/podman/build_image.py).
-TINY = {
-    "study": "ctr",
-    "dataset": {"synthetic": {"cases": 5, "shape": [16, 32, 32]}},
-    "preprocess": {"shape": [16, 32, 32]},
-    "folds": {"k": 2, "run": None},
-    "losses": {"combinations": ["DTS"]},
-    "model": {"base_filters": 2, "depth": 3},
-    "train": {"epochs": 1, "batch_size": 2, "patches_per_volume": 1, "patch_large": [8, 16, 16], "patch_small": [8, 8, 8]},
-    "infer": {"roi": [16, 32, 32], "tta": False, "thresholds": [0.1]},  # not all empty after 1 epoch
-    "report": {"pairs": [], "curves": ["DTS"]},
-}  # fmt: skip
+TINY = tiny_config(
+    "ctr",
+    losses={"combinations": ["DTS"]},
+    report={"pairs": [], "curves": ["DTS"]},
+    # not all empty after one epoch, so the compared metrics depend on the model
+    infer={"roi": [16, 32, 32], "tta": False, "thresholds": [0.1]},
+)
 
 
 def podman(*args: str, **kw) -> subprocess.CompletedProcess:

@@ -101,6 +101,25 @@ def test_strata_table_counts_cases_per_stratum():
     assert row["RVE delta"] == pytest.approx(-0.02)
 
 
+def test_stratum_statistics_and_the_findings_they_state():
+    from sizepenalty.report.html import findings
+
+    cases = fabricated(n_per_fold=6, folds=3, shift=0.05)  # DTS: Dice +0.05, RVE -0.02 everywhere
+    stats = T.stratum_stats_table(cases, [("DTF", "DTS")], size_strata([5.0], [1.0]), n_boot=500)
+    dice = stats[(stats.Metric == "Dice")].set_index("Stratum")
+    assert list(dice.index) == ["< 5 mL", "≥ 5 mL", "< 1 mL"]
+    assert dice.loc["< 5 mL", "n cases"] == 12 and dice.loc["< 1 mL", "n cases"] == 6
+    assert dice.loc["< 5 mL", "Mean diff"] == pytest.approx(0.05, abs=0.005)
+    assert dice.loc["< 5 mL", "CI low"] < 0.05 < dice.loc["< 5 mL", "CI high"]
+    assert (stats["p (Holm)"] >= stats["p"]).all() and dice.loc["< 5 mL", "Direction"] == "better"
+    sentences = findings(stats)
+    assert len(sentences) == 3 and sentences[0].startswith("DTS vs DTF, < 5 mL (n = 12 paired")
+    assert "significant after Holm correction: Dice (better for DTS)" in sentences[0]
+    same = T.stratum_stats_table(cases.assign(dice=0.5, rve=0.3), [("DTF", "DTS")],
+                                 size_strata([5.0]), n_boot=200)  # fmt: skip
+    assert "no difference is significant" in findings(same[same.Metric.isin(["Dice", "RVE"])])[0]
+
+
 def test_lesion_detection_by_each_lesions_own_volume():
     lesions = pd.DataFrame(
         [

@@ -9,7 +9,7 @@ import subprocess
 import local_slurm
 import pytest
 import yaml
-from workflow_helpers import ROOT, SNAKEMAKE, copy_workflow, snakemake_env
+from workflow_helpers import ROOT, SNAKEMAKE, copy_workflow, snakemake_env, tiny_config
 
 pytestmark = [
     pytest.mark.slurm,
@@ -39,16 +39,8 @@ def _test_profile(dest) -> None:
 def test_slurm_profile_runs_a_training_chain_on_local_slurm(tmp_path):
     work = copy_workflow(tmp_path / "wf")
     _test_profile(work / "testprofile")
-    tiny = {
-        "study": "slurm",
-        "dataset": {"synthetic": {"cases": 4, "shape": [16, 32, 32]}},
-        "preprocess": {"shape": [16, 32, 32]},
-        "folds": {"k": 2, "run": None},
-        "losses": {"combinations": ["D"]},
-        "model": {"base_filters": 2, "depth": 3},
-        "train": {"epochs": 1, "batch_size": 2, "patches_per_volume": 1, "patch_large": [8, 16, 16], "patch_small": [8, 8, 8]},
-        "infer": {"roi": [16, 32, 32], "tta": False},
-    }  # fmt: skip
+    tiny = tiny_config("slurm", losses={"combinations": ["D"]})
+    tiny["dataset"]["synthetic"]["cases"] = 4
     (work / "tiny.yaml").write_text(yaml.safe_dump(tiny))
     with local_slurm.LocalSlurm(tmp_path / "slurm") as cluster:
         env = snakemake_env(SLURM_CONF=cluster.env["SLURM_CONF"])

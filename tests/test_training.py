@@ -180,6 +180,13 @@ def test_two_epoch_training_writes_checkpoint_csv_and_mlflow_run(tiny_study, com
     assert (run / "last.pt").stat().st_mtime_ns == before
 
 
+def _train_cmd(c, root, run_dir, fold):
+    """`sizepenalty train` of DTS on one fold of the tiny study, as a separate process."""
+    return [sys.executable, "-m", "sizepenalty", "train", "-c", str(c), "--combo", "DTS", "--fold",
+            str(fold), "--folds", str(root / "folds.json"), "--pre-dir", str(root / "pre"),
+            "--run-dir", str(run_dir)]  # fmt: skip
+
+
 def test_kill_and_resume_gives_the_same_weights(tiny_study, tmp_path):
     root, _ = tiny_study
     cfg = dict(TINY, results=str(root))
@@ -189,8 +196,7 @@ def test_kill_and_resume_gives_the_same_weights(tiny_study, tmp_path):
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
 
     def cmd(run_dir):
-        return [sys.executable, "-m", "sizepenalty", "train", "-c", str(c), "--combo", "DTS", "--fold", "1",
-                "--folds", str(root / "folds.json"), "--pre-dir", str(root / "pre"), "--run-dir", str(run_dir)]  # fmt: skip
+        return _train_cmd(c, root, run_dir, 1)
 
     straight = tmp_path / "straight"
     subprocess.run(cmd(straight), check=True, env=env, capture_output=True)
@@ -296,8 +302,7 @@ def test_a_stop_signal_checkpoints_mid_epoch_and_resumes_to_the_same_weights(tin
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
 
     def cmd(run_dir):
-        return [sys.executable, "-m", "sizepenalty", "train", "-c", str(c), "--combo", "DTS", "--fold", "0",
-                "--folds", str(root / "folds.json"), "--pre-dir", str(root / "pre"), "--run-dir", str(run_dir)]  # fmt: skip
+        return _train_cmd(c, root, run_dir, 0)
 
     straight = tmp_path / "straight"
     subprocess.run(cmd(straight), check=True, env=env, capture_output=True)

@@ -77,6 +77,22 @@ def isles_layout(root: Path, n: int) -> None:
         nib.save(nib.Nifti1Image(mask, affine), der / f"{sub}_ses-0001_msk.nii.gz")
 
 
+def tiny_config(study: str, **sections) -> dict:
+    """A study small enough for a test: 16x32x32 volumes, 2 folds (both run), a base-2 network,
+    one epoch of 8x16x16 patches; ``sections`` replace or extend whole sections."""
+    base = {
+        "study": study,
+        "dataset": {"synthetic": {"cases": 5, "shape": [16, 32, 32]}},
+        "preprocess": {"shape": [16, 32, 32]},
+        "folds": {"k": 2, "run": None},
+        "model": {"base_filters": 2, "depth": 3},
+        "train": {"epochs": 1, "batch_size": 2, "patches_per_volume": 1, "patch_large": [8, 16, 16],
+                  "patch_small": [8, 8, 8]},
+        "infer": {"roi": [16, 32, 32], "tta": False},
+    }  # fmt: skip
+    return base | sections
+
+
 def free_port() -> int:
     import socket
 

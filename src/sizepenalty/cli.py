@@ -9,6 +9,7 @@ and exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -100,6 +101,10 @@ VERBS: dict[str, tuple[str, tuple]] = {
         a("--out", required=True, help="the explainer page (one offline HTML file)"))),
     "sync": ("push every training's run record to the tracking store (missing runs and steps)", (
         CONFIG, a("--runs-dir", default=None, help="training run folders (default: <study>/runs)"))),
+    "worker": ("serve jobs from a warm process (the workflow starts one per run; see sizepenalty.worker)", (
+        a("--name", required=True, help="the worker's socket name (abstract unix socket)"),
+        a("--idle", type=float, default=900.0, help="exit after this many seconds without a job"),
+        a("--parent", type=int, default=None, help="exit when this process is gone"))),
     "compare": ("table of the study's MLflow runs (one per combination and fold)", (CONFIG,
         a("--uri", default=None, help="tracking URI (default: from the config)"),
         a("--parent", default=None, help="parent run id (default: the study's, from its results folder)"),
@@ -124,10 +129,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Verbs a warm worker may run (sizepenalty.worker); everything else starts as usual.
+WARM = {"synth", "cohort", "preprocess", "folds", "summary", "study-run", "train", "infer",
+        "evaluate-fold", "aggregate", "figures", "report", "explainer", "sync"}  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in WARM and os.environ.get("SIZEPENALTY_WORKER"):
+        from sizepenalty.worker import run_via_worker
+
+        rc = run_via_worker(argv)
+        if rc is not None:
+            return rc
     args = build_parser().parse_args(argv)
     if not args.command:
         build_parser().print_help()
+        return 0
+    if args.command == "worker":
+        from sizepenalty.worker import serve
+
+        serve(args.name, main, args.idle, args.parent)
         return 0
     from sizepenalty import commands
     from sizepenalty.errors import InputError

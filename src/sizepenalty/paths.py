@@ -16,6 +16,7 @@ TABLES = (
     "table_extra",
     "table_pairs",
     "table_strata",
+    "table_strata_stats",
     "table_lesions",
     "table_thesis",
 )

@@ -29,11 +29,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# A dead tracking server must cost a job seconds, not MLflow's default 2 minutes per call.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+
+def _http_defaults() -> None:
+    # A dead tracking server must cost a job seconds, not MLflow's default 2 minutes per call.
+    # (Set where a tracker is made: a warm worker's job gets its caller's environment.)
+    for name, value in (("MLFLOW_DISABLE_TELEMETRY", "true"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "5"),
+                        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"),
+                        ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")):  # fmt: skip
+        os.environ.setdefault(name, value)
+
+
+_http_defaults()
 
 RECORD = "run.json"
 KEY_TAG = "sizepenalty.key"
@@ -70,6 +76,7 @@ class Tracker:
     def __init__(
         self, uri: str, experiment: str, enabled: bool = True, artifact_location: str | None = None
     ) -> None:
+        _http_defaults()
         self.uri = uri
         self.experiment = experiment
         self.artifact_location = artifact_location

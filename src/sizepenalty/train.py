@@ -66,6 +66,7 @@ class TrainResult:
     resumed_from: int = 0
     skipped: bool = False
     device: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: setup, epochs
 
 
 class Interrupted(Exception):
@@ -313,7 +314,9 @@ def train(cfg: StudyConfig, job: TrainJob, on_epoch: Callable[[dict], None] | No
     tc, run_dir = cfg.train, Path(job.run_dir)
     if (run_dir / "done.json").exists():
         return TrainResult(run_dir, tc.epochs, math.nan, -1, skipped=True)
+    t_setup = time.perf_counter()
     s = setup(cfg, job)
+    timings = {"setup_s": time.perf_counter() - t_setup, "epochs_s": 0.0}
     resumed = s.epoch
     if s.epoch or s.step:
         print(f"{job.combo} fold {job.fold['fold']}: resuming after epoch {s.epoch}, step {s.step}",
@@ -329,6 +332,7 @@ def train(cfg: StudyConfig, job: TrainJob, on_epoch: Callable[[dict], None] | No
         t0 = time.perf_counter()
         row = run_epoch(s, stop or StopFlag())
         _end_epoch(s, row, t0)
+        timings["epochs_s"] += row["epoch_time_s"]
         _print_epoch(s, row)
         if on_epoch is not None:
             on_epoch(row)
@@ -336,7 +340,7 @@ def train(cfg: StudyConfig, job: TrainJob, on_epoch: Callable[[dict], None] | No
         write_json_atomic(run_dir / "done.json", {"epochs": tc.epochs, "best_val_dice": s.best,
                           "best_epoch": s.best_epoch, "fingerprint": job.fingerprint})  # fmt: skip
     return TrainResult(run_dir, s.epoch, s.best, s.best_epoch, s.history, resumed, False,
-                       describe(s.device))  # fmt: skip
+                       describe(s.device), timings)  # fmt: skip
 
 
 def _print_epoch(s: Session, row: dict[str, float]) -> None:
@@ -415,6 +419,7 @@ def run_train(
     from sizepenalty.combos import combo_id
     from sizepenalty.tracking import TrainingRun, flatten, git_commit, supersede, tracker_for
 
+    t0 = time.perf_counter()
     run_dir = Path(job.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     why = reset_if_stale(run_dir, job.fingerprint)
@@ -432,9 +437,14 @@ def run_train(
                     "version": __version__, "git_commit": git_commit(Path(__file__).parent),
                     "config_hash": config_hash, "fingerprint": job.fingerprint} | flatten(settings))  # fmt: skip
 
+    tracking_s = time.perf_counter() - t0
+
     def on_epoch(row: dict) -> None:
+        nonlocal tracking_s
+        t = time.perf_counter()
         run.log_metrics({("train_" + k if k == "loss" or k in LETTERS else k): v
                          for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))  # fmt: skip
+        tracking_s += time.perf_counter() - t
 
     stop = StopFlag()
     stop.install()
@@ -448,6 +458,7 @@ def run_train(
     except BaseException:
         run.end("FAILED")
         raise
+    t = time.perf_counter()
     # A kill between an epoch's checkpoint and its metrics leaves that epoch out of the record:
     # the checkpoint's history (restored on resume) fills it in.
     logged = {int(step) for step, *_ in run.record.metrics.get("train_loss", [])}
@@ -459,6 +470,9 @@ def run_train(
     run.log_artifacts(["best.pt", "epochs.csv", "train_meta.json"])
     if result.epochs_done == cfg.train.epochs:
         run.end("FINISHED")
+    result.timings.update(tracking_s=tracking_s + time.perf_counter() - t,
+                          stage_s=time.perf_counter() - t0)  # fmt: skip
+    write_json_atomic(run_dir / "timings.json", result.timings)
     return result
 
 

@@ -76,3 +76,43 @@ def study_ended(status):
     from sizepenalty.tracking import set_study_status
 
     set_study_status(CFG, L.parent_run, status)
+
+
+def start_worker():
+    """A warm worker for this run's jobs (sizepenalty.worker): local execution without
+    containers or conda only, and not with SIZEPENALTY_WORKER=0. Jobs fall back to running by
+    themselves whenever the worker cannot serve them."""
+    import os
+    import socket
+    import time
+
+    from sizepenalty import worker
+
+    if os.environ.get(worker.ENV) == "0" or not workflow.local_exec:
+        return
+    if workflow.deployment_settings.deployment_method:
+        return
+    name = f"sizepenalty-{os.getpid()}-{time.time_ns()}"
+    worker.start(name, log=L.log("worker"))
+    deadline = time.monotonic() + 120
+    while (
+        time.monotonic() < deadline
+    ):  # imports take a few seconds; jobs wait for them here
+        if worker.ready(name):
+            os.environ[worker.ENV] = name
+            return
+        time.sleep(0.2)
+    print(
+        "warning: the warm worker did not start; jobs run by themselves",
+        file=sys.stderr,
+    )
+
+
+def stop_worker():
+    import os
+
+    from sizepenalty import worker
+
+    name = os.environ.get(worker.ENV)
+    if name and name != "0":
+        worker.stop(name)

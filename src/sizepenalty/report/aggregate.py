@@ -68,6 +68,9 @@ def build_tables(cfg: StudyConfig, cases: pd.DataFrame, lesions: pd.DataFrame) -
             cases, pairs, cfg.report.bootstrap, seed=cfg.seed, columns=profile.columns("pairs")
         ),
         "table_strata": tables.strata_table(cases, pairs, strata, profile.columns("strata")),
+        "table_strata_stats": tables.stratum_stats_table(
+            cases, pairs, strata, profile.columns("strata"), cfg.report.bootstrap, cfg.seed
+        ),
         "table_lesions": tables.lesion_detection_table(lesions, order, strata),
         "table_thesis": tables.thesis_side_by_side(main),
     }

@@ -122,6 +122,33 @@ def _conventions(cfg: StudyConfig) -> str:
     return _table(pd.DataFrame(rows, columns=["Quantity", "Definition"]))
 
 
+def findings(stats: pd.DataFrame | None, alpha: float = 0.05) -> list[str]:
+    """One sentence per (pair, size stratum) from the stratum statistics: every metric's mean
+    difference with its paired 95% CI and Holm-adjusted p, and which differences are significant
+    (Holm p < ``alpha``) — whatever they turn out to be."""
+    if stats is None or stats.empty:
+        return []
+    out = []
+    for (base, cand, stratum), rows in stats.groupby(
+        ["Baseline", "Candidate", "Stratum"], sort=False
+    ):
+        n = int(rows["n cases"].max())
+        if n == 0:
+            out.append(f"{cand} vs {base}, {stratum}: no paired test case.")
+            continue
+        parts, significant = [], []
+        for _, r in rows.iterrows():
+            parts.append(f"{r['Metric']} {r['Mean diff']:+.3f} [{r['CI low']:+.3f}, {r['CI high']:+.3f}], "
+                         f"p {r['p']:.3g} (Holm {r['p (Holm)']:.3g})")  # fmt: skip
+            if r["p (Holm)"] < alpha:
+                significant.append(f"{r['Metric']} ({r['Direction']} for {cand})")
+        verdict = ("significant after Holm correction: " + ", ".join(significant) if significant
+                   else "no difference is significant after Holm correction")  # fmt: skip
+        out.append(f"{cand} vs {base}, {stratum} (n = {n} paired test cases): " + "; ".join(parts)
+                   + f" — {verdict}.")  # fmt: skip
+    return out
+
+
 def _runs_section(cfg: StudyConfig, tables: Path) -> str:
     uri = cfg.tracking_uri()
     parts = [f"<p>Tracking store: <code>{html.escape(uri)}</code>. Browse it with "
@@ -159,10 +186,19 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
     summary = _read(tables / "dataset_summary.csv")
     thesis = _read(tables / "table_thesis.csv")
     lesions = _read(tables / "table_lesions.csv")
+    stats = _read(tables / "table_strata_stats.csv")
+    found = findings(stats)
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = [
         f"<h1>Size Penalty Loss study: {html.escape(cfg.study)}</h1>",
         f"<p>Generated {now} by sizepenalty {__version__}. Everything in this file is inline; it needs no network.</p>",
+        "<h2>What this study shows about lesion size</h2>",
+        "<p>Each comparison of <code>report.pairs</code> within each size stratum: mean paired "
+        "difference (candidate − baseline) over the stratum's test cases, [bootstrap 95% CI], "
+        "Wilcoxon p and Holm-adjusted p over all of these tests. Lower is better for RVE, FP and "
+        "Missed.</p>",
+        ("<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in found) + "</ul>") if found
+        else "<p><em>No comparison pair is configured for this study.</em></p>",
         "<h2>Configuration</h2>", _table(_config_summary(cfg)),
         "<h3>How the metrics are computed</h3>", _conventions(cfg),
         "<details><summary>Full effective configuration</summary><pre>"
@@ -184,6 +220,7 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
         "test case; a subset row (e.g. &lt; 1 mL, the thesis's Table 5.5) repeats cases of a bin. "
         "n = paired test cases in the stratum.</p>",
         _table(strata),
+        "<h3>Paired statistics by stratum</h3>", _table(stats),
         "<h3>Lesion-wise detection by lesion size</h3>",
         "<p>Every reference lesion of every test case, binned by its own volume (beyond the thesis, "
         "whose strata are by case): how many the matching rule found.</p>", _table(lesions),
