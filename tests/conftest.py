@@ -24,8 +24,9 @@ def _single_thread_torch():
 @pytest.fixture(scope="session")
 def killed_study(tmp_path_factory):
     """A tiny study (2 combinations x 2 folds x 3 epochs) run by Snakemake, killed with SIGKILL
-    (Snakemake and its jobs, as when a terminal or machine goes away) while a training is between
-    its epochs, then rerun as a user would: first the README's old recovery, then `make run`.
+    (Snakemake's process group: it and the jobs it started, as when a terminal goes away; the warm
+    worker, in its own session, outlives it) once a training has logged its first epoch, then
+    rerun as a user would: first the README's old recovery, then `make run`.
     Shared by tests/test_faults.py and tests/test_mlflow_ui.py (one study for both)."""
     from fault_study import run_killed_study
 

@@ -22,15 +22,17 @@ def test_a_stale_lock_after_kill_9_is_cleared_by_make_run_and_the_training_resum
     assert (s.study / "report.html").exists() and not list((s.work / ".snakemake/locks").glob("*"))
     combo, fold = s.killed
     log = (s.study / "logs" / "train" / f"{combo}_fold{fold}.log").read_text()
-    # The killed training resumed where it stopped, and its log kept the epochs before the kill
-    # (one start marker per attempt).
+    # The killed training resumed where it stopped (after an epoch, or inside one where a warm
+    # worker's job got SIGTERM and wrote a checkpoint), and its log kept the epochs before the
+    # kill: one start marker per attempt.
     starts = re.findall(rf"sizepenalty train {combo} fold {fold}: start", log)
     assert len(starts) == 2, log
     before, after = log.split(starts[0], 1)[1].split(starts[1], 1)
-    for epoch in range(1, s.killed_epochs + 1):
-        assert f"epoch {epoch}/3" in before, log
-    assert f"resuming after epoch {s.killed_epochs}, step 0" in after, log
-    assert "epoch 1/3" not in after and "epoch 3/3" in after, log
+    epoch, _ = map(int, re.search(r"resuming after epoch (\d+), step (\d+)", after).groups())
+    assert 1 <= epoch < 3, log
+    for done in range(1, epoch + 1):
+        assert f"epoch {done}/3" in before and f"epoch {done}/3" not in after, log
+    assert "epoch 3/3" in after, log
     record = json.loads((s.study / "runs" / combo / f"fold{fold}" / "run.json").read_text())
     assert record["status"] == "FINISHED"
     assert sorted(step for step, *_ in record["metrics"]["train_loss"]) == [1, 2, 3]
@@ -174,14 +176,15 @@ def test_superseded_runs_leave_compare_and_an_extended_study_reopens_its_parent_
     }
 
 
-def _fake(folder, name, cwd):
-    """A process whose command line runs a program called ``name``, working in ``cwd``."""
+def _fake(folder, name, cwd, *args, lives=600):
+    """A process whose command line runs a program called ``name``, working in ``cwd``, for
+    ``lives`` seconds."""
     import subprocess
     import sys
 
     script = folder / name
-    script.write_text("import sys, time\nprint('up', flush=True)\ntime.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, str(script), "--cores", "all"], cwd=cwd,
+    script.write_text(f"import sys, time\nprint('up', flush=True)\ntime.sleep({lives})\n")
+    proc = subprocess.Popen([sys.executable, str(script), *(args or ("--cores", "all"))], cwd=cwd,
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
     assert proc.stdout.readline() == "up\n"
     return proc
@@ -211,6 +214,39 @@ def test_the_lock_check_never_unlocks_while_a_run_or_its_jobs_work_here(tmp_path
         assert "left from a killed run" in said
     assert check(tmp_path / "elsewhere") == 0  # no lock: nothing to say
     assert not capsys.readouterr().err
+
+
+def test_the_lock_check_waits_for_the_warm_worker_of_a_killed_run(tmp_path, capsys):
+    """A warm worker (sizepenalty.worker) lives in its own session, so killing Snakemake's
+    process group leaves it, and the job it forked, running until they notice (seconds)."""
+    import os
+    import subprocess
+    import sys
+
+    from sizepenalty.locks import _wait_for_ending, processes_in
+
+    killed, running = tmp_path / "killed", tmp_path / "running"
+    killed.mkdir()
+    running.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a Snakemake that was killed
+    orphan = _fake(tmp_path, "sizepenalty", killed, "worker", "--name", "w", "--parent",
+                   str(gone.pid), lives=1)  # fmt: skip
+    served = _fake(tmp_path, "sizepenalty", running, "worker", "--parent", str(os.getpid()))
+    try:
+        (found,) = processes_in(killed)
+        assert found.pid == orphan.pid and found.ending
+        assert _wait_for_ending(killed, 120) == []  # it stopped by itself; waited for it
+        assert orphan.poll() is not None
+        assert "Waiting for the warm worker" in capsys.readouterr().err
+        # A worker whose Snakemake is alive is a run in progress: no waiting for it.
+        (live,) = processes_in(running)
+        assert live.pid == served.pid and not live.ending
+        assert _wait_for_ending(running, 120) == [live]
+    finally:
+        for p in (orphan, served):
+            p.kill()
+            p.wait()
 
 
 def test_the_program_of_a_command_line():

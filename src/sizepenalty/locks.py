@@ -11,7 +11,10 @@ it is a ``snakemake`` process working in this directory, and a killed run may le
 * a lock and no ``snakemake``/``sizepenalty`` process in this directory (``/proc/<pid>/cwd``):
   prints what happened and what it does, runs ``snakemake --unlock [options]``, exit 0, so the
   run that follows (``--rerun-incomplete``) resumes the killed jobs;
-* a lock and such a process: says which (pid, command) and what to do, unlocks nothing, exit 1.
+* a lock and such a process: says which (pid, command) and what to do, unlocks nothing, exit 1;
+  except a warm worker of the killed run and the jobs it forked (:mod:`sizepenalty.worker`),
+  which stop by themselves once their Snakemake is gone (a training after writing its
+  checkpoint): it waits for them first.
 
 A run on another machine (a shared filesystem) is not visible here; the message says so.
 """
@@ -22,6 +25,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +38,9 @@ class Process:
     pid: int
     program: str  # "snakemake" or "sizepenalty"
     command: str  # its command line, shortened for messages
+    # A warm worker (sizepenalty.worker) or one of its jobs whose Snakemake is gone: it stops by
+    # itself within seconds (a training after a checkpoint).
+    ending: bool = False
 
 
 def lock_files(workdir: str | Path = ".") -> list[Path]:
@@ -78,11 +85,42 @@ def processes_in(workdir: str | Path = ".", proc: str | Path = "/proc") -> list[
         name = program(argv)
         if name in PROGRAMS:
             command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(argv))
-            found.append(Process(int(entry.name), name, command[:160]))
+            found.append(Process(int(entry.name), name, command[:160], _orphaned_worker(argv)))
     return sorted(found, key=lambda p: (p.program != "snakemake", p.pid))
 
 
-def check(workdir: str | Path = ".", snakemake_args: list[str] | None = None) -> int:
+def _orphaned_worker(argv: list[str]) -> bool:
+    """A ``sizepenalty worker ... --parent PID`` (or a job it forked: same command line) whose
+    Snakemake (PID) is gone."""
+    if "worker" not in argv or "--parent" not in argv[:-1]:
+        return False
+    try:
+        os.kill(int(argv[argv.index("--parent") + 1]), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):
+        return False
+    return False
+
+
+def _wait_for_ending(workdir: str | Path, wait_s: float) -> list[Process]:
+    """The processes working in ``workdir`` once those that stop by themselves have (at most
+    ``wait_s`` seconds)."""
+    deadline = time.monotonic() + wait_s
+    live = processes_in(workdir)
+    if live and all(p.ending for p in live):
+        pids = " ".join(str(p.pid) for p in live)
+        print(f"Waiting for the warm worker of a killed run and its jobs to stop (pid {pids}; "
+              "a training writes its checkpoint first) ...", file=sys.stderr, flush=True)  # fmt: skip
+    while live and all(p.ending for p in live) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        live = processes_in(workdir)
+    return live
+
+
+def check(
+    workdir: str | Path = ".", snakemake_args: list[str] | None = None, wait_s: float = 120.0
+) -> int:
     """Clear a stale lock in ``workdir`` or explain why not (see the module doc); the exit code.
     ``snakemake_args`` (e.g. ``--configfile``) go to ``snakemake --unlock`` and the commands
     shown."""
@@ -92,7 +130,7 @@ def check(workdir: str | Path = ".", snakemake_args: list[str] | None = None) ->
         return 0
     folder = os.path.realpath(workdir)
     resume = " ".join([RESUME, *(shlex.quote(a) for a in args)])
-    live = processes_in(workdir)
+    live = _wait_for_ending(workdir, wait_s)
     if live:
         runs = [p for p in live if p.program == "snakemake"]
         listed = "; ".join(f"pid {p.pid}: {p.command}" for p in live[:5])
