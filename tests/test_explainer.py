@@ -46,6 +46,15 @@ def test_gradient_spectra_in_one_sample():
     assert d["small lesion"] > 0 and spl["background"] > 0
 
 
+def test_the_explainer_stage_runs_with_the_size_gate_on(tmp_path):
+    from sizepenalty.config import from_dict
+    from sizepenalty.report.explainer import run_explainer
+
+    cfg = from_dict({"losses": {"gate": {"enabled": True}}})  # the page shows the ungated loss
+    run_explainer(cfg, tmp_path / "explainer.html")
+    assert "DATA = {" in (tmp_path / "explainer.html").read_text()
+
+
 def test_page_is_offline():
     html = build_explainer()
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html

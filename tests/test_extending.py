@@ -21,6 +21,7 @@ TERMS = TERMS + (
              {"sigma": {"type": "number", "exclusiveMinimum": 0, "default": 1.0,
                         "description": "smoothing of the boundary weight map"}}),
 )
+TERMS = TERMS + (LossTerm("C", "bce", "Cross-entropy", 1.0, "boundary_term:bce"),)  # no parameters
 BY_LETTER: dict[str, LossTerm] = {t.letter: t for t in TERMS}
 BY_NAME: dict[str, LossTerm] = {t.name: t for t in TERMS}
 LETTERS: str = "".join(BY_LETTER)
@@ -46,6 +47,10 @@ class BoundaryLoss(nn.Module):
 
 def build(params, context):
     return BoundaryLoss(params["sigma"])
+
+
+def bce(params, context):
+    return torch.nn.BCEWithLogitsLoss()
 '''
 
 PROBE = """
@@ -69,6 +74,7 @@ print(json.dumps({
     "names": cfg.combo_names, "parts": sorted(parts), "weights": loss.weights,
     "sigma": loss.terms["B"].sigma, "grad": bool(z.grad.abs().sum() > 0),
     "log": list(LOG_COLUMNS), "train_settings": sorted(settings(cfg, "train", "DB")),
+    "bce_settings": sorted(settings(from_dict({"losses": {"combinations": ["DC"]}}), "train", "DC")),
 }))
 """
 
@@ -89,6 +95,7 @@ def test_a_fifth_loss_term_is_one_registry_entry_and_its_class(tmp_path):
     assert got["sigma"] == 2.0 and got["grad"]  # hyper-parameters from the config; it trains
     assert "B" in got["log"]  # epoch log and MLflow metric names
     assert "losses.boundary" in got["train_settings"]  # the training fingerprint follows it
+    assert "losses.weights.bce" in got["bce_settings"]  # a term without hyper-parameters too
 
 
 def test_a_combination_the_thesis_did_not_run_plans_like_any_other(tmp_path):

@@ -26,6 +26,10 @@ def _test_profile(dest) -> None:
         prof["set-resources"][rule].update(
             slurm_partition="debug", cpus_per_task=1, mem_mb=1000, runtime=10
         )
+    # ...and the stop signal 10 minutes before a training's wall time (test_training checks what
+    # the training does with it). With this test's 10-minute limit it would come at once.
+    assert prof["set-resources"]["train"]["slurm_extra"] == "'--signal=USR1@600'"
+    prof["set-resources"]["train"]["slurm_extra"] = "'--signal=USR1@60'"
     prof.update({
         "jobs": 4, "latency-wait": 5, "slurm-keep-successful-logs": True,
         # No slurmdbd here: poll squeue (finished jobs stay listed for MinJobAge=300 s).

@@ -293,6 +293,19 @@ def test_an_unreadable_checkpoint_is_moved_aside_and_the_run_restarts(
     assert json.loads((run / "done.json").read_text())["epochs"] == 2
 
 
+def test_an_unreadable_done_marker_is_moved_aside_and_the_run_restarts(
+    tiny_study, tmp_path, capsys
+):
+    root, c = tiny_study
+    run = tmp_path / "run"
+    assert _train_cli(c, root, run, "D", "1") == 0
+    (run / "done.json").write_text("{not json")
+    capsys.readouterr()
+    assert _train_cli(c, root, run, "D", "1") == 0
+    assert "done.json is unreadable" in capsys.readouterr().err
+    assert list(run.glob("done.json.unreadable-*")) and json.loads((run / "done.json").read_text())
+
+
 def test_a_stop_signal_checkpoints_mid_epoch_and_resumes_to_the_same_weights(tiny_study, tmp_path):
     root, _ = tiny_study
     cfg = dict(TINY, results=str(tmp_path / "res"))

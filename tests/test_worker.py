@@ -118,6 +118,26 @@ def test_a_stop_signal_reaches_the_job_and_a_killed_command_stops_it(study, warm
     assert torch.load(tmp_path / "orphan/last.pt", weights_only=True)["step"] >= 1
 
 
+def test_ctrl_c_in_a_worker_job_ends_it_as_in_a_fresh_process(study, warm, tmp_path):
+    # Ctrl-C on `make run` reaches the command: the job gets KeyboardInterrupt, marks its run
+    # FAILED and exits 130, exactly as without a worker.
+    proc = _train(study, tmp_path / "interrupted", warm)
+    for line in proc.stdout:
+        if "SIGUSR1 stops after the current step" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert json.loads((tmp_path / "interrupted/run.json").read_text())["status"] == "FAILED"
+
+
+def test_the_worker_serves_only_its_own_user(warm):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect("\0" + warm)
+    assert worker._peer_uid(sock) == os.getuid()  # what the worker checks on every connection
+    sock.close()
+
+
 def test_no_worker_or_another_codes_worker_means_running_in_process(study, tmp_path, monkeypatch):
     # Nobody listening: the command runs by itself.
     proc = _train(study, tmp_path / "none", "sizepenalty-nobody-here")

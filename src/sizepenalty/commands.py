@@ -59,11 +59,13 @@ def schema(args: Namespace) -> None:
 def losses(args: Namespace) -> None:
     from sizepenalty.combos import combo_id
     from sizepenalty.config import load_config
-    from sizepenalty.study import loss_from_config
+    from sizepenalty.losses import build_loss
 
     cfg = load_config(args.config)
     for name in cfg.combo_names:
-        terms = " + ".join(f"{w:g}*{k}" for k, w in loss_from_config(cfg, name).weights.items())
+        lc = cfg.losses
+        weights = build_loss(name, lc.ungated_params_for(name), lc.weights_for(name)).weights
+        terms = " + ".join(f"{w:g}*{k}" for k, w in weights.items())
         print(f"{name:5s} id={combo_id(name):4s} {terms}")
 
 
@@ -252,10 +254,11 @@ def explainer(args: Namespace) -> None:
 def sync(args: Namespace) -> None:
     from sizepenalty.config import load_config
     from sizepenalty.errors import InputError
+    from sizepenalty.paths import StudyLayout
     from sizepenalty.tracking import sync_study
 
     cfg = load_config(args.config)
-    result = sync_study(cfg, args.runs_dir or cfg.study_dir / "runs")
+    result = sync_study(cfg, args.runs_dir or StudyLayout(cfg.study_dir).runs)
     if result.unreachable:
         raise InputError(
             f"{cfg.tracking_uri()}: tracking store not reachable ({result.unreachable})"
@@ -267,11 +270,12 @@ def sync(args: Namespace) -> None:
 def compare(args: Namespace) -> None:
     from sizepenalty.config import load_config
     from sizepenalty.errors import InputError
+    from sizepenalty.paths import StudyLayout
     from sizepenalty.tracking import Tracker, run_table
 
     cfg = load_config(args.config)
     uri, parent = args.uri or cfg.tracking_uri(), args.parent
-    parent_file = cfg.study_dir / "mlflow_parent_run.txt"
+    parent_file = StudyLayout(cfg.study_dir).parent_run
     if parent is None and parent_file.exists():
         parent = parent_file.read_text().strip() or None
     client = Tracker(uri, cfg.tracking.experiment).client()

@@ -253,6 +253,14 @@ class LossesConfig:
         letters = parse_combo(combo)
         return {t.name: self.params[t.name] for t in TERMS if t.letter in letters}
 
+    def ungated_params_for(self, combo: str) -> dict[str, dict[str, Any]]:
+        """:meth:`params_for` with the size gate off: for listings and the explainer, which have
+        no voxel volume to place a gate in mL."""
+        params = self.params_for(combo)
+        if "size" in params:
+            params["size"] = params["size"] | {"gate": dict(params["size"]["gate"], enabled=False)}
+        return params
+
     def weights_for(self, combo: str) -> dict[str, float]:
         """The weights ``combo`` uses (its terms', and a term's alone weight when it is alone)."""
         letters = parse_combo(combo)
@@ -406,19 +414,6 @@ class StudyConfig:
         if self.tracking.uri:
             return self.tracking.uri
         return f"sqlite:///{(self.study_dir / 'mlflow.db').resolve()}"
-
-    def prediction_settings(self, combo: str) -> dict[str, Any]:
-        """The settings a combination's probability maps depend on (besides data and checkpoint);
-        thresholds and post-processing belong to evaluation. The infer rule's rerun fingerprint
-        and the key of the maps a training job leaves behind are both made from this."""
-        ic = self.infer
-        return {
-            "roi": list(ic.roi),
-            "overlap": ic.overlap_for(combo),
-            "sw_batch_size": ic.sw_batch_size,
-            "tta": ic.tta,
-            "amp": self.train.amp,
-        }
 
     def artifact_location(self) -> str | None:
         """Where new MLflow experiments keep artifacts: next to the SQLite store in the study folder

@@ -61,8 +61,8 @@ def claim_gpu(wait_s: float = 3600.0) -> str | None:
     deadline = time.monotonic() + wait_s
     waiting = False
     while True:
-        for i, device in enumerate(gpus):
-            handle = open(folder / f"gpu{i}.lock", "a+")  # noqa: SIM115 - held until exit
+        for device in gpus:  # named after the card, so runs with other visible lists agree
+            handle = open(folder / f"gpu-{device}.lock", "a+")  # noqa: SIM115 - held until exit
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -93,6 +93,8 @@ def pick_device(requested: str) -> torch.device:
     """``cuda`` (claiming a GPU slot first) when asked for or when ``auto`` finds a GPU, else
     the CPU."""
     if requested == "cpu" or (requested == "auto" and not visible_gpus()):
+        return torch.device("cpu")
+    if requested == "auto" and torch.version.cuda is None:  # a CPU build: never hold a card
         return torch.device("cpu")
     claim_gpu()
     if not torch.cuda.is_available():

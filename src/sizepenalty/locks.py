@@ -13,8 +13,8 @@ it is a ``snakemake`` process working in this directory, and a killed run may le
   run that follows (``--rerun-incomplete``) resumes the killed jobs;
 * a lock and such a process: says which (pid, command) and what to do, unlocks nothing, exit 1;
   except a warm worker of the killed run and the jobs it forked (:mod:`sizepenalty.worker`),
-  which stop by themselves once their Snakemake is gone (a training after writing its
-  checkpoint): it waits for them first.
+  which stop by themselves once the commands that handed them their jobs are gone (a training
+  after writing its checkpoint): it waits for them first.
 
 A run on another machine (a shared filesystem) is not visible here; the message says so.
 """

@@ -81,25 +81,37 @@ class StudyLayout:
         return self.root / "data" / "folds.json"
 
     # ---------------------------------------------------------------- per (combination, fold)
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def probs_root(self) -> Path:
+        return self.root / "probs"
+
+    @property
+    def metrics_root(self) -> Path:
+        return self.root / "metrics"
+
     def run_dir(self, combo: str, fold: int | str) -> Path:
         """A training's folder: checkpoints (last.pt, best.pt), epochs.csv, run record."""
-        return fold_dir(self.root / "runs", combo, fold)
+        return fold_dir(self.runs, combo, fold)
 
     def done(self, combo: str, fold: int | str) -> Path:
         return self.run_dir(combo, fold) / "done.json"
 
     def probs(self, combo: str, fold: int | str) -> Path:
         """Probability maps (float16) of the fold's validation and test cases: val/, test/."""
-        return fold_dir(self.root / "probs", combo, fold)
+        return fold_dir(self.probs_root, combo, fold)
 
     def metrics(self, combo: str, fold: int | str) -> Path:
-        return fold_file(self.root / "metrics", combo, fold)
+        return fold_file(self.metrics_root, combo, fold)
 
     def lesions(self, combo: str, fold: int | str) -> Path:
-        return fold_file(self.root / "metrics", combo, fold, "_lesions.csv")
+        return fold_file(self.metrics_root, combo, fold, "_lesions.csv")
 
     def threshold(self, combo: str, fold: int | str) -> Path:
-        return fold_file(self.root / "metrics", combo, fold, "_threshold.json")
+        return fold_file(self.metrics_root, combo, fold, "_threshold.json")
 
     def predictions(self, combo: str, fold: int | str) -> Path:
         """Thresholded test predictions as NIfTI in each case's original geometry."""

@@ -163,7 +163,10 @@ def _term_paths(combo: str) -> list[str]:
     paths = []
     for t in used:
         section = t.config_section
-        paths += [f"losses.{p}" for p in t.params] if section is None else [f"losses.{section}"]
+        if section is None:
+            paths += [f"losses.{p}" for p in t.params]
+        elif t.params:  # the schema has a section only for a term with hyper-parameters
+            paths.append(f"losses.{section}")
         alone = len(used) == 1 and t.alone_weight is not None
         paths.append(f"losses.weights.{alone_key(t) if alone else t.name}")
     return paths

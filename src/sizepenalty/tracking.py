@@ -344,8 +344,14 @@ def _find_run(client, experiment_id: str, record: RunRecord):
                 return run
         except Exception:  # noqa: BLE001 - gone from this store (or another store): look it up
             pass
-    found = client.search_runs([experiment_id], f"tags.`{KEY_TAG}` = '{record.key}'", max_results=1)
-    return found[0] if found else None
+    found = client.search_runs(
+        [experiment_id], f"tags.`{KEY_TAG}` = '{record.key}'", max_results=50
+    )
+    # A key seen again (settings A -> B -> A) also names runs superseded meanwhile: skip those
+    # unless this record is the superseded one.
+    want = record.tags.get(SUPERSEDED_TAG) == "true"
+    same = [r for r in found if (r.data.tags.get(SUPERSEDED_TAG) == "true") == want]
+    return same[0] if same else None
 
 
 def sync_record(tracker: Tracker, record: RunRecord, run_dir: Path, result: SyncResult) -> None:
@@ -377,8 +383,10 @@ def sync_record(tracker: Tracker, record: RunRecord, run_dir: Path, result: Sync
         for i in range(0, len(missing), 900):
             client.log_batch(run_id, metrics=missing[i : i + 900])
         result.metric_values += len(missing)
-    stored = {a.path for a in client.list_artifacts(run_id)}
-    for name in record.artifacts:
+    # A superseded record's files are gone from the run folder (the new training's are there).
+    names = [] if record.tags.get(SUPERSEDED_TAG) == "true" else record.artifacts
+    stored = {a.path for a in client.list_artifacts(run_id)} if names else set()
+    for name in names:
         if name not in stored and (run_dir / name).exists():
             client.log_artifact(run_id, str(run_dir / name))
     if record.status in TERMINAL and run.info.status != record.status:
@@ -400,14 +408,23 @@ def sync_study(cfg, runs_root: str | Path) -> SyncResult:
         record = RunRecord.load(path.parent)
         if record is None:
             continue
-        data_dir = path.parent if path.parent.parent.name != "superseded" else path.parents[2]
-        done = tracker.guard("sync", sync_record, tracker, record, data_dir, result)
+        known = record.run_id
+        tracker.guard("sync", sync_record, tracker, record, path.parent, result)
         if not tracker.enabled:
             result.unreachable = "a tracking call failed (see the warning above)"
             return result
-        if done is not None or record.run_id:
-            record.save(path.parent)
+        if record.run_id and record.run_id != known:
+            _remember_run_id(path.parent, record.key, record.run_id)
     return result
+
+
+def _remember_run_id(run_dir: Path, key: str, run_id: str) -> None:
+    """Write a run id into a record as it is now (a training may have updated it since it was
+    read), so a sync during a study loses none of the training's own writes."""
+    current = RunRecord.load(run_dir)
+    if current is not None and current.key == key and current.run_id != run_id:
+        current.run_id = run_id
+        current.save(run_dir)
 
 
 def record_test_metrics(cases, runs_root: str | Path) -> None:
@@ -423,9 +440,10 @@ def record_test_metrics(cases, runs_root: str | Path) -> None:
         if record is None:
             continue
         rows = group.to_dict("records")
-        record.add_metrics(
-            fold_test_metrics(rows) | {"threshold": float(group["threshold"].iloc[0])}, 0, ts
-        )
+        values = fold_test_metrics(rows) | {"threshold": float(group["threshold"].iloc[0])}
+        for name in values:  # an evaluation rerun replaces them
+            record.metrics.pop(name, None)
+        record.add_metrics(values, 0, ts)
         record.save(run_dir)
 
 
@@ -436,6 +454,9 @@ def track_study_tables(cfg, cases, runs_root: str | Path | None, parent_file: st
     comparison (also written as ``mlflow_runs.{md,csv}``) and the study's mean test metrics."""
     from sizepenalty.data.io import write_text_atomic
 
+    out = Path(tables_dir)
+    for stale in ("mlflow_runs.md", "mlflow_runs.csv"):  # the report reads them when present
+        (out / stale).unlink(missing_ok=True)
     if not cfg.tracking.enabled:
         return
     if runs_root:
@@ -452,7 +473,6 @@ def track_study_tables(cfg, cases, runs_root: str | Path | None, parent_file: st
         return
     tracker = tracker_for(cfg)
     tracker.run_id = parent.read_text().strip()
-    out = Path(tables_dir)
     comparison = compare_runs(tracker, tracker.run_id)
     if comparison is not None:
         shown = comparison.drop(columns=["run_id", "experiment_id"])
@@ -480,8 +500,11 @@ def start_study_run(cfg, out: str | Path) -> str | None:
         print(f"parent run {out.read_text().strip()} exists")
         return out.read_text().strip()
     tracker = tracker_for(cfg)
-    why = check_store(tracker.uri) if cfg.tracking.enabled else "tracking disabled"
-    if why:
+    why = check_store(tracker.uri) if cfg.tracking.enabled else None
+    if not cfg.tracking.enabled:
+        print("tracking.enabled is false: no MLflow runs (each training still keeps its record)")
+        run_id = None
+    elif why:
         print(f"MLflow store {tracker.uri} unreachable ({why}): every training keeps its record "
               "in its run folder; `sizepenalty sync` pushes them when the store is back")  # fmt: skip
         run_id = None

@@ -5,10 +5,11 @@
 never touches MLflow; :func:`run_train` (the stage's entry) wires the run's record, the GPU slot
 and the stop signals around it.
 
-A stop request (SIGTERM, or SIGUSR1 — what SLURM sends before a wall-time kill) finishes the
-current optimiser step, writes ``last.pt`` atomically with the position inside the epoch and
-exits non-zero (:class:`Interrupted`); the next run resumes from that step and ends with the same
-weights as an uninterrupted one.
+Once training runs, a stop request (SIGTERM, or SIGUSR1 — what SLURM sends before a wall-time
+kill) finishes the current optimiser step (during validation: the next one), writes ``last.pt`` atomically with the
+position inside the epoch and exits non-zero (:class:`Interrupted`); the next run resumes from
+that step and ends with the same weights as an uninterrupted one. Before that (loading data,
+waiting for a GPU slot) a stop signal simply ends the process: nothing new to save.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sizepenalty.data.preprocess import load_preprocessed
 from sizepenalty.devices import Amp, amp_settings, describe, pick_device
 from sizepenalty.infer import sliding_window_probs
 from sizepenalty.losses import CombinedLoss, estimate_tau, size_warmup_scale
+from sizepenalty.metrics import dice_score
 from sizepenalty.model import model_from_config
 from sizepenalty.sampling import PatchDataset, plan_epoch
 from sizepenalty.study import loss_from_config
@@ -250,17 +252,16 @@ def _step(s: Session, x: torch.Tensor, y: torch.Tensor):
 
 
 def validate(s: Session) -> float:
-    """Mean per-case Dice at threshold 0.5 over the validation volumes (sliding window as in
-    inference, no TTA: it is a monitor for picking ``best.pt``)."""
+    """Mean per-case Dice at threshold 0.5 over the validation volumes (the sliding window of
+    inference with ``infer.overlap`` for every combination and no TTA: a monitor for picking
+    ``best.pt``)."""
     ic = s.cfg.infer
     s.model.eval()
     scores = []
     for img, msk in zip(s.val_v.images, s.val_v.masks):
         p = sliding_window_probs(s.model, img, ic.roi, ic.overlap, ic.sw_batch_size, s.device,
                                  s.amp) > 0.5  # fmt: skip
-        g = msk > 0
-        denom = p.sum() + g.sum()
-        scores.append(1.0 if denom == 0 else 2.0 * (p & g).sum() / denom)
+        scores.append(dice_score(msk, p))
     s.model.train()
     return float(np.mean(scores)) if scores else float("nan")
 
@@ -317,6 +318,10 @@ def train(cfg: StudyConfig, job: TrainJob, on_epoch: Callable[[dict], None] | No
     t_setup = time.perf_counter()
     s = setup(cfg, job)
     timings = {"setup_s": time.perf_counter() - t_setup, "epochs_s": 0.0}
+    if stop is not None:  # until now a stop signal just ends the process: nothing to save yet
+        stop.install()
+        print(f"{job.combo} fold {job.fold['fold']}: SIGTERM or SIGUSR1 stops after the current "
+              "step, with a checkpoint to resume from", flush=True)  # fmt: skip
     resumed = s.epoch
     if s.epoch or s.step:
         print(f"{job.combo} fold {job.fold['fold']}: resuming after epoch {s.epoch}, step {s.step}",
@@ -330,7 +335,7 @@ def train(cfg: StudyConfig, job: TrainJob, on_epoch: Callable[[dict], None] | No
     s.model.train()
     while s.epoch < last:
         t0 = time.perf_counter()
-        row = run_epoch(s, stop or StopFlag())
+        row = run_epoch(s, stop or StopFlag())  # a stop inside an epoch checkpoints and raises
         _end_epoch(s, row, t0)
         timings["epochs_s"] += row["epoch_time_s"]
         _print_epoch(s, row)
@@ -367,7 +372,10 @@ def _stored_fingerprint(run_dir: Path) -> tuple[str | None, str | None]:
     import json
 
     if (run_dir / "done.json").exists():
-        return json.loads((run_dir / "done.json").read_text()).get("fingerprint"), None
+        try:
+            return json.loads((run_dir / "done.json").read_text()).get("fingerprint"), None
+        except (ValueError, AttributeError) as exc:
+            return None, f"done.json: {exc}"
     last = run_dir / "last.pt"
     try:
         # Memory-mapped: only the small fingerprint string is read, not the weights.
@@ -390,9 +398,10 @@ def reset_if_stale(run_dir: str | Path, fingerprint: str) -> str | None:
         return None
     stamp = time.strftime("%Y%m%dT%H%M%S")
     if unreadable:
-        kept = run_dir / f"last.pt.unreadable-{stamp}"
-        (run_dir / "last.pt").rename(kept)
-        print(f"warning: {run_dir / 'last.pt'} is unreadable ({unreadable[:200]}); moved to "
+        name = "done.json" if unreadable.startswith("done.json") else "last.pt"
+        kept = run_dir / f"{name}.unreadable-{stamp}"
+        (run_dir / name).rename(kept)
+        print(f"warning: {run_dir / name} is unreadable ({unreadable[:200]}); moved to "
               f"{kept.name}, training restarts from epoch 0", file=sys.stderr, flush=True)  # fmt: skip
         why = "unreadable checkpoint"
     else:
@@ -417,20 +426,29 @@ def run_train(
     stage's declared settings) become the run's params; ``config_hash`` is the full config's."""
     from sizepenalty import __version__
     from sizepenalty.combos import combo_id
-    from sizepenalty.tracking import TrainingRun, flatten, git_commit, supersede, tracker_for
+    from sizepenalty.tracking import (
+        RunRecord,
+        TrainingRun,
+        flatten,
+        git_commit,
+        supersede,
+        tracker_for,
+    )
 
     t0 = time.perf_counter()
     run_dir = Path(job.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     why = reset_if_stale(run_dir, job.fingerprint)
     tracker = tracker_for(cfg)
-    if why:
-        print(f"{job.combo} fold {job.fold['fold']}: {why}; starting from epoch 0", flush=True)
-        supersede(run_dir, tracker, why)
-    if (run_dir / "done.json").exists():
-        return TrainResult(run_dir, cfg.train.epochs, math.nan, -1, skipped=True)
     fold = job.fold["fold"]
     key = f"{cfg.study}/{combo_id(job.combo)}/fold{fold}/{job.fingerprint}"
+    if why:
+        print(f"{job.combo} fold {fold}: {why}; starting from epoch 0", flush=True)
+    old = RunRecord.load(run_dir)
+    if why or (old is not None and old.key != key):  # also a run killed before its checkpoint
+        supersede(run_dir, tracker, why or "settings changed")
+    if (run_dir / "done.json").exists():
+        return TrainResult(run_dir, cfg.train.epochs, math.nan, -1, skipped=True)
     run = TrainingRun(tracker, run_dir, key, f"{job.combo}-fold{fold}", job.parent_run_file,
                       {"combo": job.combo, "fold": str(fold)})  # fmt: skip
     run.log_params({"combo": job.combo, "combo_id": combo_id(job.combo), "fold": fold,
@@ -446,10 +464,7 @@ def run_train(
                          for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))  # fmt: skip
         tracking_s += time.perf_counter() - t
 
-    stop = StopFlag()
-    stop.install()
-    print(f"{job.combo} fold {fold}: SIGTERM or SIGUSR1 stops after the current step, with a "
-          "checkpoint to resume from", flush=True)  # fmt: skip
+    stop = StopFlag()  # installed once training starts (train()); before, nothing is lost
     try:
         result = train(cfg, job, on_epoch, stop)
     except Interrupted:

@@ -1,7 +1,7 @@
 """A warm worker: the ``sizepenalty`` command without paying PyTorch/MONAI/MLflow's start-up.
 
 Importing torch, MONAI (which loads all its subpackages) and MLflow costs a Python process ~6 s;
-a study runs some 240 short jobs, so on a laptop most of its time went to imports. The worker
+a study runs some 260 short jobs, so on a laptop most of its time went to imports. The worker
 imports all of that once and then, for each job, *forks*: the child is an ordinary
 ``sizepenalty`` process that already holds the modules. Every stage is still a CLI verb in its
 own Snakemake job:
@@ -15,7 +15,9 @@ own Snakemake job:
   so results cannot differ. If the command disappears (killed by Snakemake), the child gets
   SIGTERM, which a training answers with a checkpoint.
 * Any doubt falls back to running in-process: no worker, a worker of another Python or another
-  version of the code (``key``), a worker that does not answer. Containers and cluster jobs never
+  version of the code (``key``), a worker that does not answer. Once a job was handed over it
+  is never run a second time here. The worker serves only the user it runs as (the peer
+  credentials of each connection). Containers and cluster jobs never
   reach it (the socket is an abstract unix socket, local to the machine's network namespace, and
   the Snakefile starts a worker only for local execution without containers).
 
@@ -63,10 +65,10 @@ def _address(name: str) -> str:
 def _send(sock: socket.socket, obj: dict, fds: list[int] | None = None) -> None:
     data = json.dumps(obj).encode()
     msg = struct.pack("!I", len(data)) + data
-    if fds:
-        sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-    else:
-        sock.sendall(msg)
+    if fds:  # the descriptors travel with the first bytes; the rest (a large env) follows
+        sent = sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        msg = msg[sent:]
+    sock.sendall(msg)
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -108,15 +110,22 @@ def run_via_worker(argv: list[str]) -> int | None:
         sock.connect(_address(name))
         hello, _ = _recv(sock)
         if hello.get("key") != key():
+            sock.close()
             return None
         umask = os.umask(0)
         os.umask(umask)
         request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask}
-        _send(sock, request, [0, 1, 2])
-        started, _ = _recv(sock)
     except (OSError, ConnectionError, ValueError):
         sock.close()
         return None
+    try:  # from here on the job may be running: never run it a second time here
+        sock.settimeout(120)
+        _send(sock, request, [0, 1, 2])
+        started, _ = _recv(sock)
+    except (OSError, ConnectionError, ValueError) as exc:
+        print(f"sizepenalty: the warm worker took the job but did not start it ({exc})",
+              file=sys.stderr)  # fmt: skip
+        return 1
     child = started["pid"]
 
     def forward(signum, frame):
@@ -147,9 +156,11 @@ def _child(conn: socket.socket, request: dict, fds: list[int], entry) -> None:
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target)
         os.close(fd)
-    for s in (*_FORWARDED, signal.SIGCHLD, signal.SIGPIPE):
-        signal.signal(s, signal.SIG_DFL)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as the interpreter sets it at start-up
+    for sig in (*_FORWARDED, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    # As a fresh interpreter: Ctrl-C raises KeyboardInterrupt, a closed pipe is an error.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -190,14 +201,22 @@ def _child(conn: socket.socket, request: dict, fds: list[int], entry) -> None:
         os._exit(rc)
 
 
-def _reap() -> None:
+def _reap() -> set[int]:
+    """The pids of the children that ended (and are reaped now)."""
+    ended = set()
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return ended
         if pid == 0:
-            return
+            return ended
+        ended.add(pid)
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
 
 
 def serve(name: str, entry, idle: float = 900.0, parent: int | None = None) -> None:
@@ -221,36 +240,54 @@ def serve(name: str, entry, idle: float = 900.0, parent: int | None = None) -> N
     server.settimeout(5.0)
     my_key = key()
     last = time.monotonic()
+    children: set[int] = set()
     print(f"sizepenalty worker {name}: ready (pid {os.getpid()})", flush=True)
     while True:
-        _reap()
-        if time.monotonic() - last > idle or (parent and not _alive(parent)):
+        children -= _reap()
+        if children:  # idle means no job running either: a long training keeps it warm
+            last = time.monotonic()
+        if time.monotonic() - last > idle or (parent and not alive(parent)):
             return
         try:
             conn, _ = server.accept()
         except TimeoutError:
             continue
         last = time.monotonic()
+        if _peer_uid(conn) != os.getuid():  # only this user's commands: a job runs as them
+            conn.close()
+            continue
+        fds: list[int] = []
         try:
             conn.settimeout(10)
             _send(conn, {"key": my_key})
             request, fds = _recv(conn, with_fds=3)
         except (OSError, ConnectionError, ValueError):
+            for fd in fds:
+                os.close(fd)
             conn.close()
             continue
-        if request.get("stop"):
+        if request.get("stop") or len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
             conn.close()
-            return
-        if os.fork() == 0:
-            server.close()
-            conn.settimeout(None)
-            _child(conn, request, fds, entry)
+            if request.get("stop"):
+                return
+            continue
+        pid = os.fork()
+        if pid == 0:
+            try:  # whatever happens, the child never returns into the server's loop
+                server.close()
+                conn.settimeout(None)
+                _child(conn, request, fds, entry)
+            finally:
+                os._exit(1)
+        children.add(pid)
         for fd in fds:
             os.close(fd)
         conn.close()
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -260,21 +297,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def start(name: str, idle: float = 900.0, log: str | Path | None = None) -> int:
+def start(name: str, idle: float = 900.0, log: str | Path | None = None):
     """Start a worker in the background (the Snakefile's onstart) with this Python; returns its
-    pid. Jobs whose ``sizepenalty`` is another installation do not match its key and run as
-    usual."""
+    process (``subprocess.Popen``). Jobs whose ``sizepenalty`` is another installation do not
+    match its key and run as usual."""
     import subprocess
 
     if log:
         Path(log).parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "a") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "sizepenalty", "worker", "--name", name, "--idle", str(idle),
          "--parent", str(os.getpid())],
         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
-    return proc.pid
 
 
 def ready(name: str) -> bool:

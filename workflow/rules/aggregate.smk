@@ -27,7 +27,7 @@ rule aggregate:
         runtime=10,
     params:
         tables=L.tables,
-        runs=L.root / "runs",
+        runs=L.runs,
         config=CONFIG_ARG,
         settings=settings("aggregate"),
     shell:

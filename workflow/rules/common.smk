@@ -93,11 +93,10 @@ def start_worker():
     if workflow.deployment_settings.deployment_method:
         return
     name = f"sizepenalty-{os.getpid()}-{time.time_ns()}"
-    worker.start(name, log=L.log("worker"))
+    proc = worker.start(name, log=L.log("worker"))
+    # Its imports take a few seconds; the first jobs wait for them here.
     deadline = time.monotonic() + 120
-    while (
-        time.monotonic() < deadline
-    ):  # imports take a few seconds; jobs wait for them here
+    while time.monotonic() < deadline and proc.poll() is None:
         if worker.ready(name):
             os.environ[worker.ENV] = name
             return

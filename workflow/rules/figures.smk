@@ -21,9 +21,9 @@ rule figures:
         runtime=10,
     params:
         tables=L.tables,
-        runs=L.root / "runs",
-        probs=L.root / "probs",
-        metrics=L.root / "metrics",
+        runs=L.runs,
+        probs=L.probs_root,
+        metrics=L.metrics_root,
         pre=L.preprocessed,
         out=L.figures,
         config=CONFIG_ARG,

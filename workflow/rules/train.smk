@@ -34,7 +34,9 @@ rule train:
         # resumed training, and {log} gets a copy of it when the job ends, however it ends.
         attempts=lambda w: L.log("train", f"{w.combo}_fold{w.fold}.attempts"),
     shell:
-        "trap 'cp {params.attempts} {log}' EXIT; "
+        # SLURM's SIGUSR1 reaches every process of the job: the shell ignores it, the training
+        # checkpoints on it.
+        "trap '' USR1; trap 'cp {params.attempts} {log}' EXIT; "
         "sizepenalty train {params.config} --fingerprint {params.settings}"
         " --combo {wildcards.combo} --fold {wildcards.fold} --folds {input.folds}"
         " --pre-dir {params.predir} --run-dir {params.rundir}"

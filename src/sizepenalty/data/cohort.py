@@ -282,7 +282,9 @@ def run_cohort(
     Returns the valid cases and, with ``skip_invalid`` (or ``dataset.skip_invalid``), the errors
     of those skipped; without it the first bad case raises :class:`CaseError`."""
     ds = cfg.dataset
-    synthetic_root = root or Path(cfg.study_dir) / "data" / "raw"
+    from sizepenalty.paths import StudyLayout
+
+    synthetic_root = root or StudyLayout(cfg.study_dir).raw
     cases = discover(ds.source, ds.path, synthetic_root)
     skip = skip_invalid or ds.skip_invalid
     good, bad = validate_cohort(cases, ds.binarize_labels, ds.affine_atol, skip)

@@ -15,12 +15,10 @@ import numpy as np
 
 
 def _current_umask() -> int:
+    # Read when a file is written, not at import: a warm worker's job has its caller's umask.
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-_UMASK = _current_umask()
 
 
 @contextlib.contextmanager
@@ -40,7 +38,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         # mkstemp makes the file private (0600); give the result the usual umask-based mode.
-        os.chmod(tmp_path, 0o666 & ~_UMASK)
+        os.chmod(tmp_path, 0o666 & ~_current_umask())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

@@ -77,10 +77,6 @@ class Profile:
         """``(label, key, higher is better)`` for one of the column sets."""
         return tuple((METRICS[k].label, k, METRICS[k].higher) for k in getattr(self, which))
 
-    def lower_is_better(self) -> set[str]:
-        """Labels of the metrics where a lower value is better (for relative-improvement plots)."""
-        return {m.label for m in METRICS.values() if not m.higher}
-
 
 def _thesis(gt, pred, spacing, rule: InstanceRule, eps: float) -> CaseResult:
     # Post-processing (small-component removal) is applied before evaluation, not here.

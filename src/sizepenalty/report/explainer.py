@@ -121,9 +121,9 @@ def run_explainer(cfg, out: str | Path) -> None:
     """The explainer stage: the page for the study's Dice and SPL settings (what S+D uses)."""
     from sizepenalty.data.io import write_text_atomic
 
-    write_text_atomic(
-        out, build_explainer(cfg.losses.params_for("S+D"), cfg.losses.weights_for("S+D"))
-    )
+    losses = cfg.losses  # the page shows SPL without the optional size gate
+    html = build_explainer(losses.ungated_params_for("S+D"), losses.weights_for("S+D"))
+    write_text_atomic(out, html)
 
 
 def spl_value(v_g: float, ratio: float, tau: float, eps: float = 1e-5, cap: float = 10.0) -> float:

@@ -83,7 +83,7 @@ def _config_summary(cfg: StudyConfig) -> pd.DataFrame:
         ("Folds", f"{cfg.folds.k}-fold split, folds {', '.join(map(str, cfg.folds.trained))} trained and evaluated; "
                   f"validation {cfg.folds.val_fraction:g} of all cases (counts per fold under Dataset)"),
         ("Combinations", ", ".join(cfg.combo_names)),
-        ("Model", f"Attention U-Net + ASPP, base {mc.base_filters}, depth {mc.depth}, dropout {mc.dropout}"),
+        ("Model", f"{'Attention ' if mc.attention else ''}U-Net{' + ASPP' if mc.aspp else ''}, base {mc.base_filters}, depth {mc.depth}, dropout {mc.dropout}"),
         ("Training", f"{tc.epochs} epochs, batch {tc.batch_size}, lr {tc.lr:g}, {tc.patches_per_volume} patches/volume"),
         ("SPL", f"τ = {lc.size['tau']}, ε = {lc.size['eps']:g}, cap = {lc.size['cap']:g}, λ_S = {lc.weights['size']:g} (alone {lc.weights['size_alone']:g}), warm-up {lc.size['size_warmup']:g}"),
         ("Inference", f"roi {'×'.join(map(str, cfg.infer.roi))}, overlap {cfg.infer.overlap:g}, TTA {cfg.infer.tta}"),
