@@ -187,13 +187,17 @@ def _train_cmd(c, root, run_dir, fold):
             "--run-dir", str(run_dir)]  # fmt: skip
 
 
-def test_kill_and_resume_gives_the_same_weights(tiny_study, tmp_path):
-    root, _ = tiny_study
-    cfg = dict(TINY, results=str(root))
-    cfg["train"] = dict(TINY["train"], epochs=4, patches_per_volume=6)
+def _variant(tmp_path, results, **train):
+    """A config file of the tiny study with other training settings, and the process env."""
+    cfg = dict(TINY, results=str(results), train=dict(TINY["train"], **train))
     c = tmp_path / "c.yaml"
     c.write_text(yaml.safe_dump(cfg))
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
+    return c, dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
+
+
+def test_kill_and_resume_gives_the_same_weights(tiny_study, tmp_path):
+    root, _ = tiny_study
+    c, env = _variant(tmp_path, root, epochs=4, patches_per_volume=6)
 
     def cmd(run_dir):
         return _train_cmd(c, root, run_dir, 1)
@@ -308,11 +312,7 @@ def test_an_unreadable_done_marker_is_moved_aside_and_the_run_restarts(
 
 def test_a_stop_signal_checkpoints_mid_epoch_and_resumes_to_the_same_weights(tiny_study, tmp_path):
     root, _ = tiny_study
-    cfg = dict(TINY, results=str(tmp_path / "res"))
-    cfg["train"] = dict(TINY["train"], epochs=3, patches_per_volume=12, val_every=3)
-    c = tmp_path / "c.yaml"
-    c.write_text(yaml.safe_dump(cfg))
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
+    c, env = _variant(tmp_path, tmp_path / "res", epochs=3, patches_per_volume=12, val_every=3)
 
     def cmd(run_dir):
         return _train_cmd(c, root, run_dir, 0)

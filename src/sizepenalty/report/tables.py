@@ -187,6 +187,14 @@ def in_stratum(frame: pd.DataFrame, stratum: Stratum, volume: str = "ref_ml") ->
     return frame[(v >= stratum.lo_ml) & (v < stratum.hi_ml)]
 
 
+def _by_stratum(cases: pd.DataFrame, pairs: Sequence[Sequence[str]], strata: Sequence[Stratum]):
+    """(baseline, candidate, stratum, the stratum's cases) for every pair and stratum."""
+    cases = cases.assign(combo=cases["combo"].map(canonical_name))
+    for base, cand in pairs:
+        for stratum in strata:
+            yield canonical_name(base), canonical_name(cand), stratum, in_stratum(cases, stratum)
+
+
 def strata_table(
     cases: pd.DataFrame,
     pairs: Sequence[Sequence[str]],
@@ -199,26 +207,22 @@ def strata_table(
     baseline). Strata with no case are listed with n = 0."""
     from sizepenalty.report.stats import paired
 
-    cases = cases.assign(combo=cases["combo"].map(canonical_name))
     rows = []
-    for base, cand in pairs:
-        base, cand = canonical_name(base), canonical_name(cand)
-        for stratum in strata:
-            sub = in_stratum(cases, stratum)
-            row: dict[str, object] = {"Baseline": base, "Candidate": cand,
-                                      "Stratum": stratum.label, "Subset": stratum.subset}  # fmt: skip
-            n = 0
-            for label, metric, _ in columns:
-                d = paired(sub, base, cand, metric)
-                n = max(n, len(d))
-                b, c = (
-                    (float(d["base"].mean()), float(d["cand"].mean()))
-                    if len(d)
-                    else (float("nan"),) * 2
-                )
-                row[f"{label} base"], row[f"{label} cand"], row[f"{label} delta"] = b, c, c - b
-            row["n"] = n
-            rows.append(row)
+    for base, cand, stratum, sub in _by_stratum(cases, pairs, strata):
+        row: dict[str, object] = {"Baseline": base, "Candidate": cand,
+                                  "Stratum": stratum.label, "Subset": stratum.subset}  # fmt: skip
+        n = 0
+        for label, metric, _ in columns:
+            d = paired(sub, base, cand, metric)
+            n = max(n, len(d))
+            b, c = (
+                (float(d["base"].mean()), float(d["cand"].mean()))
+                if len(d)
+                else (float("nan"),) * 2
+            )
+            row[f"{label} base"], row[f"{label} cand"], row[f"{label} delta"] = b, c, c - b
+        row["n"] = n
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -237,25 +241,21 @@ def stratum_stats_table(
     small lesions?") is answered with."""
     from sizepenalty.report.stats import bootstrap_ci, holm, paired, wilcoxon_p
 
-    cases = cases.assign(combo=cases["combo"].map(canonical_name))
     rows = []
-    for base, cand in pairs:
-        base, cand = canonical_name(base), canonical_name(cand)
-        for stratum in strata:
-            sub = in_stratum(cases, stratum)
-            for label, metric, higher in columns:
-                d = paired(sub, base, cand, metric)
-                diff = d["diff"].to_numpy()
-                lo, hi = bootstrap_ci(diff, n_boot, seed=seed)
-                mean = float(diff.mean()) if diff.size else float("nan")
-                rows.append({
-                    "Baseline": base, "Candidate": cand, "Stratum": stratum.label,
-                    "Subset": stratum.subset, "Metric": label, "n cases": int(diff.size),
-                    "Baseline mean": float(d["base"].mean()) if diff.size else float("nan"),
-                    "Candidate mean": float(d["cand"].mean()) if diff.size else float("nan"),
-                    "Mean diff": mean, "Direction": _direction(mean, higher),
-                    "CI low": lo, "CI high": hi, "p": wilcoxon_p(diff),
-                })  # fmt: skip
+    for base, cand, stratum, sub in _by_stratum(cases, pairs, strata):
+        for label, metric, higher in columns:
+            d = paired(sub, base, cand, metric)
+            diff = d["diff"].to_numpy()
+            lo, hi = bootstrap_ci(diff, n_boot, seed=seed)
+            mean = float(diff.mean()) if diff.size else float("nan")
+            rows.append({
+                "Baseline": base, "Candidate": cand, "Stratum": stratum.label,
+                "Subset": stratum.subset, "Metric": label, "n cases": int(diff.size),
+                "Baseline mean": float(d["base"].mean()) if diff.size else float("nan"),
+                "Candidate mean": float(d["cand"].mean()) if diff.size else float("nan"),
+                "Mean diff": mean, "Direction": _direction(mean, higher),
+                "CI low": lo, "CI high": hi, "p": wilcoxon_p(diff),
+            })  # fmt: skip
     table = pd.DataFrame(rows)
     if len(table):
         table["p (Holm)"] = holm(table["p"].tolist())
