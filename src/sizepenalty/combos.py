@@ -4,7 +4,7 @@ imported everywhere."""
 from __future__ import annotations
 
 from sizepenalty.errors import InputError
-from sizepenalty.terms import TERMS
+from sizepenalty.terms import TERMS, LossTerm
 
 LETTERS: dict[str, str] = {t.letter: t.name for t in TERMS}
 """Valid combination letters and the term each one adds (from :mod:`sizepenalty.terms`)."""
@@ -54,6 +54,12 @@ def parse_combo(code: str) -> frozenset[str]:
     if len(set(letters)) != len(letters):
         raise LossCodeError(f"loss code {code!r} repeats a letter; each of {valid} may appear once")
     return frozenset(letters)
+
+
+def terms_of(code: str) -> list[LossTerm]:
+    """The registered terms a combination code uses, in canonical order."""
+    letters = parse_combo(code)
+    return [t for t in TERMS if t.letter in letters]
 
 
 def canonical_name(code: str) -> str:

@@ -19,9 +19,9 @@ from typing import Any
 import jsonschema
 import yaml
 
-from sizepenalty.combos import LossCodeError, canonical_name, combo_id, parse_combo
+from sizepenalty.combos import LossCodeError, canonical_name, combo_id, parse_combo, terms_of
 from sizepenalty.errors import InputError
-from sizepenalty.terms import TERMS, alone_key, nominal_tau, schema_fragment, term_settings
+from sizepenalty.terms import TERMS, nominal_tau, schema_fragment, term_settings, weight_key
 
 
 class ConfigError(InputError):
@@ -250,8 +250,7 @@ class LossesConfig:
 
     def params_for(self, combo: str) -> dict[str, dict[str, Any]]:
         """Hyper-parameters of the terms ``combo`` uses."""
-        letters = parse_combo(combo)
-        return {t.name: self.params[t.name] for t in TERMS if t.letter in letters}
+        return {t.name: self.params[t.name] for t in terms_of(combo)}
 
     def ungated_params_for(self, combo: str) -> dict[str, dict[str, Any]]:
         """:meth:`params_for` with the size gate off: for listings and the explainer, which have
@@ -263,11 +262,8 @@ class LossesConfig:
 
     def weights_for(self, combo: str) -> dict[str, float]:
         """The weights ``combo`` uses (its terms', and a term's alone weight when it is alone)."""
-        letters = parse_combo(combo)
-        used = [t for t in TERMS if t.letter in letters]
-        keys = [t.name for t in used]
-        if len(used) == 1 and used[0].alone_weight is not None:
-            keys = [alone_key(used[0])]
+        used = terms_of(combo)
+        keys = [weight_key(t, alone=len(used) == 1) for t in used]
         return {k: self.weights[k] for k in keys}
 
     @property

@@ -28,6 +28,7 @@ from sizepenalty.combos import (
     canonical_name,
     combo_id,
     parse_combo,
+    terms_of,
 )
 from sizepenalty.terms import (
     BY_LETTER,
@@ -252,15 +253,9 @@ def size_warmup_scale(step: int, total_steps: int, warmup: float) -> float:
     return min(1.0, step / (warmup * total_steps))
 
 
-def _with_defaults(spec: Mapping[str, Any]) -> Any:
-    if "properties" in spec:
-        return {k: _with_defaults(v) for k, v in spec["properties"].items()}
-    return spec["default"]
-
-
 def default_params() -> dict[str, dict[str, Any]]:
     """Every registered term's hyper-parameters at their defaults (the thesis's, appendix A.1)."""
-    return {t.name: {k: _with_defaults(v) for k, v in t.params.items()} for t in TERMS}
+    return {t.name: t.defaults() for t in TERMS}
 
 
 def default_weights() -> dict[str, float]:
@@ -310,7 +305,7 @@ def build_loss(
     Weights: ``lambda_D = lambda_T = lambda_F = 1``; ``lambda_S = 0.3`` when S is combined with a
     spatial term and ``1.0`` when S is alone (thesis §3.6).
     """
-    letters = parse_combo(code)
+    chosen = terms_of(code)
     given = dict(params or {})
     unknown = sorted(set(given) - set(BY_NAME))
     if unknown:
@@ -318,7 +313,6 @@ def build_loss(
     hp = {name: _merged(d, given.get(name, {}), f"{name}.") for name, d in default_params().items()}
     lam = _merged(default_weights(), weights or {}, "weights.")
     ctx = context or TermContext()
-    chosen = [t for t in TERMS if t.letter in letters]
     terms = {t.letter: t.build(hp[t.name], ctx) for t in chosen}
     lam = {t.letter: weight_of(lam, t, alone=len(chosen) == 1) for t in chosen}
     return CombinedLoss(code, terms, lam)

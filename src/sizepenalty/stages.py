@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sizepenalty.combos import canonical_name, combo_id, parse_combo
+from sizepenalty.combos import canonical_name, combo_id, terms_of
 from sizepenalty.config import StudyConfig, _build, config_hash, load_schema
-from sizepenalty.terms import TERMS, alone_key
+from sizepenalty.terms import weight_key
 
 NEUTRAL = ("study", "results", "tracking", "container")
 
@@ -158,8 +158,7 @@ class Undeclared:
 
 
 def _term_paths(combo: str) -> list[str]:
-    letters = parse_combo(combo)
-    used = [t for t in TERMS if t.letter in letters]
+    used = terms_of(combo)
     paths = []
     for t in used:
         section = t.config_section
@@ -167,8 +166,7 @@ def _term_paths(combo: str) -> list[str]:
             paths += [f"losses.{p}" for p in t.params]
         elif t.params:  # the schema has a section only for a term with hyper-parameters
             paths.append(f"losses.{section}")
-        alone = len(used) == 1 and t.alone_weight is not None
-        paths.append(f"losses.weights.{alone_key(t) if alone else t.name}")
+        paths.append(f"losses.weights.{weight_key(t, alone=len(used) == 1)}")
     return paths
 
 

@@ -42,11 +42,18 @@ class LossTerm:
         return self.name if self.section == "" else self.section
 
     def defaults(self) -> dict[str, Any]:
-        return {k: v["default"] for k, v in self.params.items()}
+        """The hyper-parameters at their declared defaults (nested sections, e.g. the gate, too)."""
+        return {k: _default(v) for k, v in self.params.items()}
 
     def build(self, params: Mapping[str, Any], context: TermContext):
         module, func = self.factory.split(":")
         return getattr(importlib.import_module(module), func)(params, context)
+
+
+def _default(spec: Mapping[str, Any]) -> Any:
+    if "properties" in spec:
+        return {k: _default(v) for k, v in spec["properties"].items()}
+    return spec["default"]
 
 
 def _number(default: float, description: str, minimum: float | None = 0, exclusive=False) -> dict:
@@ -132,11 +139,15 @@ def term_settings(losses: Mapping[str, Any], term: LossTerm) -> dict[str, Any]:
     return {k: source[k] for k in term.params}
 
 
+def weight_key(term: LossTerm, alone: bool) -> str:
+    """The ``losses.weights`` key of ``term``'s λ: its alone weight when it is the combination's
+    only term and has one, else its name."""
+    return alone_key(term) if alone and term.alone_weight is not None else term.name
+
+
 def weight_of(weights: Mapping[str, float], term: LossTerm, alone: bool) -> float:
-    """λ of ``term`` from ``losses.weights``: its alone weight when it is the only term."""
-    if alone and term.alone_weight is not None:
-        return float(weights[alone_key(term)])
-    return float(weights[term.name])
+    """λ of ``term`` from ``losses.weights`` (see :func:`weight_key`)."""
+    return float(weights[weight_key(term, alone)])
 
 
 def nominal_tau(tau: float | str) -> float:
