@@ -271,13 +271,12 @@ def compare(args: Namespace) -> None:
     from sizepenalty.config import load_config
     from sizepenalty.errors import InputError
     from sizepenalty.paths import StudyLayout
-    from sizepenalty.tracking import Tracker, run_table
+    from sizepenalty.tracking import Tracker, read_run_id, run_table
 
     cfg = load_config(args.config)
     uri, parent = args.uri or cfg.tracking_uri(), args.parent
-    parent_file = StudyLayout(cfg.study_dir).parent_run
-    if parent is None and parent_file.exists():
-        parent = parent_file.read_text().strip() or None
+    if parent is None:
+        parent = read_run_id(StudyLayout(cfg.study_dir).parent_run)
     client = Tracker(uri, cfg.tracking.experiment).client()
     table = run_table(client, cfg.tracking.experiment, parent, args.metrics, args.all)
     if table is None:

@@ -92,15 +92,15 @@ def processes_in(workdir: str | Path = ".", proc: str | Path = "/proc") -> list[
 def _orphaned_worker(argv: list[str]) -> bool:
     """A ``sizepenalty worker ... --parent PID`` (or a job it forked: same command line) whose
     Snakemake (PID) is gone."""
+    from sizepenalty.worker import alive
+
     if "worker" not in argv or "--parent" not in argv[:-1]:
         return False
     try:
-        os.kill(int(argv[argv.index("--parent") + 1]), 0)
-    except ProcessLookupError:
-        return True
-    except (ValueError, PermissionError):
+        parent = int(argv[argv.index("--parent") + 1])
+    except ValueError:
         return False
-    return False
+    return not alive(parent)
 
 
 def _wait_for_ending(workdir: str | Path, wait_s: float) -> list[Process]:

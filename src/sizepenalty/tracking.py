@@ -84,6 +84,7 @@ class Tracker:
         self.run_id: str | None = None
         self._warned = False
         self._checked = False  # the store was asked once whether it answers
+        self._unreachable: str | None = None
         self._client = None
 
     def _fail(self, what: str, exc: BaseException) -> None:
@@ -97,12 +98,10 @@ class Tracker:
         """``fn(*args)``, or None once tracking failed (retrying a locked SQLite file first)."""
         if not self.enabled:
             return None
-        if not self._checked:  # a dead server costs one short request, not a timeout per call
-            self._checked = True
-            why = check_store(self.uri)
-            if why:
-                self._fail(what, ConnectionError(f"{self.uri} does not answer ({why})"))
-                return None
+        why = self.unreachable()  # a dead server costs one short request, not a timeout per call
+        if why:
+            self._fail(what, ConnectionError(f"{self.uri} does not answer ({why})"))
+            return None
         for attempt in range(self.RETRIES + 1):
             try:
                 return fn(*args, **kwargs)
@@ -112,6 +111,12 @@ class Tracker:
                     continue
                 self._fail(what, exc)
                 return None
+
+    def unreachable(self) -> str | None:
+        """Why the store does not answer, or None: asked once per tracker (:func:`check_store`)."""
+        if not self._checked:
+            self._checked, self._unreachable = True, check_store(self.uri)
+        return self._unreachable
 
     def client(self):
         if self._client is None:
@@ -254,10 +259,11 @@ class RunRecord:
             self.metrics.setdefault(k, []).append([step, v, ts])
 
 
-def _parent_id(record: RunRecord) -> str | None:
-    if record.parent_file and Path(record.parent_file).exists():
-        return Path(record.parent_file).read_text().strip() or None
-    return None
+def read_run_id(path: str | Path | None) -> str | None:
+    """The run id kept in a file (the study's parent-run file), or None if absent or empty."""
+    if not path or not Path(path).exists():
+        return None
+    return Path(path).read_text().strip() or None
 
 
 class TrainingRun:
@@ -274,7 +280,7 @@ class TrainingRun:
         record.tags.update(tags | {KEY_TAG: key})
         self.record = record
         self.record.save(self.run_dir)
-        run_id = tracker.start(name, record.run_id, _parent_id(record), record.tags)
+        run_id = tracker.start(name, record.run_id, read_run_id(record.parent_file), record.tags)
         if run_id and run_id != record.run_id:
             record.run_id = run_id
             self.record.save(self.run_dir)
@@ -363,7 +369,7 @@ def sync_record(tracker: Tracker, record: RunRecord, run_dir: Path, result: Sync
     run = _find_run(client, exp_id, record)
     if run is None:
         tags = {"mlflow.runName": record.name, **record.tags}
-        parent = _parent_id(record)
+        parent = read_run_id(record.parent_file)
         if parent:
             tags["mlflow.parentRunId"] = parent
         run = client.create_run(exp_id, tags=tags, run_name=record.name)
@@ -401,7 +407,7 @@ def sync_study(cfg, runs_root: str | Path) -> SyncResult:
     if not cfg.tracking.enabled:
         return result
     tracker = tracker_for(cfg)
-    result.unreachable = check_store(tracker.uri)
+    result.unreachable = tracker.unreachable()
     if result.unreachable:
         return result
     for path in sorted(Path(runs_root).rglob(RECORD)):
@@ -468,11 +474,11 @@ def track_study_tables(cfg, cases, runs_root: str | Path | None, parent_file: st
             return
         print(f"synced {result.runs} run record(s) to {cfg.tracking_uri()} "
               f"({result.created} created, {result.metric_values} metric value(s) added)")  # fmt: skip
-    parent = Path(parent_file) if parent_file else None
-    if parent is None or not parent.exists() or not parent.read_text().strip():
+    parent = read_run_id(parent_file)
+    if parent is None:
         return
     tracker = tracker_for(cfg)
-    tracker.run_id = parent.read_text().strip()
+    tracker.run_id = parent
     comparison = compare_runs(tracker, tracker.run_id)
     if comparison is not None:
         shown = comparison.drop(columns=["run_id", "experiment_id"])
@@ -496,11 +502,12 @@ def start_study_run(cfg, out: str | Path) -> str | None:
     from sizepenalty.data.io import write_text_atomic
 
     out = Path(out)
-    if out.exists() and out.read_text().strip():
-        print(f"parent run {out.read_text().strip()} exists")
-        return out.read_text().strip()
+    existing = read_run_id(out)
+    if existing:
+        print(f"parent run {existing} exists")
+        return existing
     tracker = tracker_for(cfg)
-    why = check_store(tracker.uri) if cfg.tracking.enabled else None
+    why = tracker.unreachable() if cfg.tracking.enabled else None
     if not cfg.tracking.enabled:
         print("tracking.enabled is false: no MLflow runs (each training still keeps its record)")
         run_id = None
@@ -519,12 +526,11 @@ def start_study_run(cfg, out: str | Path) -> str | None:
 def set_study_status(cfg, parent_file: str | Path, status: str) -> None:
     """Mark the study's parent run RUNNING (a run starts or extends the study), FINISHED (its
     last job completed) or FAILED. Quiet and quick when the store is down."""
-    parent_file = Path(parent_file)
-    if not cfg.tracking.enabled or not parent_file.exists():
+    run_id = read_run_id(parent_file) if cfg.tracking.enabled else None
+    if not run_id:
         return
-    run_id = parent_file.read_text().strip()
     tracker = tracker_for(cfg)
-    if not run_id or check_store(tracker.uri):
+    if tracker.unreachable():
         return
     tracker.run_id = run_id
     if status == "RUNNING":

@@ -98,31 +98,44 @@ def _recv(sock: socket.socket, with_fds: int = 0) -> tuple[dict, list[int]]:
 # ----------------------------------------------------------------------------- client side
 
 
+_NO_WORKER = (OSError, ConnectionError, ValueError)  # nothing answers, or not a worker
+
+
+def _connect(name: str, timeout: float) -> tuple[socket.socket, dict]:
+    """A socket connected to the worker ``name`` and its hello (raises one of ``_NO_WORKER``,
+    with the socket closed, when none answers)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(_address(name))
+        hello, _ = _recv(sock)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, hello
+
+
 def run_via_worker(argv: list[str]) -> int | None:
     """Hand a command to the worker named by ``SIZEPENALTY_WORKER``; its exit code, or None when
     no usable worker answers (the caller then runs the command itself)."""
     name = os.environ.get(ENV)
     if not name:
         return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.settimeout(5)
-        sock.connect(_address(name))
-        hello, _ = _recv(sock)
-        if hello.get("key") != key():
-            sock.close()
-            return None
-        umask = os.umask(0)
-        os.umask(umask)
-        request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask}
-    except (OSError, ConnectionError, ValueError):
+        sock, hello = _connect(name, 5)
+    except _NO_WORKER:
+        return None
+    if hello.get("key") != key():
         sock.close()
         return None
+    umask = os.umask(0)
+    os.umask(umask)
+    request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask}
     try:  # from here on the job may be running: never run it a second time here
         sock.settimeout(120)
         _send(sock, request, [0, 1, 2])
         started, _ = _recv(sock)
-    except (OSError, ConnectionError, ValueError) as exc:
+    except _NO_WORKER as exc:
         print(f"sizepenalty: the warm worker took the job but did not start it ({exc})",
               file=sys.stderr)  # fmt: skip
         return 1
@@ -140,7 +153,7 @@ def run_via_worker(argv: list[str]) -> int | None:
     try:
         done, _ = _recv(sock)
         return int(done["rc"])
-    except (OSError, ConnectionError, ValueError):
+    except _NO_WORKER:
         print(f"sizepenalty: the worker's job {child} ended without an exit code", file=sys.stderr)
         return 1
 
@@ -315,27 +328,23 @@ def start(name: str, idle: float = 900.0, log: str | Path | None = None):
 
 def ready(name: str) -> bool:
     """Whether a worker of this name answers with this code's key."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.settimeout(2)
-        sock.connect(_address(name))
-        hello, _ = _recv(sock)
-        return hello.get("key") == key()
-    except (OSError, ConnectionError, ValueError):
+        sock, hello = _connect(name, 2)
+    except _NO_WORKER:
         return False
-    finally:
-        sock.close()
+    sock.close()
+    return hello.get("key") == key()
 
 
 def stop(name: str) -> None:
     """Ask the worker to exit (it also exits by itself once its parent is gone)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.settimeout(5)
-        sock.connect(_address(name))
-        _recv(sock)
+        sock, _ = _connect(name, 5)
+    except _NO_WORKER:
+        return
+    try:
         _send(sock, {"stop": True}, [0, 1, 2])
-    except (OSError, ConnectionError, ValueError):
+    except _NO_WORKER:
         pass
     finally:
         sock.close()
