@@ -147,12 +147,9 @@ def run_evaluate(cfg: StudyConfig, job: EvaluateJob) -> FoldEvaluation:
 
 def read_mask(path: str | Path, role: str):
     """A binary mask NIfTI (image, data), or :class:`InputError` naming the file."""
-    from sizepenalty.data.cohort import CaseError, _load_volume
+    from sizepenalty.data.cohort import _load_volume  # its CaseError is an InputError
 
-    try:
-        img, data = _load_volume(role, "mask", Path(path))
-    except CaseError as exc:
-        raise InputError(str(exc)) from None
+    img, data = _load_volume(role, "mask", Path(path))
     values = np.unique(data)
     if not np.isin(values, (0.0, 1.0)).all():
         raise InputError(f"{role}: mask is not binary (values {values[:5].tolist()}) [{path}]")

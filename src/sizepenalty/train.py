@@ -65,7 +65,6 @@ class TrainResult:
     best_score: float
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
-    resumed_from: int = 0
     skipped: bool = False
     device: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # seconds: setup, epochs
@@ -305,24 +304,22 @@ def _end_epoch(s: Session, row: dict[str, float], t0: float) -> None:
     _write_log(run_dir / "epochs.csv", s.history)
 
 
-def train(cfg: StudyConfig, job: TrainJob, on_epoch: Callable[[dict], None] | None = None,
-          stop: StopFlag | None = None) -> TrainResult:  # fmt: skip
-    """Train (or resume, or skip if finished) one combination on one fold.
+def train(cfg: StudyConfig, job: TrainJob, on_epoch: Callable[[dict], None],
+          stop: StopFlag) -> TrainResult:  # fmt: skip
+    """Train (or resume) one unfinished combination on one fold; ``on_epoch`` gets each epoch's
+    log row, ``stop`` is installed once the session is set up (:func:`run_train` skips finished
+    runs and provides both).
 
     Outputs in the run folder: ``last.pt`` (every epoch and on a stop signal), ``best.pt`` (best
     validation Dice), ``epochs.csv``, ``train_meta.json`` and ``done.json`` when all epochs ran.
     """
     tc, run_dir = cfg.train, Path(job.run_dir)
-    if (run_dir / "done.json").exists():
-        return TrainResult(run_dir, tc.epochs, math.nan, -1, skipped=True)
     t_setup = time.perf_counter()
     s = setup(cfg, job)
     timings = {"setup_s": time.perf_counter() - t_setup, "epochs_s": 0.0}
-    if stop is not None:  # until now a stop signal just ends the process: nothing to save yet
-        stop.install()
-        print(f"{job.combo} fold {job.fold['fold']}: SIGTERM or SIGUSR1 stops after the current "
-              "step, with a checkpoint to resume from", flush=True)  # fmt: skip
-    resumed = s.epoch
+    stop.install()  # until now a stop signal just ends the process: nothing to save yet
+    print(f"{job.combo} fold {job.fold['fold']}: SIGTERM or SIGUSR1 stops after the current "
+          "step, with a checkpoint to resume from", flush=True)  # fmt: skip
     if s.epoch or s.step:
         print(f"{job.combo} fold {job.fold['fold']}: resuming after epoch {s.epoch}, step {s.step}",
               flush=True)  # fmt: skip
@@ -335,16 +332,15 @@ def train(cfg: StudyConfig, job: TrainJob, on_epoch: Callable[[dict], None] | No
     s.model.train()
     while s.epoch < last:
         t0 = time.perf_counter()
-        row = run_epoch(s, stop or StopFlag())  # a stop inside an epoch checkpoints and raises
+        row = run_epoch(s, stop)  # a stop inside an epoch checkpoints and raises
         _end_epoch(s, row, t0)
         timings["epochs_s"] += row["epoch_time_s"]
         _print_epoch(s, row)
-        if on_epoch is not None:
-            on_epoch(row)
+        on_epoch(row)
     if s.epoch == tc.epochs:
         write_json_atomic(run_dir / "done.json", {"epochs": tc.epochs, "best_val_dice": s.best,
                           "best_epoch": s.best_epoch, "fingerprint": job.fingerprint})  # fmt: skip
-    return TrainResult(run_dir, s.epoch, s.best, s.best_epoch, s.history, resumed, False,
+    return TrainResult(run_dir, s.epoch, s.best, s.best_epoch, s.history, False,
                        describe(s.device), timings)  # fmt: skip
 
 

@@ -1,6 +1,3 @@
-from sizepenalty.paths import TABLES
-
-
 rule aggregate:
     input:
         # the per-lesion files beside them are read too (declared below as inputs)

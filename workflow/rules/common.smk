@@ -83,7 +83,6 @@ def start_worker():
     containers or conda only, and not with SIZEPENALTY_WORKER=0. Jobs fall back to running by
     themselves whenever the worker cannot serve them."""
     import os
-    import socket
     import time
 
     from sizepenalty import worker

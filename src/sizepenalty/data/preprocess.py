@@ -207,12 +207,10 @@ def lesion_stats(
 ) -> dict[str, Any]:
     """Total lesion volume (voxels, mL), number of 3D connected components (26-connected by
     default, the lesion instances of panoptica and of the study's metrics), smallest/largest."""
-    import cc3d
+    from sizepenalty.metrics.instances import label_instances
 
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    labels, n = cc3d.connected_components(
-        mask.astype(np.uint8), connectivity=connectivity, return_N=True
-    )
+    labels, n = label_instances(mask, connectivity)
     sizes = np.bincount(labels.ravel())[1:] if n else np.zeros(0, dtype=int)
     total = int(mask.sum())
     return {

@@ -49,8 +49,6 @@ from scipy import ndimage
 
 from sizepenalty.data.io import atomic_path, save_nifti_atomic, write_text_atomic
 
-CASE_TYPES = ("punctate", "scattered", "territorial")
-
 
 def case_id(index: int) -> str:
     """ISLES-style subject id for a 1-based case index."""

@@ -1,7 +1,7 @@
 """The aggregate stage: every per-fold metrics file of a study -> the thesis-style tables.
 
-``TABLES`` names every table this stage writes (each as CSV, Markdown and LaTeX); the workflow's
-aggregate rule declares its outputs from it.
+:data:`sizepenalty.paths.TABLES` names every table this stage writes (each as CSV, Markdown and
+LaTeX); the workflow's aggregate rule declares its outputs from it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from sizepenalty.config import StudyConfig
 from sizepenalty.data.io import write_text_atomic
 from sizepenalty.errors import InputError
 from sizepenalty.metrics import get_profile
-from sizepenalty.paths import TABLES  # noqa: F401  (the table names, declared with every path)
 from sizepenalty.report import tables
 
 CASE_KEYS = ("combo", "fold", "case_id", "stratum", "ref_ml")

@@ -13,6 +13,7 @@ import yaml
 
 from sizepenalty import __version__
 from sizepenalty.config import StudyConfig
+from sizepenalty.metrics.instances import PANOPTICA_RULE
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;
@@ -96,12 +97,7 @@ def _conventions(cfg: StudyConfig) -> str:
     """How the numbers below were computed, in the study's own settings."""
     mc, ic = cfg.metrics, cfg.infer
     cmp = ">" if mc.strict_threshold else "≥"
-    is_panoptica = (
-        mc.connectivity == 26
-        and mc.matching == "iou"
-        and mc.iou_threshold == 0.5
-        and not mc.strict_threshold
-    )
+    is_panoptica = mc.instance_rule == PANOPTICA_RULE
     matching = (
         f"one-to-one, IoU {cmp} {mc.iou_threshold:g}, greedy by decreasing IoU"
         if mc.matching == "iou"

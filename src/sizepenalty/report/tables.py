@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from sizepenalty.combos import canonical_name
@@ -141,6 +142,24 @@ def _direction(delta: float, higher: bool) -> str:
     return "better" if (delta > 0) == higher else "worse"
 
 
+def _paired_stats(diff: np.ndarray, n_boot: int, seed: int) -> dict[str, float]:
+    """The statistics columns of paired differences: bootstrap 95% CI and Wilcoxon p."""
+    from sizepenalty.report.stats import bootstrap_ci, wilcoxon_p
+
+    lo, hi = bootstrap_ci(diff, n_boot, seed=seed)
+    return {"CI low": lo, "CI high": hi, "p": wilcoxon_p(diff)}
+
+
+def _holm_family(rows: list[dict[str, object]]) -> pd.DataFrame:
+    """The rows as a table, with the Holm-adjusted p over all of them (the table is the family)."""
+    from sizepenalty.report.stats import holm
+
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["p (Holm)"] = holm(table["p"].tolist())
+    return table
+
+
 def pair_table(
     cases: pd.DataFrame,
     pairs: Sequence[Sequence[str]],
@@ -155,7 +174,7 @@ def pair_table(
     Beyond the thesis: over the paired test cases, the mean difference, its bootstrap 95% CI, the
     Wilcoxon signed-rank p and the Holm-adjusted p over all rows of the table (the family).
     """
-    from sizepenalty.report.stats import bootstrap_ci, holm, paired, wilcoxon_p
+    from sizepenalty.report.stats import paired
 
     cases = cases.assign(combo=cases["combo"].map(canonical_name))
     rows = []
@@ -166,19 +185,14 @@ def pair_table(
             continue
         for label, metric, higher in columns:
             d = paired(cases, base, cand, metric)["diff"].to_numpy()
-            lo, hi = bootstrap_ci(d, n_boot, seed=seed)
             delta = float(means.loc[cand, label] - means.loc[base, label])
             rows.append({
                 "Baseline": base, "Candidate": cand, "Metric": label,
                 "Baseline value": float(means.loc[base, label]), "Candidate value": float(means.loc[cand, label]),
                 "Delta": delta, "Direction": _direction(delta, higher), "n cases": int(d.size),
                 "Case mean diff": float(d.mean()) if d.size else float("nan"),
-                "CI low": lo, "CI high": hi, "p": wilcoxon_p(d),
-            })  # fmt: skip
-    table = pd.DataFrame(rows)
-    if len(table):
-        table["p (Holm)"] = holm(table["p"].tolist())
-    return table
+            } | _paired_stats(d, n_boot, seed))  # fmt: skip
+    return _holm_family(rows)
 
 
 def in_stratum(frame: pd.DataFrame, stratum: Stratum, volume: str = "ref_ml") -> pd.DataFrame:
@@ -239,14 +253,13 @@ def stratum_stats_table(
     95% CI, the Wilcoxon signed-rank p, the Holm-adjusted p over every row of this table, and
     whether the difference is better for the candidate. What the study's question ("does SPL help
     small lesions?") is answered with."""
-    from sizepenalty.report.stats import bootstrap_ci, holm, paired, wilcoxon_p
+    from sizepenalty.report.stats import paired
 
     rows = []
     for base, cand, stratum, sub in _by_stratum(cases, pairs, strata):
         for label, metric, higher in columns:
             d = paired(sub, base, cand, metric)
             diff = d["diff"].to_numpy()
-            lo, hi = bootstrap_ci(diff, n_boot, seed=seed)
             mean = float(diff.mean()) if diff.size else float("nan")
             rows.append({
                 "Baseline": base, "Candidate": cand, "Stratum": stratum.label,
@@ -254,12 +267,8 @@ def stratum_stats_table(
                 "Baseline mean": float(d["base"].mean()) if diff.size else float("nan"),
                 "Candidate mean": float(d["cand"].mean()) if diff.size else float("nan"),
                 "Mean diff": mean, "Direction": _direction(mean, higher),
-                "CI low": lo, "CI high": hi, "p": wilcoxon_p(diff),
-            })  # fmt: skip
-    table = pd.DataFrame(rows)
-    if len(table):
-        table["p (Holm)"] = holm(table["p"].tolist())
-    return table
+            } | _paired_stats(diff, n_boot, seed))  # fmt: skip
+    return _holm_family(rows)
 
 
 def lesion_detection_table(
