@@ -59,7 +59,7 @@ print-%:
 	@echo '$($*)'
 
 lint: setup
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench envs .ci/podman/build_image.py .ci/podman/apptainer
 	$(BIN)/snakefmt --check Snakefile workflow
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --lint
 	$(BIN)/hadolint Dockerfile

@@ -18,6 +18,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from workflow_helpers import free_port
+
 COMMANDS = ("munged", "slurmctld", "slurmd", "squeue", "sbatch", "srun")
 
 
@@ -27,12 +29,6 @@ def available() -> bool:
 
 def _exe(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalSlurm:
@@ -73,7 +69,7 @@ class LocalSlurm:
         conf.write_text("\n".join([
             "ClusterName=sizepenalty-test", f"SlurmctldHost={self.host}",
             "SlurmUser=root", "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={sock}",
-            f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
+            f"SlurmctldPort={free_port()}", f"SlurmdPort={free_port()}",
             f"StateSaveLocation={r / 'state'}", f"SlurmdSpoolDir={r / 'spool'}",
             f"SlurmctldPidFile={r / 'slurmctld.pid'}", f"SlurmdPidFile={r / 'slurmd.pid'}",
             f"SlurmctldLogFile={r / 'log/slurmctld.log'}", f"SlurmdLogFile={r / 'log/slurmd.log'}",

@@ -77,10 +77,9 @@ def test_image_tag_follows_package_version():
 def test_dockerfile_copies_only_what_exists_and_is_not_ignored():
     text = (ROOT / "Dockerfile").read_text()
     lines = text.splitlines()
-    lock = (ROOT / "envs/requirements.lock").read_text()
     # One base, a build argument whose default is a plain Python of the lock's version (torch and
     # its CUDA libraries come from the lock's pin, not from the base).
-    python = re.search(r"\(Python (\d+\.\d+)\)", lock).group(1)
+    python = re.search(r"\(Python (\d+\.\d+)\)", LOCK).group(1)
     assert [ln for ln in lines if ln.startswith("FROM ")] == ["FROM ${BASE}"]
     assert f"ARG BASE=docker.io/library/python:{python}-slim-bookworm" in lines
     assert lines.index(f"ARG BASE=docker.io/library/python:{python}-slim-bookworm") < lines.index(
@@ -112,16 +111,15 @@ def test_dockerfile_copies_only_what_exists_and_is_not_ignored():
                 assert any(src == a or src.startswith(a + "/") for a in allowed), (
                     f"{src} is excluded by .dockerignore"
                 )
-    assert "monai==" in lock and "snakemake==" in lock
+    assert "monai==" in LOCK and "snakemake==" in LOCK
     # torch is pinned (no build label); the variant's own wheels are left to torch's metadata.
-    assert re.findall(r"^torch==.*$", lock, flags=re.MULTILINE) == [f"torch=={TORCH_PIN}"]
+    assert re.findall(r"^torch==.*$", LOCK, flags=re.MULTILINE) == [f"torch=={TORCH_PIN}"]
     assert re.fullmatch(r"\d+\.\d+\.\d+", TORCH_PIN)
-    assert not re.search(r"^(nvidia-|cuda-|triton)", lock, flags=re.MULTILINE)
+    assert not re.search(r"^(nvidia-|cuda-|triton)", LOCK, flags=re.MULTILINE)
 
 
 def test_one_torch_pin_for_the_lock_setup_ci_and_image():
-    lock = (ROOT / "envs/requirements.lock").read_text()
-    pin = re.search(r"^torch==.*$", lock, flags=re.MULTILINE).group(0)
+    pin = f"torch=={TORCH_PIN}"
     make = subprocess.run(["make", "-s", "--no-print-directory", "print-TORCH_SPEC"], cwd=ROOT,
                           capture_output=True, text=True, check=True)  # fmt: skip
     assert make.stdout.strip() == pin  # `make setup` (CI) installs the lock's pin

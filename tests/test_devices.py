@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 import yaml
-from workflow_helpers import cli_cohort
+from workflow_helpers import cli_cohort, tiny_config, train_args
 
 from sizepenalty.devices import claim_gpu
 
@@ -99,17 +99,12 @@ def test_a_slurm_job_keeps_the_devices_slurm_gave_it(tmp_path, monkeypatch):
     assert not (tmp_path / "locks").exists()  # no slot taken on a SLURM node
 
 
-CONFIG = {
-    "study": "dev",
-    "dataset": {"synthetic": {"cases": 5, "shape": [16, 32, 32]}},
-    "preprocess": {"shape": [16, 32, 32]},
-    "folds": {"k": 2, "run": None},
-    "losses": {"combinations": ["D"]},
-    "model": {"base_filters": 2, "depth": 3},
-    "train": {"epochs": 1, "batch_size": 2, "patches_per_volume": 2, "patch_large": [8, 16, 16],
-              "patch_small": [8, 8, 8], "workers": 0, "threads": 1},
-    "infer": {"roi": [16, 32, 32], "tta": False},
-}  # fmt: skip
+CONFIG = tiny_config(
+    "dev",
+    losses={"combinations": ["D"]},
+    train={"epochs": 1, "batch_size": 2, "patches_per_volume": 2, "patch_large": [8, 16, 16],
+           "patch_small": [8, 8, 8], "workers": 0, "threads": 1},
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +119,7 @@ def cohort(tmp_path_factory):
 def _train(root, c, run_dir, *extra):
     from sizepenalty.cli import main
 
-    return main(["train", "-c", str(c), "--combo", "D", "--fold", "0", "--folds",
-                 str(root / "folds.json"), "--pre-dir", str(root / "pre"), "--run-dir",
-                 str(run_dir), *extra])  # fmt: skip
+    return main(train_args(c, root, run_dir, "D", 0, *extra))
 
 
 def _mlflow_params(root, run_id):
@@ -149,9 +142,8 @@ def test_a_cpu_training_records_its_device(cohort, tmp_path, monkeypatch):
 def test_a_gpu_training_records_the_card_it_ran_on(cohort, tmp_path):
     root, c = cohort
     env = dict(os.environ, SIZEPENALTY_GPU_LOCKS=str(tmp_path / "locks"))
-    cmd = [sys.executable, "-m", "sizepenalty", "train", "-c", str(c), "--combo", "D", "--fold",
-           "0", "--folds", str(root / "folds.json"), "--pre-dir", str(root / "pre"),
-           "--run-dir", str(tmp_path / "run"), "--device", "cuda"]  # fmt: skip
+    cmd = [sys.executable, "-m", "sizepenalty",
+           *train_args(c, root, tmp_path / "run", "D", 0, "--device", "cuda")]  # fmt: skip
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
     params = json.loads((tmp_path / "run" / "run.json").read_text())["params"]
     props = torch.cuda.get_device_properties(0)

@@ -1,10 +1,10 @@
 """The interactive explainer: its data come from the package's losses, and it works in a real
 headless browser (Debian's chromium driven by Playwright; `.ci/run` installs chromium)."""
 
-import shutil
 from pathlib import Path
 
 import pytest
+from workflow_helpers import CHROMIUM, LAUNCH_ARGS
 
 from sizepenalty.report.explainer import (
     blindspot_trajectories,
@@ -12,10 +12,6 @@ from sizepenalty.report.explainer import (
     gradient_spectra,
     spl_value,
 )
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--no-first-run"]  # fmt: skip
 
 
 def test_blindspot_compares_like_with_like_in_one_sample():

@@ -7,7 +7,15 @@ import re
 
 import pytest
 import yaml
-from workflow_helpers import SNAKEMAKE, MlflowServer, copy_workflow, free_port, snakemake_env
+from workflow_helpers import (
+    SNAKEMAKE,
+    MlflowServer,
+    copy_workflow,
+    free_port,
+    snakemake_env,
+    tiny_config,
+    train_args,
+)
 
 
 @pytest.mark.slow
@@ -56,28 +64,37 @@ def _planned(out, rule="train"):
     return jobs, commands
 
 
-@pytest.mark.slow
-def test_a_dry_run_beside_a_study_changes_nothing_under_results(killed_study):
+@pytest.fixture(scope="module")
+def tau_dry_run(killed_study):
+    """A dry run (`-n -p`) of the finished study with tau 300: the results folder's snapshot
+    before and right after it, and its output."""
     s = killed_study
     before = _snapshot(s.work / "results")
     (s.work / "tau.yaml").write_text(yaml.safe_dump({"losses": {"tau": 300}}))
     dry = s.snakemake("tau.yaml", "-n", "-p")
+    return before, _snapshot(s.work / "results"), dry
+
+
+@pytest.mark.slow
+def test_a_dry_run_beside_a_study_changes_nothing_under_results(tau_dry_run):
+    before, after, dry = tau_dry_run
     assert dry.returncode == 0, dry.stderr[-3000:]
     jobs, trainings = _planned(dry)
     # It plans the size-penalty trainings for tau 300 (the other combination keeps its runs) ...
     assert len(trainings) == 2 and all("--combo DTS" in t for t in trainings), trainings
     # ... and writes nothing: not the effective configuration the study's jobs read, nor
     # anything else, byte for byte and time stamp for time stamp.
-    assert _snapshot(s.work / "results") == before
+    assert after == before
 
 
 @pytest.mark.slow
-def test_a_job_planned_with_other_settings_than_the_studys_stops_with_exit_2(killed_study):
+def test_a_job_planned_with_other_settings_than_the_studys_stops_with_exit_2(
+    killed_study, tau_dry_run
+):
     import shlex
 
     s = killed_study
-    (s.work / "tau.yaml").write_text(yaml.safe_dump({"losses": {"tau": 300}}))
-    _, trainings = _planned(s.snakemake("tau.yaml", "-n", "-p"))
+    _, trainings = _planned(tau_dry_run[2])
     # The job that plan would run, started while the study's effective configuration still has
     # tau 600 (as when a dry run or another configuration planned it): it must not train.
     planned = shlex.split(trainings[0].split(" >> ")[0])
@@ -291,17 +308,12 @@ class HungServer:
         self.sock.close()
 
 
-COHORT = {
-    "study": "faults",
-    "dataset": {"synthetic": {"cases": 5, "shape": [16, 32, 32]}},
-    "preprocess": {"shape": [16, 32, 32]},
-    "folds": {"k": 2, "run": None},
-    "losses": {"combinations": ["D", "DTS"]},
-    "model": {"base_filters": 2, "depth": 3},
-    "train": {"epochs": 2, "batch_size": 2, "patches_per_volume": 2, "patch_large": [8, 16, 16],
-              "patch_small": [8, 8, 8], "workers": 0, "threads": 1, "val_every": 1},
-    "infer": {"roi": [16, 32, 32], "tta": False},
-}  # fmt: skip
+COHORT = tiny_config(
+    "faults",
+    losses={"combinations": ["D", "DTS"]},
+    train={"epochs": 2, "batch_size": 2, "patches_per_volume": 2, "patch_large": [8, 16, 16],
+           "patch_small": [8, 8, 8], "workers": 0, "threads": 1, "val_every": 1},
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -319,9 +331,8 @@ def cohort(tmp_path_factory):
 def _train_cmd(c, root, run_dir, fold, *extra):
     import sys
 
-    return [sys.executable, "-m", "sizepenalty", "train", "-c", str(c), "--combo", "D", "--fold",
-            str(fold), "--folds", str(root / "folds.json"), "--pre-dir", str(root / "pre"),
-            "--run-dir", str(run_dir), "--parent-run-file", str(root / "parent.txt"), *extra]  # fmt: skip
+    return [sys.executable, "-m", "sizepenalty", *train_args(c, root, run_dir, "D", fold,
+            "--parent-run-file", str(root / "parent.txt"), *extra)]  # fmt: skip
 
 
 def _steps(record, key="train_loss"):

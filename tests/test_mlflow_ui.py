@@ -8,15 +8,11 @@ decides which pages an experiment opens on. It starts on GenAI (the traces overv
 training". The README gives that link; this test opens it, and the switch, and finds the runs
 table with the study's parent run."""
 
-import shutil
 from pathlib import Path
 
 import pytest
-from workflow_helpers import MlflowServer
+from workflow_helpers import CHROMIUM, LAUNCH_ARGS, MlflowServer
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--no-first-run"]  # fmt: skip
 # The README's link to a study's runs (experiment id filled in).
 RUNS_LINK = "{uri}/#/experiments/{id}/runs?workflowType=machine_learning"
 

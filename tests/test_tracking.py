@@ -1,15 +1,12 @@
 """MLflow study runs: concurrent writers on the default SQLite store, a tracking server, failures."""
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 from mlflow.tracking import MlflowClient
+from workflow_helpers import MlflowServer
 
 from sizepenalty.tracking import Tracker
 
@@ -59,36 +56,11 @@ def test_six_concurrent_jobs_on_sqlite_lose_nothing(tmp_path):
         assert r.data.metrics["test_dice"] == pytest.approx(0.5 + int(r.data.params["fold"]) / 100)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_tracking_server_uri_works_the_same(tmp_path):
-    port = _free_port()
-    mlflow_bin = os.path.join(os.path.dirname(sys.executable), "mlflow")
-    server = subprocess.Popen(
-        [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"), start_new_session=True,
-        env=dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true"),
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
+    server = MlflowServer(f"sqlite:///{tmp_path / 'server.db'}", tmp_path)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "mlflow server did not come up"
-            time.sleep(0.5)
+        uri = server.up()
         parent = Tracker(uri, "served").start("study-served")
         child = Tracker(uri, "served")
         run_id = child.start("D-fold0", parent_id=parent)
@@ -103,8 +75,7 @@ def test_tracking_server_uri_works_the_same(tmp_path):
         assert run.info.run_id == run_id and run.data.metrics["train_loss"] == 0.7
         assert [a.path for a in client.list_artifacts(run_id)] == ["epochs.csv"]
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        server.stop()
 
 
 def test_unreachable_store_warns_once_and_never_raises(capsys):

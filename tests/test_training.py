@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from workflow_helpers import cli_cohort
+from workflow_helpers import cli_cohort, train_args
 
 from sizepenalty.config import from_dict
 from sizepenalty.data.preprocess import mismatch
@@ -148,8 +148,7 @@ def test_two_epoch_training_writes_checkpoint_csv_and_mlflow_run(tiny_study, com
     root, c = tiny_study
     run = root / "runs" / combo
     assert main(["study-run", "-c", str(c), "--out", str(root / "parent.txt")]) == 0
-    rc = main(["train", "-c", str(c), "--combo", combo, "--fold", "0", "--folds", str(root / "folds.json"),
-               "--pre-dir", str(root / "pre"), "--run-dir", str(run), "--parent-run-file", str(root / "parent.txt")])  # fmt: skip
+    rc = main(train_args(c, root, run, combo, 0, "--parent-run-file", str(root / "parent.txt")))
     assert rc == 0
     for f in ("last.pt", "best.pt", "epochs.csv", "done.json"):
         assert (run / f).is_file(), f
@@ -175,16 +174,21 @@ def test_two_epoch_training_writes_checkpoint_csv_and_mlflow_run(tiny_study, com
     assert "metrics.train_loss" in runs.columns and r["status"] == "FINISHED"
     # A finished run is not retrained.
     before = (run / "last.pt").stat().st_mtime_ns
-    assert main(["train", "-c", str(c), "--combo", combo, "--fold", "0", "--folds", str(root / "folds.json"),
-                 "--pre-dir", str(root / "pre"), "--run-dir", str(run)]) == 0  # fmt: skip
+    assert main(train_args(c, root, run, combo, 0)) == 0
     assert (run / "last.pt").stat().st_mtime_ns == before
 
 
 def _train_cmd(c, root, run_dir, fold):
     """`sizepenalty train` of DTS on one fold of the tiny study, as a separate process."""
-    return [sys.executable, "-m", "sizepenalty", "train", "-c", str(c), "--combo", "DTS", "--fold",
-            str(fold), "--folds", str(root / "folds.json"), "--pre-dir", str(root / "pre"),
-            "--run-dir", str(run_dir)]  # fmt: skip
+    return [sys.executable, "-m", "sizepenalty", *train_args(c, root, run_dir, "DTS", fold)]
+
+
+def _assert_same_weights(run_a, run_b):
+    """The two runs' final checkpoints hold bit-identical weights."""
+    a = torch.load(run_a / "last.pt", weights_only=True)
+    b = torch.load(run_b / "last.pt", weights_only=True)
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
 
 
 def _variant(tmp_path, results, **train):
@@ -224,19 +228,14 @@ def test_kill_and_resume_gives_the_same_weights(tiny_study, tmp_path):
     assert (
         f"epoch {done_epochs + 1}/4" in out.stdout and "epoch 1/4" not in out.stdout
     )  # resumed, not restarted
-    a = torch.load(straight / "last.pt", weights_only=True)
-    b = torch.load(killed / "last.pt", weights_only=True)
-    for key in a["model"]:
-        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+    _assert_same_weights(straight, killed)
     assert json.loads((killed / "done.json").read_text())["epochs"] == 4
 
 
 def _train_cli(c, root, run_dir, combo="D", fold="0", *extra):
     from sizepenalty.cli import main
 
-    return main(["train", "-c", str(c), "--combo", combo, "--fold", fold, "--folds",
-                 str(root / "folds.json"), "--pre-dir", str(root / "pre"), "--run-dir", str(run_dir),
-                 *extra])  # fmt: skip
+    return main(train_args(c, root, run_dir, combo, fold, *extra))
 
 
 def _runs(cfg, name):
@@ -335,9 +334,6 @@ def test_a_stop_signal_checkpoints_mid_epoch_and_resumes_to_the_same_weights(tin
     run_id = json.loads((stopped / "run.json").read_text())["run_id"]
     out = subprocess.run(cmd(stopped), check=True, env=env, capture_output=True, text=True)
     assert "resuming after epoch 0, step 1" in out.stdout
-    a = torch.load(straight / "last.pt", weights_only=True)
-    b = torch.load(stopped / "last.pt", weights_only=True)
-    for key in a["model"]:
-        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+    _assert_same_weights(straight, stopped)
     record = json.loads((stopped / "run.json").read_text())
     assert record["run_id"] == run_id and record["status"] == "FINISHED"  # the same MLflow run

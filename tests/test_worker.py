@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 import yaml
-from workflow_helpers import BIN, cli_cohort, tiny_config
+from workflow_helpers import BIN, cli_cohort, tiny_config, train_args
 
 from sizepenalty import worker
 
@@ -57,8 +57,7 @@ def _train(study, run_dir, env_worker=None, **popen):
     env.pop(worker.ENV, None)
     if env_worker:
         env[worker.ENV] = env_worker
-    cmd = [SIZEPENALTY, "train", "-c", str(c), "--combo", "DTS", "--fold", "0", "--folds",
-           str(root / "folds.json"), "--pre-dir", str(root / "pre"), "--run-dir", str(run_dir)]  # fmt: skip
+    cmd = [SIZEPENALTY, *train_args(c, root, run_dir, "DTS", 0)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, **popen)  # fmt: skip
 

@@ -9,6 +9,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SNAKEMAKE = BIN / "snakemake"
+# Debian's chromium for the browser tests, launched by path with the settings this machine needs.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--no-first-run"]  # fmt: skip
 
 
 def snakemake_env(**extra: str) -> dict[str, str]:
@@ -55,6 +59,14 @@ def cli_cohort(config: Path, root: Path, raw: Path, cases: int, *extra_synth: st
         )
         == 0
     )
+
+
+def train_args(config: Path, root: Path, run_dir: Path, combo: str, fold, *extra: str) -> list[str]:
+    """`sizepenalty train` arguments (no program name) for one combination and fold of the cohort
+    :func:`cli_cohort` made in ``root``."""
+    return ["train", "-c", str(config), "--combo", combo, "--fold", str(fold),
+            "--folds", str(root / "folds.json"), "--pre-dir", str(root / "pre"),
+            "--run-dir", str(run_dir), *extra]  # fmt: skip
 
 
 def isles_layout(root: Path, n: int) -> None:
