@@ -16,11 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from workflow_helpers import SNAKEMAKE, copy_workflow, isles_layout, snakemake_env  # noqa: E402
+from workflow_helpers import SNAKEMAKE, isles22_study, snakemake_env  # noqa: E402
 
 
 def timed(cmd: list[str], cwd: Path, repeats: int) -> float:
@@ -41,12 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        work = copy_workflow(tmp / "wf")
-        isles_layout(tmp / "ISLES-2022", args.cases)
-        (work / "data.yaml").write_text(
-            yaml.safe_dump({"dataset": {"path": str(tmp / "ISLES-2022")}})
-        )
-        cmd = [str(SNAKEMAKE), "--configfile", str(ROOT / "presets/isles22.yaml"), "data.yaml"]
+        work, cmd = isles22_study(tmp, args.cases)
         subprocess.run([*cmd, "--cores", "1", "results/isles22/data/cases.tsv"], cwd=work,
                        env=snakemake_env(), capture_output=True, check=True)  # fmt: skip
         study = timed([*cmd, "-n", "--quiet", "rules"], work, args.repeats)

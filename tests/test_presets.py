@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_helpers import ROOT, SNAKEMAKE, copy_workflow, isles_layout, snakemake_env
+from workflow_helpers import ROOT, isles22_study, snakemake_env
 
 from sizepenalty.config import deep_merge, from_dict
 
@@ -62,11 +62,7 @@ def test_a_subset_of_a_presets_combinations_runs(preset, tmp_path):
 
 @pytest.mark.slow
 def test_isles22_preset_dag_for_185_cases_plans_one_80_10_10_split(tmp_path):
-    work = copy_workflow(tmp_path / "wf")
-    shutil_root = tmp_path / "ISLES-2022"
-    isles_layout(shutil_root, 185)
-    (work / "data.yaml").write_text(yaml.safe_dump({"dataset": {"path": str(shutil_root)}}))
-    cmd = [str(SNAKEMAKE), "--configfile", str(ROOT / "presets/isles22.yaml"), "data.yaml"]
+    work, cmd = isles22_study(tmp_path, 185)
     # The case list comes from the cohort checkpoint (it validates every file): run it first, as the
     # real study does, so the dry run below plans the whole study rather than stopping there.
     out = subprocess.run([*cmd, "--cores", "1", "results/isles22/data/cases.tsv"], cwd=work,

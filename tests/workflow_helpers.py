@@ -89,6 +89,17 @@ def isles_layout(root: Path, n: int) -> None:
         nib.save(nib.Nifti1Image(mask, affine), der / f"{sub}_ses-0001_msk.nii.gz")
 
 
+def isles22_study(tmp: Path, n: int) -> tuple[Path, list[str]]:
+    """A workflow copy in ``tmp``/wf on an ``n``-case ISLES 2022 layout (``tmp``/ISLES-2022) with
+    the ISLES preset: the folder and the Snakemake command (run in that folder) for it."""
+    import yaml
+
+    work = copy_workflow(tmp / "wf")
+    isles_layout(tmp / "ISLES-2022", n)
+    (work / "data.yaml").write_text(yaml.safe_dump({"dataset": {"path": str(tmp / "ISLES-2022")}}))
+    return work, [str(SNAKEMAKE), "--configfile", str(ROOT / "presets/isles22.yaml"), "data.yaml"]
+
+
 def tiny_config(study: str, **sections) -> dict:
     """A study small enough for a test: 16x32x32 volumes, 2 folds (both run), a base-2 network,
     one epoch of 8x16x16 patches; ``sections`` replace or extend whole sections."""
