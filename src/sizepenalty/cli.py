@@ -23,10 +23,10 @@ def a(*flags: str, **kwargs) -> tuple[tuple[str, ...], dict]:
 CONFIG = a("--config", "-c", default="config.yaml", help="study config YAML (default: %(default)s)")
 PLANNED = a("--fingerprint", default=None, help="the stage's settings hash the workflow planned "
             "this job with; the job stops if the configuration it reads has other settings")  # fmt: skip
-FOLD = (CONFIG, a("--combo", required=True, help="loss combination, e.g. DTS or F+S"),
-        a("--fold", type=int, required=True), PLANNED,
-        a("--folds", required=True, help="folds JSON from `sizepenalty folds`"),
-        a("--pre-dir", required=True, help="preprocessed cases"))  # fmt: skip
+RUN = (CONFIG, a("--run", required=True, metavar="COMBO/VARIANT/seedS/foldK",
+                 help="the run, e.g. DTS/main/seed42/fold0 (variant main = no overrides)"),
+       PLANNED, a("--folds", required=True, help="folds JSON from `sizepenalty folds`"),
+       a("--pre-dir", required=True, help="preprocessed cases"))  # fmt: skip
 DEVICE = a("--device", choices=("auto", "cpu", "cuda"), default=None)
 CONN = (6, 18, 26)
 
@@ -61,15 +61,15 @@ VERBS: dict[str, tuple[str, tuple]] = {
         a("--out-csv", required=True), a("--out-md", required=True))),
     "study-run": ("create the study's MLflow parent run once and store its id", (
         CONFIG, a("--out", required=True, help="file to store the parent run id in"))),
-    "train": ("train one (loss combination, fold); resumes from its last checkpoint", (*FOLD,
+    "train": ("train one run (combination, variant, seed, fold); resumes from its checkpoint", (*RUN,
         a("--run-dir", required=True, help="checkpoints, epoch log, run record and done marker"),
         a("--parent-run-file", default=None, help="the study's MLflow parent-run file"), DEVICE,
         a("--max-epochs", type=int, default=None, help=argparse.SUPPRESS))),
     "infer": ("sliding-window (+TTA) probabilities for a fold's validation and test cases", (
-        *FOLD, a("--run-dir", required=True), DEVICE,
+        *RUN, a("--run-dir", required=True, help="the training's run folder (best.pt)"), DEVICE,
         a("--out-dir", required=True, help="probability maps (float16) for val/ and test/"))),
     "evaluate-fold": ("pick the threshold on validation, apply it to test, per-case metrics CSV", (
-        *FOLD, a("--prob-dir", required=True),
+        *RUN, a("--prob-dir", required=True, help="the run's probability maps (val/, test/)"),
         a("--out", required=True, help="per-case metrics CSV (per-lesion rows go beside it)"),
         a("--threshold-out", required=True, help="JSON with the validation-selected threshold"),
         a("--nifti-dir", default=None, help="write thresholded test predictions as NIfTI here"))),
@@ -85,15 +85,10 @@ VERBS: dict[str, tuple[str, tuple]] = {
         a("--profile", choices=("thesis", "isles22"), default="thesis"),
         a("--json", action="store_true", help="print one JSON object (default: key = value lines)"))),
     "aggregate": ("thesis-style tables, paired statistics and the thesis side-by-side", (
-        CONFIG, PLANNED, a("--metrics", nargs="+", required=True, help="per-case metric CSVs from evaluate-fold"),
-        a("--out-dir", required=True), a("--parent-run-file", default=None, help="attach the tables to this MLflow run"),
-        a("--runs-dir", default=None, help="training run folders: their records and test metrics go to MLflow"))),
+        CONFIG, PLANNED, a("--out-dir", required=True, help="tables folder to write (the runs' metrics are read from the study folder)"),
+        a("--parent-run-file", default=None, help="attach the tables to this MLflow run; every run record is pushed to MLflow"))),
     "figures": ("Figs. 3.1, 5.1, 5.2 and the case overlays (PNG + PDF)", (CONFIG, PLANNED,
-        a("--tables-dir", required=True, help="output folder of `sizepenalty aggregate`"),
-        a("--runs-dir", required=True, help="training run folders (epochs.csv)"),
-        a("--probs-dir", required=True, help="probability maps from `sizepenalty infer`"),
-        a("--metrics-dir", required=True, help="per-fold thresholds from evaluate-fold"),
-        a("--pre-dir", required=True, help="preprocessed cases"), a("--out-dir", required=True))),
+        a("--out-dir", required=True, help="figures folder to write (tables, runs and probability maps are read from the study folder)"))),
     "report": ("one self-contained HTML report: config, data, tables, figures, statistics, runs", (
         CONFIG, PLANNED, a("--tables-dir", required=True), a("--figures-dir", required=True),
         a("--out", required=True, help="the HTML report (self-contained)"))),

@@ -11,28 +11,29 @@ from argparse import Namespace
 from pathlib import Path
 
 
-def _cfg(args: Namespace, stage: str, combo: str | None = None):
+def _cfg(args: Namespace, stage: str, key=None):
+    """The job's :class:`~sizepenalty.stages.StageJob` (its config view, settings, fingerprint)."""
     from sizepenalty.stages import load_stage_config
 
     if not sys.stdout.isatty():  # a job's log is appended to: mark where each (re)start begins
         import time
 
-        job = f" {combo} fold {args.fold}" if combo else ""
+        job = f" {key.label}" if key is not None else ""
         print(f"=== {time.strftime('%Y-%m-%dT%H:%M:%S')} sizepenalty {args.command}{job}: start ===",
               flush=True)  # fmt: skip
-    return load_stage_config(args.config, stage, combo, getattr(args, "fingerprint", None))
+    return load_stage_config(args.config, stage, key, getattr(args, "fingerprint", None))
 
 
-def _fold(args: Namespace) -> dict:
+def _key(args: Namespace):
+    from sizepenalty.runs import RunKey
+
+    return RunKey.parse(args.run)
+
+
+def _fold(args: Namespace, key) -> dict:
     from sizepenalty.data.folds import load_fold
 
-    return load_fold(args.folds, args.fold)
-
-
-def _combo(args: Namespace) -> str:
-    from sizepenalty.combos import canonical_name
-
-    return canonical_name(args.combo)
+    return load_fold(args.folds, key.fold)
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -80,7 +81,7 @@ def synth(args: Namespace) -> None:
 
     spec = SynthSpec()
     if args.config:
-        spec = SynthSpec.from_config(_cfg(args, "synth")[1].dataset.synthetic)
+        spec = SynthSpec.from_config(_cfg(args, "synth").config.dataset.synthetic)
     if args.cases < 3:
         raise InputError(f"--cases {args.cases}: need at least 3 cases")
     spec = replace(
@@ -99,7 +100,7 @@ def synth(args: Namespace) -> None:
 def cohort(args: Namespace) -> None:
     from sizepenalty.data.cohort import run_cohort
 
-    good, bad = run_cohort(_cfg(args, "cohort")[1], args.out, args.root, args.skip_invalid)
+    good, bad = run_cohort(_cfg(args, "cohort").config, args.out, args.root, args.skip_invalid)
     for err in bad:
         print(f"skipped invalid case: {err}", file=sys.stderr)
     print(f"{len(good)} valid case(s), {len(bad)} skipped -> {args.out}")
@@ -108,7 +109,7 @@ def cohort(args: Namespace) -> None:
 def preprocess(args: Namespace) -> None:
     from sizepenalty.data.preprocess import run_preprocess
 
-    cfg = _cfg(args, "preprocess")[1]
+    cfg = _cfg(args, "preprocess").config
     n = run_preprocess(cfg, args.cases, args.out_dir, args.case, args.skip_invalid)
     print(f"preprocessed {n} case(s) -> {args.out_dir}")
 
@@ -116,7 +117,7 @@ def preprocess(args: Namespace) -> None:
 def folds(args: Namespace) -> None:
     from sizepenalty.data.folds import run_folds
 
-    result = run_folds(_cfg(args, "folds")[1], args.stats_dir, args.out, args.cases)
+    result = run_folds(_cfg(args, "folds").config, args.stats_dir, args.out, args.cases)
     sizes = ", ".join(
         f"{len(f['train'])}/{len(f['val'])}/{len(f['test'])}" for f in result["folds"]
     )
@@ -126,7 +127,7 @@ def folds(args: Namespace) -> None:
 def summary(args: Namespace) -> None:
     from sizepenalty.data.summary import run_summary
 
-    cfg = _cfg(args, "summary")[1]
+    cfg = _cfg(args, "summary").config
     table = run_summary(cfg, args.stats_dir, args.out_csv, args.out_md, args.cases, args.folds)
     print(table.to_string(index=False))
 
@@ -137,51 +138,50 @@ def summary(args: Namespace) -> None:
 def study_run(args: Namespace) -> None:
     from sizepenalty.tracking import start_study_run
 
-    run_id = start_study_run(_cfg(args, "study_run")[1], args.out)
+    run_id = start_study_run(_cfg(args, "study_run").config, args.out)
     print(f"study parent run: {run_id or '(tracking unavailable)'} -> {args.out}")
 
 
 def train(args: Namespace) -> int | None:
-    from sizepenalty.stages import fingerprint, settings
     from sizepenalty.train import Interrupted, TrainJob, run_train
 
-    combo = _combo(args)
-    full, cfg = _cfg(args, "train", combo)
+    key = _key(args)
+    sj = _cfg(args, "train", key)
     parent = Path(args.parent_run_file) if args.parent_run_file else None
-    job = TrainJob(combo, _fold(args), Path(args.pre_dir), Path(args.run_dir),
-                   fingerprint(full, "train", combo), parent, args.device, args.max_epochs)  # fmt: skip
+    job = TrainJob(key, _fold(args, key), Path(args.pre_dir), Path(args.run_dir),
+                   sj.fingerprint, parent, args.device, args.max_epochs)  # fmt: skip
     try:
-        result = run_train(cfg, job, settings(full, "train", combo), full.digest())
+        result = run_train(sj.config, job, sj.settings, sj.full.digest())
     except Interrupted as exc:
-        print(f"{combo} fold {args.fold}: {exc}", file=sys.stderr)
+        print(f"{key.label}: {exc}", file=sys.stderr)
         return 128 + exc.signum
     if result.skipped:
-        print(f"{combo} fold {args.fold}: already trained ({Path(args.run_dir) / 'done.json'})")
+        print(f"{key.label}: already trained ({Path(args.run_dir) / 'done.json'})")
     return None
 
 
 def infer(args: Namespace) -> None:
     from sizepenalty.infer import InferJob, run_infer
 
-    combo = _combo(args)
-    cfg = _cfg(args, "infer", combo)[1]
-    job = InferJob(combo, _fold(args), Path(args.pre_dir), Path(args.run_dir),
+    key = _key(args)
+    cfg = _cfg(args, "infer", key).config
+    job = InferJob(key, _fold(args, key), Path(args.pre_dir), Path(args.run_dir),
                    Path(args.out_dir), args.device)  # fmt: skip
-    print(f"{combo} fold {args.fold}: {run_infer(cfg, job)} probability map(s) -> {args.out_dir}")
+    print(f"{key.label}: {run_infer(cfg, job)} probability map(s) -> {args.out_dir}")
 
 
 def evaluate_fold(args: Namespace) -> None:
     from sizepenalty.evaluate import EvaluateJob, run_evaluate
 
-    combo = _combo(args)
-    cfg = _cfg(args, "evaluate", combo)[1]
+    key = _key(args)
+    cfg = _cfg(args, "evaluate", key).config
     nifti = Path(args.nifti_dir) if args.nifti_dir else None
-    job = EvaluateJob(combo, _fold(args), Path(args.pre_dir), Path(args.prob_dir),
+    job = EvaluateJob(key, _fold(args, key), Path(args.pre_dir), Path(args.prob_dir),
                       Path(args.out), Path(args.threshold_out), nifti)  # fmt: skip
     ev = run_evaluate(cfg, job)
     dice = sum(r["dice"] for r in ev.cases) / len(ev.cases) if ev.cases else float("nan")
-    print(f"{combo} fold {args.fold}: threshold {ev.threshold} (val Dice "
-          f"{ev.val_dice[ev.threshold]:.4f}); test Dice {dice:.4f} over {len(ev.cases)} case(s)")  # fmt: skip
+    print(f"{key.label}: threshold {ev.threshold} (val Dice {ev.val_dice[ev.threshold]:.4f}); "
+          f"test Dice {dice:.4f} over {len(ev.cases)} case(s)")  # fmt: skip
 
 
 def evaluate(args: Namespace) -> None:
@@ -208,8 +208,9 @@ def aggregate(args: Namespace) -> None:
     from sizepenalty.report.aggregate import run_aggregate
     from sizepenalty.report.tables import frame_markdown, to_markdown
 
-    cfg = _cfg(args, "aggregate")[1]
-    result = run_aggregate(cfg, args.metrics, args.out_dir, args.parent_run_file, args.runs_dir)
+    sj = _cfg(args, "aggregate")
+    cfg = sj.config
+    result = run_aggregate(cfg, sj.plan, args.out_dir, args.parent_run_file)
     print(
         to_markdown(result.frames["table_main"], get_profile(cfg.metrics.profile).columns("main"))
     )
@@ -229,25 +230,24 @@ def aggregate(args: Namespace) -> None:
 
 
 def figures(args: Namespace) -> None:
-    from sizepenalty.report.figures import FigureInputs, run_figures
+    from sizepenalty.report.figures import run_figures
 
-    dirs = (args.tables_dir, args.runs_dir, args.probs_dir, args.metrics_dir, args.pre_dir)
-    inputs = FigureInputs(*(Path(d) for d in dirs))
-    for path in run_figures(_cfg(args, "figures")[1], inputs, args.out_dir):
+    sj = _cfg(args, "figures")
+    for path in run_figures(sj.config, sj.plan, args.out_dir):
         print(path)
 
 
 def report(args: Namespace) -> None:
     from sizepenalty.report.html import run_report
 
-    size = run_report(_cfg(args, "report")[1], args.tables_dir, args.figures_dir, args.out)
+    size = run_report(_cfg(args, "report").config, args.tables_dir, args.figures_dir, args.out)
     print(f"report -> {args.out} ({size / 1e6:.1f} MB)")
 
 
 def explainer(args: Namespace) -> None:
     from sizepenalty.report.explainer import run_explainer
 
-    run_explainer(_cfg(args, "explainer")[1], args.out)
+    run_explainer(_cfg(args, "explainer").config, args.out)
     print(f"explainer -> {args.out}")
 
 

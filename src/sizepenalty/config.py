@@ -38,6 +38,11 @@ def load_schema() -> dict[str, Any]:
     fragment = schema_fragment()
     schema["$defs"]["combo"]["pattern"] = fragment["combo_pattern"]
     schema["$defs"]["combo"]["description"] = fragment["combo_description"]
+    core = fragment["combo_pattern"].strip("^$")
+    schema["$defs"]["arm"]["pattern"] = f"^{core}(@[a-z][a-z0-9_]*)?$"
+    schema["$defs"]["arm"]["description"] = (
+        fragment["combo_description"] + ", optionally followed by @<variant>"
+    )
     schema["properties"]["losses"]["properties"].update(fragment["losses"])
     return schema
 
@@ -105,9 +110,20 @@ def validate_dict(raw: dict[str, Any], source: str = "config") -> dict[str, Any]
     if errors:
         lines = [f"{source}: {_describe(e)}" for e in errors]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    _resolve_seeds(data)
     _drop_unlisted_defaults(data, user_report)
     _semantic_checks(data, source)
     return data
+
+
+def _resolve_seeds(data: dict[str, Any]) -> None:
+    # Every seed left at null takes the top-level seed; the effective config shows the values.
+    seeds = data["seeds"]
+    for name in ("cohort", "split", "bootstrap"):
+        if seeds[name] is None:
+            seeds[name] = data["seed"]
+    if seeds["train"] is None:
+        seeds["train"] = [data["seed"]]
 
 
 def _drop_unlisted_defaults(data: dict[str, Any], user_report: dict[str, Any]) -> None:
@@ -117,18 +133,40 @@ def _drop_unlisted_defaults(data: dict[str, Any], user_report: dict[str, Any]) -
     # Per-combination overrides keyed by name (infer.overlap_by_combo) merge key by key, so a
     # study that runs a subset of a preset's combinations cannot remove the others' keys: those
     # simply do not apply.
-    ids = {combo_id(c) for c in data["losses"]["combinations"] if _parses(c)}
+    studied = [*data["losses"]["combinations"]]
+    for variant in data["variants"].values():
+        studied += variant["combinations"]
+    ids = {combo_id(c) for c in studied if _parses(c)}
     data["infer"]["overlap_by_combo"] = {
         k: v
         for k, v in data["infer"]["overlap_by_combo"].items()
         if not _parses(k) or combo_id(k) in ids
     }
+    arms = _arm_labels(data)
     if "pairs" not in user_report:
         data["report"]["pairs"] = [
-            p for p in data["report"]["pairs"] if all(combo_id(c) in ids for c in p)
+            p for p in data["report"]["pairs"] if all(_arm(c) in arms for c in p)
         ]
     if "curves" not in user_report:
-        data["report"]["curves"] = [c for c in data["report"]["curves"] if combo_id(c) in ids]
+        data["report"]["curves"] = [c for c in data["report"]["curves"] if _arm(c) in arms]
+
+
+def _arm(label: str) -> str | None:
+    """The canonical label of an arm label, or None when it does not parse."""
+    from sizepenalty.runs import arm_label
+
+    try:
+        return arm_label(label)
+    except LossCodeError:
+        return None
+
+
+def _arm_labels(data: dict[str, Any]) -> set[str]:
+    """Every arm a (validated) config makes: each combination's main arm and each variant's."""
+    arms = {_arm(c) for c in data["losses"]["combinations"]}
+    for name, variant in data["variants"].items():
+        arms |= {_arm(f"{c}@{name}") for c in variant["combinations"]}
+    return arms - {None}
 
 
 def _semantic_checks(data: dict[str, Any], source: str) -> None:
@@ -144,15 +182,22 @@ def _semantic_checks(data: dict[str, Any], source: str) -> None:
         problems.append(
             "losses.combinations: the same combination is listed twice under different spellings"
         )
+    arms = _arm_labels(data)
     for i, pair in enumerate(data["report"]["pairs"]):
         for j, code in enumerate(pair):
-            if _parses(code) and combo_id(code) not in ids:
-                problems.append(
-                    f"report.pairs[{i}][{j}]: {code!r} is not one of losses.combinations"
-                )
+            if _arm(code) is not None and _arm(code) not in arms:
+                problems.append(f"report.pairs[{i}][{j}]: {code!r} is not an arm of this study "
+                                f"(arms: {', '.join(sorted(arms))})")  # fmt: skip
     for i, code in enumerate(data["report"]["curves"]):
-        if _parses(code) and combo_id(code) not in ids:
-            problems.append(f"report.curves[{i}]: {code!r} is not one of losses.combinations")
+        if _arm(code) is not None and _arm(code) not in arms:
+            problems.append(f"report.curves[{i}]: {code!r} is not an arm of this study")
+    for key in data["seeds"]["train_by_combo"]:
+        if _parses(key) and combo_id(key) not in ids:
+            problems.append(
+                f"seeds.train_by_combo.{key}: {key!r} is not one of losses.combinations"
+            )
+    for name, variant in data["variants"].items():
+        problems += _variant_problems(name, variant)
     ds = data["dataset"]
     if ds["source"] != "synthetic":
         if not ds["path"]:
@@ -186,6 +231,59 @@ def _semantic_checks(data: dict[str, Any], source: str) -> None:
         )
 
 
+VARIANT_SECTIONS = ("losses", "model", "train", "infer")
+"""What a variant may override: the training's and the inference's settings. The data, split,
+preprocessing and evaluation are shared by every arm (and so comparable)."""
+
+
+def _schema_node(path: str) -> dict[str, Any] | None:
+    """The schema of a dotted setting (None when the schema has no such key)."""
+    node: dict[str, Any] = load_schema()
+    for part in path.split("."):
+        props = node.get("properties", {})
+        if part in props:
+            node = props[part]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            return None
+    return node
+
+
+def _variant_problems(name: str, variant: dict[str, Any]) -> list[str]:
+    from sizepenalty.stages import EXECUTION
+
+    problems = []
+    for i, code in enumerate(variant["combinations"]):
+        try:
+            parse_combo(code)
+        except LossCodeError as exc:
+            problems.append(f"variants.{name}.combinations[{i}]: {exc}")
+    for key in variant["set"]:
+        where = f"variants.{name}.set.{key}"
+        if key.split(".")[0] not in VARIANT_SECTIONS or key == "losses.combinations":
+            problems.append(f"{where}: a variant may set {', '.join(VARIANT_SECTIONS)} settings "
+                            "(training and inference); the data, split, preprocessing and "
+                            "evaluation are shared by every arm")  # fmt: skip
+        elif any(key == e or key.startswith(e + ".") for e in EXECUTION):
+            problems.append(f"{where}: an execution setting (speed only) cannot define a variant")
+        elif _schema_node(key) is None:
+            problems.append(f"{where}: unknown setting")
+    return problems
+
+
+def apply_settings(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a raw config with dotted settings replaced (``{"losses.tau": 300}``)."""
+    out = copy.deepcopy(raw)
+    for path, value in values.items():
+        node = out
+        *parents, last = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = copy.deepcopy(value)
+    return out
+
+
 def _parses(code: str) -> bool:
     try:
         parse_combo(code)
@@ -198,6 +296,36 @@ def _parses(code: str) -> bool:
 
 
 Shape3 = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class SeedsConfig:
+    """The study's seeds, each resolved (``seed`` where the config leaves one null)."""
+
+    cohort: int
+    split: int
+    bootstrap: int
+    train: tuple[int, ...]
+    train_by_combo: dict[str, tuple[int, ...]]
+
+    def train_of(self, combo: str) -> tuple[int, ...]:
+        """The training seeds of a combination's main arm."""
+        for key, seeds in self.train_by_combo.items():
+            if combo_id(key) == combo_id(combo):
+                return tuple(seeds)
+        return tuple(self.train)
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """A named variant: the combinations it runs, the settings it overrides and its seeds
+    (None: each combination's)."""
+
+    name: str
+    combinations: tuple[str, ...]
+    set: dict[str, Any]
+    seeds: tuple[int, ...] | None
+    description: str
 
 
 @dataclass(frozen=True)
@@ -288,6 +416,16 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class ValidationConfig:
+    """The validation monitor that picks ``best.pt``."""
+
+    mode: str  # volume | patches
+    roi: Shape3
+    overlap: float
+    patches_per_volume: int
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int
     batch_size: int
@@ -305,6 +443,7 @@ class TrainConfig:
     grad_clip: float
     amp: str
     val_every: int
+    validation: ValidationConfig
     workers: int
     device: str
     threads: int
@@ -382,6 +521,8 @@ class StudyConfig:
     study: str
     results: str
     seed: int
+    seeds: SeedsConfig
+    variants: dict[str, VariantConfig]
     dataset: DatasetConfig
     preprocess: PreprocessConfig
     folds: FoldsConfig
@@ -424,6 +565,12 @@ class StudyConfig:
         """Short stable hash of the full (defaults-filled) configuration."""
         return config_hash(self.raw)
 
+    def variant_config(self, name: str) -> StudyConfig:
+        """This configuration with variant ``name``'s settings applied, validated."""
+        variant = self.variants[name]
+        return from_dict(apply_settings(self.raw, variant.set),
+                         source=f"variants.{name} (the study's config with its set applied)")  # fmt: skip
+
 
 def config_hash(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -443,9 +590,29 @@ def _losses(data: dict[str, Any]) -> LossesConfig:
     )
 
 
+def _variants(data: Any) -> Any:
+    if not isinstance(data, dict):  # a stage's view that does not declare the variants
+        return data
+    return {
+        name: VariantConfig(
+            name, tuple(canonical_name(c) for c in v["combinations"]), dict(v["set"]),
+            tuple(v["seeds"]) if v.get("seeds") else None, v.get("description", ""),
+        )
+        for name, v in data.items()
+    }  # fmt: skip
+
+
 def _build(cls: type, data: dict[str, Any]) -> Any:
     if cls is LossesConfig:
         return _losses(data)
+    if cls is VariantConfig:
+        return _variants(data)
+    if cls is SeedsConfig:
+        by_combo = data["train_by_combo"]
+        if isinstance(by_combo, dict):
+            by_combo = {k: tuple(v) for k, v in by_combo.items()}
+        return SeedsConfig(data["cohort"], data["split"], data["bootstrap"],
+                           _tuples(data["train"]), by_combo)  # fmt: skip
     kwargs = {}
     for f in fields(cls):
         if f.name == "raw":
@@ -461,6 +628,8 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
 
 
 _SECTION_TYPES: dict[tuple[type, str], type] = {
+    (StudyConfig, "seeds"): SeedsConfig,
+    (StudyConfig, "variants"): VariantConfig,
     (StudyConfig, "dataset"): DatasetConfig,
     (DatasetConfig, "synthetic"): SyntheticConfig,
     (StudyConfig, "preprocess"): PreprocessConfig,
@@ -468,6 +637,7 @@ _SECTION_TYPES: dict[tuple[type, str], type] = {
     (StudyConfig, "losses"): LossesConfig,
     (StudyConfig, "model"): ModelConfig,
     (StudyConfig, "train"): TrainConfig,
+    (TrainConfig, "validation"): ValidationConfig,
     (StudyConfig, "infer"): InferConfig,
     (StudyConfig, "metrics"): MetricsConfig,
     (StudyConfig, "report"): ReportConfig,

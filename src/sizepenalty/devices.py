@@ -125,6 +125,11 @@ class Amp:
     dtype: torch.dtype
     scaler: bool
 
+    @property
+    def mode(self) -> str:
+        """``off``, ``bf16`` or ``fp16``: the numerics a training ran with."""
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype] if self.enabled else "off"
+
 
 def amp_settings(mode: str, device: torch.device) -> Amp:
     """Mixed precision only on CUDA: bf16 where the card supports it (no scaler needed), else

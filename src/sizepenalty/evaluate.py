@@ -21,9 +21,10 @@ from sizepenalty.data.io import save_nifti_atomic, write_json_atomic, write_text
 from sizepenalty.data.preprocess import load_preprocessed, to_nifti
 from sizepenalty.errors import InputError
 from sizepenalty.metrics import InstanceRule, get_profile, remove_small_components
+from sizepenalty.runs import KEY_COLUMNS, RunKey
 from sizepenalty.strata import bin_of
 
-LESION_COLUMNS = ("case_id", "combo", "fold", "lesion", "voxels", "volume_ml", "detected", "iou")
+LESION_COLUMNS = (*KEY_COLUMNS, "case_id", "lesion", "voxels", "volume_ml", "detected", "iou")
 
 
 @dataclass(frozen=True)
@@ -67,13 +68,14 @@ def select_threshold(
 
 def evaluate_fold(
     cfg: StudyConfig,
-    combo: str,
+    key: RunKey,
     fold: dict[str, Any],
     pre_dir: str | Path,
     prob_dir: str | Path,
     nifti_dir: str | Path | None = None,
 ) -> FoldEvaluation:
-    """Evaluate one trained (combination, fold) from its probability maps (see the module doc)."""
+    """Evaluate one run from its probability maps (see the module doc); every row carries the
+    run's key columns (:data:`sizepenalty.runs.KEY_COLUMNS`)."""
     pre_dir, prob_dir = Path(pre_dir), Path(prob_dir)
     t, scores = select_threshold(cfg, fold["val"], prob_dir, pre_dir)
     mc = cfg.metrics
@@ -88,13 +90,13 @@ def evaluate_fold(
             )
         result = profile.compute(pre.mask, pred, pre.spacing, mc.instance_rule, mc.eps)
         ref_ml = float(pre.mask.sum()) * pre.voxel_ml
-        key = {"case_id": cid, "combo": combo, "fold": fold["fold"]}
+        row = key.values() | {"case_id": cid}
         cases.append(
-            key | {"threshold": t, "ref_ml": ref_ml, "stratum": bin_of(ref_ml, mc.strata_ml)}
+            row | {"threshold": t, "ref_ml": ref_ml, "stratum": bin_of(ref_ml, mc.strata_ml)}
             | result.metrics
         )  # fmt: skip
         lesions += [
-            key | {"lesion": r.lesion, "voxels": r.voxels, "volume_ml": r.volume_ml,
+            row | {"lesion": r.lesion, "voxels": r.voxels, "volume_ml": r.volume_ml,
                    "detected": int(r.detected), "iou": r.iou}
             for r in result.lesions
         ]  # fmt: skip
@@ -103,7 +105,7 @@ def evaluate_fold(
 
 @dataclass(frozen=True)
 class EvaluateJob:
-    combo: str
+    key: RunKey
     fold: dict[str, Any]
     pre_dir: Path
     prob_dir: Path
@@ -113,7 +115,7 @@ class EvaluateJob:
 
 
 def lesions_csv(metrics_csv: str | Path) -> Path:
-    """``<combo>/fold<k>.csv`` -> ``<combo>/fold<k>_lesions.csv``: one row per reference lesion."""
+    """``.../fold<k>.csv`` -> ``.../fold<k>_lesions.csv``: one row per reference lesion."""
     p = Path(metrics_csv)
     return p.with_name(f"{p.stem}_lesions.csv")
 
@@ -135,8 +137,8 @@ def write_rows(path: str | Path, rows: list[dict[str, Any]], columns: Sequence[s
 def run_evaluate(cfg: StudyConfig, job: EvaluateJob) -> FoldEvaluation:
     """The evaluate stage: threshold on validation, test metrics per case and per lesion, and the
     thresholded test predictions as NIfTI."""
-    ev = evaluate_fold(cfg, job.combo, job.fold, job.pre_dir, job.prob_dir, job.nifti_dir)
-    write_rows(job.metrics_csv, ev.cases, ["case_id"])
+    ev = evaluate_fold(cfg, job.key, job.fold, job.pre_dir, job.prob_dir, job.nifti_dir)
+    write_rows(job.metrics_csv, ev.cases, [*KEY_COLUMNS, "case_id"])
     write_rows(lesions_csv(job.metrics_csv), ev.lesions, LESION_COLUMNS)
     scores = {str(k): v for k, v in ev.val_dice.items()}
     write_json_atomic(

@@ -18,6 +18,7 @@ from sizepenalty.data.io import save_npz_atomic
 from sizepenalty.data.preprocess import load_preprocessed
 from sizepenalty.devices import Amp, amp_settings, pick_device
 from sizepenalty.model import model_from_config
+from sizepenalty.runs import RunKey
 
 _FLIP_AXES = (2, 3, 4)  # depth, height, width of a (B, C, D, H, W) tensor
 
@@ -66,8 +67,8 @@ def load_model(cfg: StudyConfig, checkpoint: str | Path, device: torch.device) -
 
 @dataclass(frozen=True)
 class InferJob:
-    combo: str
-    fold: dict[str, Any]  # the fold's entry of the folds file
+    key: RunKey
+    fold: dict[str, Any]  # the run's fold's entry of the folds file
     pre_dir: Path
     run_dir: Path  # the training's folder (best.pt)
     out_dir: Path  # val/ and test/ probability maps
@@ -84,7 +85,7 @@ def run_infer(cfg: StudyConfig, job: InferJob) -> int:
     amp = amp_settings(cfg.train.amp, dev)
     model = load_model(cfg, Path(job.run_dir) / "best.pt", dev)
     ic = cfg.infer
-    overlap = ic.overlap_for(job.combo)
+    overlap = ic.overlap_for(job.key.combo)
     n = 0
     for split in ("val", "test"):
         for cid in job.fold[split]:

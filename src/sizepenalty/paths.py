@@ -1,6 +1,7 @@
 """Where a study keeps everything: one declaration of every path, used by the Snakemake rules
-and by the code (a rule passes ``layout.run_dir("{combo}", "{fold}")`` as a pattern; the code
-calls the same method with values).
+and by the code (a rule passes ``layout.run_dir(RunKey.wildcards())`` as a pattern; the code
+calls the same method with a run's :class:`~sizepenalty.runs.RunKey`). A run's files live under
+each stage's folder at the run's id, ``<combo>/<variant>/seed<s>/fold<k>``.
 
 Everything lives under ``<results>/<study>/``; paths are relative when the config's ``results``
 is, as Snakemake expects.
@@ -10,6 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sizepenalty.runs import RunKey
 
 TABLES = (
     "table_main",
@@ -28,16 +33,6 @@ def figure_names(n_pairs: int) -> list[str]:
     overlay per configured comparison pair."""
     return ["fig_3_1_spl", "fig_5_1_improvement", "fig_5_2_curves",
             *(f"fig_overlay_{i}" for i in range(1, n_pairs + 1))]  # fmt: skip
-
-
-def fold_dir(base: str | Path, combo: str, fold: int | str) -> Path:
-    """``<base>/<combo id>/fold<k>``: how runs/, probs/ and predictions/ hold one (combo, fold)."""
-    return Path(base) / str(combo) / f"fold{fold}"
-
-
-def fold_file(base: str | Path, combo: str, fold: int | str, suffix: str = ".csv") -> Path:
-    """``<base>/<combo id>/fold<k><suffix>``: how metrics/ holds one (combo, fold)'s files."""
-    return Path(base) / str(combo) / f"fold{fold}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -80,7 +75,7 @@ class StudyLayout:
     def folds(self) -> Path:
         return self.root / "data" / "folds.json"
 
-    # ---------------------------------------------------------------- per (combination, fold)
+    # ---------------------------------------------------------------- per run (RunKey)
     @property
     def runs(self) -> Path:
         return self.root / "runs"
@@ -93,29 +88,29 @@ class StudyLayout:
     def metrics_root(self) -> Path:
         return self.root / "metrics"
 
-    def run_dir(self, combo: str, fold: int | str) -> Path:
+    def run_dir(self, key: RunKey) -> Path:
         """A training's folder: checkpoints (last.pt, best.pt), epochs.csv, run record."""
-        return fold_dir(self.runs, combo, fold)
+        return self.runs / key.id
 
-    def done(self, combo: str, fold: int | str) -> Path:
-        return self.run_dir(combo, fold) / "done.json"
+    def done(self, key: RunKey) -> Path:
+        return self.run_dir(key) / "done.json"
 
-    def probs(self, combo: str, fold: int | str) -> Path:
-        """Probability maps (float16) of the fold's validation and test cases: val/, test/."""
-        return fold_dir(self.probs_root, combo, fold)
+    def probs(self, key: RunKey) -> Path:
+        """Probability maps (float16) of the run's validation and test cases: val/, test/."""
+        return self.probs_root / key.id
 
-    def metrics(self, combo: str, fold: int | str) -> Path:
-        return fold_file(self.metrics_root, combo, fold)
+    def metrics(self, key: RunKey) -> Path:
+        return self.metrics_root / f"{key.id}.csv"
 
-    def lesions(self, combo: str, fold: int | str) -> Path:
-        return fold_file(self.metrics_root, combo, fold, "_lesions.csv")
+    def lesions(self, key: RunKey) -> Path:
+        return self.metrics_root / f"{key.id}_lesions.csv"
 
-    def threshold(self, combo: str, fold: int | str) -> Path:
-        return fold_file(self.metrics_root, combo, fold, "_threshold.json")
+    def threshold(self, key: RunKey) -> Path:
+        return self.metrics_root / f"{key.id}_threshold.json"
 
-    def predictions(self, combo: str, fold: int | str) -> Path:
+    def predictions(self, key: RunKey) -> Path:
         """Thresholded test predictions as NIfTI in each case's original geometry."""
-        return fold_dir(self.root / "predictions", combo, fold)
+        return self.root / "predictions" / key.id
 
     # ---------------------------------------------------------------- tables, figures, pages
     @property

@@ -9,17 +9,20 @@
   setting its stage does not declare fails its tests instead of silently escaping the
   fingerprint.
 
-Paths are dotted config keys. Two per-combination entries exist: ``losses[combo]`` (the weights
-and hyper-parameters of the job's loss terms, from :mod:`sizepenalty.terms`) and
-``infer.overlap[combo]`` (the job's sliding-window overlap, ``infer.overlap`` or its
-``infer.overlap_by_combo`` override). ``NEUTRAL`` settings say where things go, not what comes
-out: every stage may read them and no fingerprint holds them.
+Paths are dotted config keys. Settings whose meaning depends on the run's combination are
+declared once in :data:`PER_COMBO` (``losses[combo]``: the weights and hyper-parameters of the
+job's loss terms, from :mod:`sizepenalty.terms`; ``infer.overlap[combo]``: the job's
+sliding-window overlap); a run's variant overrides and training seed are resolved by
+:meth:`sizepenalty.runs.StudyPlan.job`. ``NEUTRAL`` settings say where things go and
+``EXECUTION`` settings how fast they get there, not what comes out: every stage may read them and
+no fingerprint holds them.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,10 @@ from sizepenalty.config import StudyConfig, _build, config_hash, load_schema
 from sizepenalty.terms import weight_key
 
 NEUTRAL = ("study", "results", "tracking", "container")
+EXECUTION = ("train.threads", "train.workers", "train.device", "infer.sw_batch_size")
+"""Settings that change speed, never results (threads, loader processes, the device choice,
+sliding-window batching): no fingerprint holds them, so changing one reruns nothing. The
+numerics a device implies (its AMP mode) are checked by the training itself (train.py)."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,7 @@ _SEGMENT = ("metrics.profile", "metrics.connectivity", "metrics.matching",
             "metrics.iou_threshold", "metrics.strict_threshold", "metrics.eps")  # fmt: skip
 
 STAGES: dict[str, Stage] = {
-    "synth": Stage(("seed", "dataset.synthetic")),
+    "synth": Stage(("seeds.cohort", "dataset.synthetic")),
     "cohort": Stage(
         (
             "dataset.source",
@@ -54,43 +61,29 @@ STAGES: dict[str, Stage] = {
     "preprocess": Stage(
         ("dataset.binarize_labels", "dataset.affine_atol", "dataset.skip_invalid", "preprocess")
     ),  # fmt: skip
-    "folds": Stage(("seed", "folds.k", "folds.val_fraction", "folds.stratify")),
+    "folds": Stage(("seeds.split", "folds.k", "folds.val_fraction", "folds.stratify")),
     "summary": Stage(
         ("folds.k", "folds.run", "metrics.strata_ml", "metrics.subset_strata_ml", "losses.tau")
     ),  # fmt: skip
     # The parent run records the whole configuration once; it is bookkeeping, not a result.
     "study_run": Stage(("*",), rerun=False),
-    # Training, and the validation monitor that picks best.pt (it runs the sliding window).
-    "train": Stage(
-        (
-            "seed",
-            "model",
-            "train",
-            "losses[combo]",
-            "infer.roi",
-            "infer.overlap",
-            "infer.sw_batch_size",
-        )
-    ),  # fmt: skip
+    # Training and its validation monitor (train.validation picks best.pt); the run's seed is
+    # added by StudyPlan.job.
+    "train": Stage(("model", "train", "losses[combo]")),
     "infer": Stage(
-        (
-            "model",
-            "train.device",
-            "train.threads",
-            "train.amp",
-            "infer.roi",
-            "infer.overlap[combo]",
-            "infer.sw_batch_size",
-            "infer.tta",
-        )
+        ("model", "train.amp", "infer.roi", "infer.overlap[combo]", "infer.tta")
     ),  # fmt: skip
     "evaluate": Stage(
         ("infer.thresholds", "infer.min_size", "infer.connectivity", *_SEGMENT, "metrics.strata_ml")
     ),  # fmt: skip
+    # Tables of every arm: the run plan (combinations, variants, seeds) and the statistics.
     "aggregate": Stage(
         (
-            "seed",
+            "seeds.bootstrap",
+            "seeds.train",
+            "seeds.train_by_combo",
             "losses.combinations",
+            "variants",
             "report.pairs",
             "report.bootstrap",
             "metrics.profile",
@@ -100,7 +93,10 @@ STAGES: dict[str, Stage] = {
     ),  # fmt: skip
     "figures": Stage(
         (
+            "seeds.train",
+            "seeds.train_by_combo",
             "losses.combinations",
+            "variants",
             "losses.tau",
             "losses.eps",
             "losses.cap",
@@ -117,6 +113,126 @@ STAGES: dict[str, Stage] = {
     "explainer": Stage(("losses[S+D]",)),
 }
 """Every stage and the settings it reads (see the module doc)."""
+
+
+def _term_paths(combo: str) -> list[str]:
+    used = terms_of(combo)
+    paths = []
+    for t in used:
+        section = t.config_section
+        if section is None:
+            paths += [f"losses.{p}" for p in t.params]
+        elif t.params:  # the schema has a section only for a term with hyper-parameters
+            paths.append(f"losses.{section}")
+        paths.append(f"losses.weights.{weight_key(t, alone=len(used) == 1)}")
+    return paths
+
+
+@dataclass(frozen=True)
+class PerCombo:
+    """A setting whose meaning depends on the combination: the config keys the stage's code may
+    read for it, and the values its fingerprint holds."""
+
+    paths: Callable[[str], list[str]]
+    values: Callable[[StudyConfig, str], dict[str, Any]]
+
+
+PER_COMBO: dict[str, PerCombo] = {
+    "losses": PerCombo(
+        _term_paths, lambda cfg, combo: {p: _get(cfg.raw, p) for p in _term_paths(combo)}
+    ),
+    # The effective overlap only, so another combination's override does not rerun this one.
+    "infer.overlap": PerCombo(
+        lambda combo: ["infer.overlap", "infer.overlap_by_combo"],
+        lambda cfg, combo: {"infer.overlap[combo]": cfg.infer.overlap_for(combo)},
+    ),
+}
+"""Every per-combination setting, ``name[combo]`` in a stage's reads (``name[S+D]`` names a
+fixed combination)."""
+
+_PER_COMBO_RE = re.compile(r"^(?P<name>[a-z_.]+)\[(?P<combo>[^\]]+)\]$")
+
+
+def _per_combo(path: str, combo: str | None, stage: str) -> tuple[PerCombo, str] | None:
+    """(the declaration, the combination) of a per-combination read, or None for a plain path."""
+    m = _PER_COMBO_RE.match(path)
+    if not m:
+        return None
+    which = m["combo"]
+    if which == "combo":
+        if combo is None:
+            raise ValueError(f"stage {stage!r} reads {path}: give the combination")
+        which = combo
+    return PER_COMBO[m["name"]], which
+
+
+def _check_stage(stage: str) -> None:
+    if stage not in STAGES:
+        raise KeyError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+
+
+def _expand(stage: str, combo: str | None) -> list[str]:
+    """The config keys the stage's code may read, per-combination entries resolved."""
+    _check_stage(stage)
+    out = []
+    for path in STAGES[stage].reads:
+        found = _per_combo(path, combo, stage)
+        out += found[0].paths(found[1]) if found else [path]
+    return out
+
+
+def _get(raw: dict[str, Any], path: str) -> Any:
+    node: Any = raw
+    for part in path.split("."):
+        node = node[part]
+    return node
+
+
+def _without_execution(path: str, value: Any) -> Any:
+    """``value`` (the setting at ``path``) without the execution settings below it."""
+    inside = [e[len(path) + 1 :] for e in EXECUTION if e.startswith(path + ".")]
+    if not inside or not isinstance(value, dict):
+        return value
+    value = copy.deepcopy(value)
+    for rest in inside:
+        *parents, last = rest.split(".")
+        node = value
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(last, None)
+    return value
+
+
+def settings(cfg: StudyConfig, stage: str, combo: str | None = None) -> dict[str, Any]:
+    """The values a stage's result depends on, by dotted path (what its fingerprint hashes):
+    the declared settings, per-combination ones resolved, execution settings left out."""
+    _check_stage(stage)
+    if not STAGES[stage].rerun:
+        return {}
+    if STAGES[stage].reads == ("*",):
+        return {"*": cfg.raw}
+    values: dict[str, Any] = {}
+    for path in STAGES[stage].reads:
+        found = _per_combo(path, combo, stage)
+        if found:
+            values.update(found[0].values(cfg, found[1]))
+        elif path not in EXECUTION:
+            values[path] = _without_execution(path, _get(cfg.raw, path))
+    return values
+
+
+def hash_settings(stage: str, values: dict[str, Any], combo: str | None = None) -> str:
+    """The fingerprint of a stage's settings (:func:`settings`, plus a run's seed)."""
+    key: dict[str, Any] = {"stage": stage, "settings": values}
+    if combo is not None:
+        key["combo"] = combo_id(canonical_name(combo))
+    return config_hash(key)
+
+
+def fingerprint(cfg: StudyConfig, stage: str, combo: str | None = None) -> str:
+    """Short hash of :func:`settings` (the rule's params and the job's check). The per-run
+    stages' fingerprints (with the variant and seed) come from StudyPlan.job."""
+    return hash_settings(stage, settings(cfg, stage, combo), combo)
 
 
 class UndeclaredSetting(RuntimeError):
@@ -157,71 +273,6 @@ class Undeclared:
     __truediv__ = __rtruediv__ = __neg__ = __abs__ = _fail
 
 
-def _term_paths(combo: str) -> list[str]:
-    used = terms_of(combo)
-    paths = []
-    for t in used:
-        section = t.config_section
-        if section is None:
-            paths += [f"losses.{p}" for p in t.params]
-        elif t.params:  # the schema has a section only for a term with hyper-parameters
-            paths.append(f"losses.{section}")
-        paths.append(f"losses.weights.{weight_key(t, alone=len(used) == 1)}")
-    return paths
-
-
-def _expand(stage: str, combo: str | None) -> list[str]:
-    """The stage's declared paths with the per-combination entries resolved."""
-    if stage not in STAGES:
-        raise KeyError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
-    out = []
-    for path in STAGES[stage].reads:
-        if path.endswith("[combo]") and combo is None:
-            raise ValueError(f"stage {stage!r} reads {path}: give the combination")
-        if path == "losses[combo]":
-            out += _term_paths(combo)
-        elif path.startswith("losses["):
-            out += _term_paths(path[len("losses[") : -1])
-        elif path == "infer.overlap[combo]":
-            out += ["infer.overlap", "infer.overlap_by_combo"]
-        else:
-            out.append(path)
-    return out
-
-
-def _get(raw: dict[str, Any], path: str) -> Any:
-    node: Any = raw
-    for part in path.split("."):
-        node = node[part]
-    return node
-
-
-def settings(cfg: StudyConfig, stage: str, combo: str | None = None) -> dict[str, Any]:
-    """The values a stage's result depends on, by dotted path (what its fingerprint hashes). The
-    per-combination overlap enters as its effective value only, so another combination's override
-    does not rerun this one."""
-    if not STAGES[stage].rerun:
-        return {}
-    if STAGES[stage].reads == ("*",):
-        return {"*": cfg.raw}
-    values = {}
-    per_combo_overlap = "infer.overlap[combo]" in STAGES[stage].reads
-    for path in _expand(stage, combo):
-        if per_combo_overlap and path in ("infer.overlap", "infer.overlap_by_combo"):
-            values["infer.overlap[combo]"] = cfg.infer.overlap_for(combo)
-        else:
-            values[path] = _get(cfg.raw, path)
-    return values
-
-
-def fingerprint(cfg: StudyConfig, stage: str, combo: str | None = None) -> str:
-    """Short hash of :func:`settings` (the rule's params and the job's check)."""
-    key = {"stage": stage, "settings": settings(cfg, stage, combo)}
-    if combo is not None:
-        key["combo"] = combo_id(canonical_name(combo))
-    return config_hash(key)
-
-
 def _covered(path: str, allowed: Iterable[str]) -> bool:
     return any(path == a or path.startswith(a + ".") for a in allowed)
 
@@ -246,33 +297,52 @@ def stage_config(cfg: StudyConfig, stage: str, combo: str | None = None) -> Stud
     other setting an :class:`Undeclared` that raises on use."""
     if STAGES[stage].reads == ("*",):
         return cfg
-    allowed = [*NEUTRAL, *_expand(stage, combo)]
+    allowed = [*NEUTRAL, *EXECUTION, *_expand(stage, combo)]
     raw = _poison(copy.deepcopy(cfg.raw), load_schema(), allowed, stage)
     view = _build(StudyConfig, raw)
     object.__setattr__(view, "raw", raw)
     return view
 
 
+@dataclass(frozen=True)
+class StageJob:
+    """What one job of a stage gets: the full configuration (for the run plan), the view its code
+    sees, its settings and fingerprint, and — for a per-run stage — its run and the plan."""
+
+    full: StudyConfig
+    config: StudyConfig
+    settings: dict[str, Any]
+    fingerprint: str
+    key: Any = None  # sizepenalty.runs.RunKey of a per-run stage
+    plan: Any = None  # sizepenalty.runs.StudyPlan of the full configuration
+
+
 def load_stage_config(
-    path: str | Path, stage: str, combo: str | None = None, planned: str | None = None
-) -> tuple[StudyConfig, StudyConfig]:
-    """(full config, the stage's view) for one job: the config file read and validated, the
-    combination checked against the study's, and — when the workflow passed the fingerprint it
+    path: str | Path, stage: str, key: Any = None, planned: str | None = None
+) -> StageJob:
+    """One job's configuration: the config file read and validated; for a per-run stage the run
+    (a :class:`~sizepenalty.runs.RunKey`) checked against the study's plan and its settings
+    resolved (variant, combination, seed); and — when the workflow passed the fingerprint it
     planned the job with — that fingerprint checked against the file's settings (a job never runs
     with settings other than those its rerun decision was based on)."""
     from sizepenalty.config import load_config
     from sizepenalty.errors import InputError
+    from sizepenalty.runs import StudyPlan
 
     full = load_config(path)
-    if combo is not None and combo_id(combo) not in {combo_id(c) for c in full.combo_names}:
-        studied = ", ".join(full.combo_names)
-        raise InputError(f"--combo {combo}: not one of losses.combinations ({studied})")
-    actual = fingerprint(full, stage, combo)
-    if planned and planned != actual:
-        of = f" of {canonical_name(combo)}" if combo else ""
+    plan = StudyPlan(full)
+    if key is not None:
+        job = plan.job(plan.check(key), stage)
+        found = StageJob(full, job.config, job.settings, job.fingerprint, key, plan)
+    else:
+        values = settings(full, stage)
+        found = StageJob(full, stage_config(full, stage), values, hash_settings(stage, values),
+                         None, plan)  # fmt: skip
+    if planned and planned != found.fingerprint:
+        of = f" of {key.label}" if key is not None else ""
         raise InputError(
             f"{path}: the {stage} settings{of} changed after the workflow planned this job "
-            f"(fingerprint {actual}, planned {planned}); run snakemake again so that it plans "
-            "the jobs for the configuration now in force"
+            f"(fingerprint {found.fingerprint}, planned {planned}); run snakemake again so that "
+            "it plans the jobs for the configuration now in force"
         )
-    return full, stage_config(full, stage, combo)
+    return found

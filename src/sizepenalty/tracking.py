@@ -232,7 +232,7 @@ def check_store(uri: str, timeout: float = 3.0) -> str | None:
 class RunRecord:
     """One training's tracking record, kept in its run folder (see the module doc)."""
 
-    key: str  # "<study>/<combo>/fold<k>/<fingerprint>": the run's identity in any store
+    key: str  # "<study>/<run id>/<fingerprint>": the run's identity in any store
     name: str
     parent_file: str | None = None  # the study's parent-run file (its id, once made)
     run_id: str | None = None
@@ -433,27 +433,37 @@ def _remember_run_id(run_dir: Path, key: str, run_id: str) -> None:
         current.save(run_dir)
 
 
-def record_test_metrics(cases, runs_root: str | Path) -> None:
-    """Each fold's test metrics (means over its test cases) and threshold into its training's
-    record (``cases``: the study's per-case metrics table)."""
-    from sizepenalty.combos import combo_id
-    from sizepenalty.paths import fold_dir
+def record_test_metrics(cases, plan, layout) -> None:
+    """Each run's test metrics (means over its test cases) and threshold into its training's
+    record (``cases``: the study's per-case metrics table). A run that shares another arm's
+    training (e.g. an inference-only variant) adds its metrics to that record under
+    ``<variant>.test_<metric>``."""
+    from sizepenalty.runs import RunKey
 
     ts = int(time.time() * 1000)
-    for (combo, fold), group in cases.groupby(["combo", "fold"]):
-        run_dir = fold_dir(runs_root, combo_id(combo), fold)
-        record = RunRecord.load(run_dir)
+    records: dict = {}
+    for values, group in cases.groupby(["combo", "variant", "seed", "fold"]):
+        key = RunKey(*values)
+        trained = plan.canonical(key, "train")
+        run_dir = layout.run_dir(trained)
+        if run_dir not in records:
+            records[run_dir] = RunRecord.load(run_dir)
+        record = records[run_dir]
         if record is None:
             continue
         rows = group.to_dict("records")
         values = fold_test_metrics(rows) | {"threshold": float(group["threshold"].iloc[0])}
+        if key != trained:
+            values = {f"{key.variant}.{k}": v for k, v in values.items()}
         for name in values:  # an evaluation rerun replaces them
             record.metrics.pop(name, None)
         record.add_metrics(values, 0, ts)
-        record.save(run_dir)
+    for run_dir, record in records.items():
+        if record is not None:
+            record.save(run_dir)
 
 
-def track_study_tables(cfg, cases, runs_root: str | Path | None, parent_file: str | Path | None,
+def track_study_tables(cfg, plan, cases, layout, parent_file: str | Path | None,
                        tables_dir: str | Path) -> None:  # fmt: skip
     """The aggregate stage's tracking: test metrics into every training's record, every record
     pushed to the store (:func:`sync_study`), and on the parent run the tables, the run
@@ -465,9 +475,9 @@ def track_study_tables(cfg, cases, runs_root: str | Path | None, parent_file: st
         (out / stale).unlink(missing_ok=True)
     if not cfg.tracking.enabled:
         return
-    if runs_root:
-        record_test_metrics(cases, runs_root)
-        result = sync_study(cfg, runs_root)
+    if layout is not None:
+        record_test_metrics(cases, plan, layout)
+        result = sync_study(cfg, layout.runs)
         if result.unreachable:
             print(f"MLflow store not reachable ({result.unreachable}); the run records stay in "
                   "the run folders: run `sizepenalty sync` when it is back", file=sys.stderr)  # fmt: skip
@@ -542,26 +552,30 @@ def set_study_status(cfg, parent_file: str | Path, status: str) -> None:
 # ----------------------------------------------------------------------------- reading runs back
 
 
+_NOT_METRICS = ("seed", "fold", "threshold")  # numeric columns of a metrics row that are keys
+
+
 def fold_test_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
     """``test_<metric>``: the mean over a fold's test cases of every numeric per-case metric."""
     sums: dict[str, list[float]] = {}
     for row in rows:
         for k, v in row.items():
-            if k in ("fold", "threshold") or isinstance(v, bool) or not isinstance(v, (int, float)):
+            if k in _NOT_METRICS or isinstance(v, bool) or not isinstance(v, (int, float)):
                 continue
             if math.isfinite(float(v)):
                 sums.setdefault(k, []).append(float(v))
     return {f"test_{k}": sum(v) / len(v) for k, v in sums.items() if v}
 
 
-RUN_COLUMNS = ("run", "combo", "fold", "status", "epochs", "minutes", "run_id", "experiment_id")
+RUN_COLUMNS = ("run", "combo", "variant", "seed", "fold", "status", "epochs", "minutes", "run_id",
+               "experiment_id")  # fmt: skip
 
 
 def run_table(client, experiment: str, parent_id: str | None, metrics: list[str],
               include_superseded: bool = False):  # fmt: skip
     """One row per training run of ``experiment`` (children of ``parent_id`` when given): name,
-    combination, fold, status, epochs logged, wall minutes and the requested metrics (latest
-    values), sorted by combination and fold; runs superseded by a rerun with other settings are
+    combination, variant, seed, fold, status, epochs logged, wall minutes and the requested
+    metrics (latest values), sorted by run; runs superseded by a rerun with other settings are
     left out unless ``include_superseded``. ``None`` when the experiment does not exist."""
     import pandas as pd
 
@@ -579,6 +593,8 @@ def run_table(client, experiment: str, parent_id: str | None, metrics: list[str]
         row = {
             "run": r.info.run_name,
             "combo": r.data.params.get("combo", ""),
+            "variant": r.data.params.get("variant", ""),
+            "seed": int(r.data.params.get("seed", -1)),
             "fold": int(r.data.params.get("fold", -1)),
             "status": r.info.status + (" (superseded)" if superseded else ""),
             "epochs": len(client.get_metric_history(r.info.run_id, "train_loss")),
@@ -589,7 +605,8 @@ def run_table(client, experiment: str, parent_id: str | None, metrics: list[str]
         row.update({m: r.data.metrics.get(m, float("nan")) for m in metrics})
         rows.append(row)
     table = pd.DataFrame(rows, columns=[*RUN_COLUMNS, *metrics])
-    return table.sort_values(["combo", "fold"], kind="stable").reset_index(drop=True)
+    order = ["combo", "variant", "seed", "fold"]
+    return table.sort_values(order, kind="stable").reset_index(drop=True)
 
 
 def compare_runs(tracker: Tracker, parent_id: str, metrics: list[str] | None = None):

@@ -38,7 +38,8 @@ from sizepenalty.infer import sliding_window_probs
 from sizepenalty.losses import CombinedLoss, estimate_tau, size_warmup_scale
 from sizepenalty.metrics import dice_score
 from sizepenalty.model import model_from_config
-from sizepenalty.sampling import PatchDataset, plan_epoch
+from sizepenalty.runs import RunKey
+from sizepenalty.sampling import PatchDataset, crop_patch, plan_epoch
 from sizepenalty.study import loss_from_config
 
 LOG_COLUMNS = ("epoch", "loss", *LETTERS, "lr", "val_dice", "epoch_time_s")
@@ -46,10 +47,15 @@ RUN_FILES = ("last.pt", "best.pt", "done.json", "epochs.csv", "train_meta.json")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
+VALIDATION_PATCH_SEED = 0
+"""Seed of the validation patches (``train.validation.mode: patches``): the same patches for
+every run, whatever its training seed, so validation scores compare across runs."""
+
+
 @dataclass(frozen=True)
 class TrainJob:
-    combo: str
-    fold: dict[str, Any]  # the fold's entry of the folds file
+    key: RunKey
+    fold: dict[str, Any]  # the run's fold's entry of the folds file
     pre_dir: Path
     run_dir: Path
     fingerprint: str  # the train stage's settings: a run made with others starts over
@@ -111,7 +117,8 @@ def load_volumes(pre_dir: str | Path, ids: list[str]) -> Volumes:
 @dataclass
 class Session:
     """Everything one training holds, and where it stands: ``epoch`` epochs done, plus ``step``
-    optimiser steps (with their loss ``sums``) into the next one."""
+    optimiser steps (with their loss ``sums``) into the next one. ``state`` is the fingerprint
+    its checkpoints carry: the planned settings and the numerics the device implies."""
 
     cfg: StudyConfig
     job: TrainJob
@@ -133,22 +140,31 @@ class Session:
     best_epoch: int = -1
     history: list[dict[str, float]] = field(default_factory=list)
     resume_rng: torch.Tensor | None = None
+    state: str = ""
+    val_patches: list | None = None  # the validation patches (patches mode), made once
 
 
-def setup(cfg: StudyConfig, job: TrainJob) -> Session:
+def run_state(job: TrainJob, amp: Amp) -> str:
+    """What a run folder's checkpoints must match to be resumed: the planned settings
+    (``job.fingerprint``, which leaves execution settings out) and the AMP mode the device
+    implies (a bf16 checkpoint is not resumed on a CPU, whatever the device setting says)."""
+    return f"{job.fingerprint}-{amp.mode}"
+
+
+def setup(cfg: StudyConfig, job: TrainJob, dev: torch.device, amp: Amp) -> Session:
     """Data, loss, model, optimiser and schedule; resumed from ``last.pt`` when there is one."""
     tc = cfg.train
-    torch.manual_seed(cfg.seed)
-    dev = pick_device(job.device or tc.device)
+    torch.manual_seed(job.key.seed)
     if dev.type == "cpu":
         torch.set_num_threads(tc.threads)
     train_v = load_volumes(job.pre_dir, job.fold["train"])
     val_v = load_volumes(job.pre_dir, job.fold["val"])
-    size = cfg.losses.params_for(job.combo).get("size")  # only combinations with S read it
+    combo = job.key.combo
+    size = cfg.losses.params_for(combo).get("size")  # only combinations with S read it
     tau = None
     if size and size["tau"] == "auto":
         tau = estimate_tau([float(m.sum()) for m in train_v.masks], size["tau_quantile"])
-    criterion = loss_from_config(cfg, job.combo, tau=tau, voxel_ml=train_v.voxel_ml)
+    criterion = loss_from_config(cfg, combo, tau=tau, voxel_ml=train_v.voxel_ml)
     model = model_from_config(cfg.model).to(dev, memory_format=torch.channels_last_3d)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     steps = math.ceil(len(train_v.ids) * tc.patches_per_volume / tc.batch_size)
@@ -156,10 +172,9 @@ def setup(cfg: StudyConfig, job: TrainJob) -> Session:
         optimizer, max_lr=tc.lr, total_steps=steps * tc.epochs, pct_start=tc.pct_start,
         div_factor=tc.div_factor, final_div_factor=tc.final_div_factor, anneal_strategy="cos",
     )  # fmt: skip
-    amp = amp_settings(tc.amp, dev)
     s = Session(cfg, job, dev, amp, train_v, val_v, criterion, model, optimizer, scheduler,
                 torch.amp.GradScaler("cuda", enabled=amp.scaler), steps,
-                size["size_warmup"] if size else 0.0)  # fmt: skip
+                size["size_warmup"] if size else 0.0, state=run_state(job, amp))  # fmt: skip
     last = Path(job.run_dir) / "last.pt"
     if last.exists():
         _resume(s, torch.load(last, map_location=dev, weights_only=True))
@@ -206,7 +221,7 @@ def run_epoch(s: Session, stop: StopFlag) -> dict[str, float]:
     Raises :class:`Interrupted` (after a checkpoint) when a stop signal arrives."""
     tc = s.cfg.train
     batches = plan_epoch(
-        s.train_v.masks, s.epoch, s.cfg.seed, tc.patches_per_volume, tc.batch_size,
+        s.train_v.masks, s.epoch, s.job.key.seed, tc.patches_per_volume, tc.batch_size,
         tc.patch_large, tc.patch_small, tc.small_prob, tc.pos_ratio_large, tc.pos_ratio_small,
     )  # fmt: skip
     if not s.step:
@@ -251,18 +266,47 @@ def _step(s: Session, x: torch.Tensor, y: torch.Tensor):
 
 
 def validate(s: Session) -> float:
-    """Mean per-case Dice at threshold 0.5 over the validation volumes (the sliding window of
-    inference with ``infer.overlap`` for every combination and no TTA: a monitor for picking
-    ``best.pt``)."""
-    ic = s.cfg.infer
+    """The validation monitor that picks ``best.pt`` (``train.validation``): mean over the
+    validation volumes of their Dice at threshold 0.5, from a sliding window over each whole
+    volume (``volume``) or, as the thesis (§4.4), from ``patches_per_volume`` patches of each
+    volume (``patches``: drawn like training patches, once, with a fixed seed; Dice pooled over
+    a volume's patches). No TTA."""
+    vc = s.cfg.train.validation
     s.model.eval()
-    scores = []
-    for img, msk in zip(s.val_v.images, s.val_v.masks):
-        p = sliding_window_probs(s.model, img, ic.roi, ic.overlap, ic.sw_batch_size, s.device,
-                                 s.amp) > 0.5  # fmt: skip
-        scores.append(dice_score(msk, p))
+    if vc.mode == "patches":
+        scores = _patch_scores(s)
+    else:
+        scores = []
+        for img, msk in zip(s.val_v.images, s.val_v.masks):
+            p = sliding_window_probs(s.model, img, vc.roi, vc.overlap, s.cfg.infer.sw_batch_size,
+                                     s.device, s.amp) > 0.5  # fmt: skip
+            scores.append(dice_score(msk, p))
     s.model.train()
     return float(np.mean(scores)) if scores else float("nan")
+
+
+def _patch_scores(s: Session) -> list[float]:
+    """Per validation volume, Dice pooled over its validation patches."""
+    tc = s.cfg.train
+    if s.val_patches is None:
+        s.val_patches = [spec for batch in plan_epoch(
+            s.val_v.masks, 0, VALIDATION_PATCH_SEED, tc.validation.patches_per_volume, 1,
+            tc.patch_large, tc.patch_small, tc.small_prob, tc.pos_ratio_large, tc.pos_ratio_small,
+        ) for spec in batch]  # fmt: skip
+    inter = np.zeros(len(s.val_v.ids))
+    denom = np.zeros(len(s.val_v.ids))
+    with torch.no_grad():
+        for spec in s.val_patches:
+            img, msk = crop_patch(s.val_v.images[spec.volume], s.val_v.masks[spec.volume],
+                                  spec.size, spec.centre)  # fmt: skip
+            x = torch.from_numpy(np.ascontiguousarray(img[None])).to(s.device)
+            with torch.autocast(s.device.type, dtype=s.amp.dtype, enabled=s.amp.enabled):
+                logits = s.model(x)
+            p = (torch.sigmoid(logits.float())[0, 0] > 0.5).cpu().numpy()
+            g = msk > 0
+            inter[spec.volume] += 2 * np.count_nonzero(p & g)
+            denom[spec.volume] += np.count_nonzero(p) + np.count_nonzero(g)
+    return [float(i / d) if d else 1.0 for i, d in zip(inter, denom)]
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:
@@ -277,7 +321,7 @@ def checkpoint(s: Session) -> None:
         "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(),
         "torch_rng": torch.get_rng_state(), "epoch": s.epoch, "step": s.step, "sums": s.sums,
         "best": s.best, "best_epoch": s.best_epoch, "history": s.history,
-        "fingerprint": s.job.fingerprint,
+        "fingerprint": s.state,
     }  # fmt: skip
     if s.device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state()
@@ -304,27 +348,26 @@ def _end_epoch(s: Session, row: dict[str, float], t0: float) -> None:
     _write_log(run_dir / "epochs.csv", s.history)
 
 
-def train(cfg: StudyConfig, job: TrainJob, on_epoch: Callable[[dict], None],
-          stop: StopFlag) -> TrainResult:  # fmt: skip
-    """Train (or resume) one unfinished combination on one fold; ``on_epoch`` gets each epoch's
-    log row, ``stop`` is installed once the session is set up (:func:`run_train` skips finished
-    runs and provides both).
+def train(cfg: StudyConfig, job: TrainJob, on_epoch: Callable[[dict], None], stop: StopFlag,
+          dev: torch.device, amp: Amp) -> TrainResult:  # fmt: skip
+    """Train (or resume) one unfinished run on device ``dev`` with mixed precision ``amp``;
+    ``on_epoch`` gets each epoch's log row, ``stop`` is installed once the session is set up
+    (:func:`run_train` skips finished runs and provides them all).
 
     Outputs in the run folder: ``last.pt`` (every epoch and on a stop signal), ``best.pt`` (best
     validation Dice), ``epochs.csv``, ``train_meta.json`` and ``done.json`` when all epochs ran.
     """
     tc, run_dir = cfg.train, Path(job.run_dir)
     t_setup = time.perf_counter()
-    s = setup(cfg, job)
+    s = setup(cfg, job, dev, amp)
     timings = {"setup_s": time.perf_counter() - t_setup, "epochs_s": 0.0}
     stop.install()  # until now a stop signal just ends the process: nothing to save yet
-    print(f"{job.combo} fold {job.fold['fold']}: SIGTERM or SIGUSR1 stops after the current "
-          "step, with a checkpoint to resume from", flush=True)  # fmt: skip
+    print(f"{job.key.label}: SIGTERM or SIGUSR1 stops after the current step, with a checkpoint "
+          "to resume from", flush=True)  # fmt: skip
     if s.epoch or s.step:
-        print(f"{job.combo} fold {job.fold['fold']}: resuming after epoch {s.epoch}, step {s.step}",
-              flush=True)  # fmt: skip
-    write_json_atomic(run_dir / "train_meta.json", {
-        "combo": job.combo, "fold": job.fold["fold"], "device": str(s.device),
+        print(f"{job.key.label}: resuming after epoch {s.epoch}, step {s.step}", flush=True)
+    write_json_atomic(run_dir / "train_meta.json", job.key.values() | {
+        "device": str(s.device), "amp": amp.mode,
         "tau": getattr(s.criterion.terms["S"], "tau", None) if "S" in s.criterion.terms else None,
         "steps_per_epoch": s.steps_per_epoch,
     })  # fmt: skip
@@ -339,14 +382,14 @@ def train(cfg: StudyConfig, job: TrainJob, on_epoch: Callable[[dict], None],
         on_epoch(row)
     if s.epoch == tc.epochs:
         write_json_atomic(run_dir / "done.json", {"epochs": tc.epochs, "best_val_dice": s.best,
-                          "best_epoch": s.best_epoch, "fingerprint": job.fingerprint})  # fmt: skip
+                          "best_epoch": s.best_epoch, "fingerprint": s.state})  # fmt: skip
     return TrainResult(run_dir, s.epoch, s.best, s.best_epoch, s.history, False,
                        describe(s.device), timings)  # fmt: skip
 
 
 def _print_epoch(s: Session, row: dict[str, float]) -> None:
     terms = " ".join(f"{k} {row[k]:.4f}" for k in LETTERS if k in s.criterion.terms)
-    print(f"{s.job.combo} fold {s.job.fold['fold']} epoch {row['epoch']}/{s.cfg.train.epochs} "
+    print(f"{s.job.key.label} epoch {row['epoch']}/{s.cfg.train.epochs} "
           f"loss {row['loss']:.4f} {terms} lr {row['lr']:.2e} val_dice {row['val_dice']:.4f} "
           f"({row['epoch_time_s']:.1f} s)", flush=True)  # fmt: skip
 
@@ -384,8 +427,9 @@ def _stored_fingerprint(run_dir: Path) -> tuple[str | None, str | None]:
 
 def reset_if_stale(run_dir: str | Path, fingerprint: str) -> str | None:
     """Clear a run folder whose state cannot be resumed, before its training starts over:
-    made with other settings, or an unreadable ``last.pt`` (moved aside, with one warning line
-    naming the file, never deleted). Returns why it was cleared, or None."""
+    made with other settings or numerics (``fingerprint``: :func:`run_state`), or an unreadable
+    ``last.pt`` (moved aside, with one warning line naming the file, never deleted). Returns why
+    it was cleared, or None."""
     run_dir = Path(run_dir)
     if not (run_dir / "done.json").exists() and not (run_dir / "last.pt").exists():
         return None
@@ -419,9 +463,8 @@ def run_train(
 ) -> TrainResult:
     """The train stage: reset a stale or damaged run folder, then train with the run's tracking
     record (``run.json``, mirrored to MLflow) and stop signals installed. ``settings`` (the
-    stage's declared settings) become the run's params; ``config_hash`` is the full config's."""
+    run's declared settings) become the run's params; ``config_hash`` is the full config's."""
     from sizepenalty import __version__
-    from sizepenalty.combos import combo_id
     from sizepenalty.tracking import (
         RunRecord,
         TrainingRun,
@@ -432,24 +475,25 @@ def run_train(
     )
 
     t0 = time.perf_counter()
-    run_dir = Path(job.run_dir)
+    run_dir, key = Path(job.run_dir), job.key
     run_dir.mkdir(parents=True, exist_ok=True)
-    why = reset_if_stale(run_dir, job.fingerprint)
+    dev = pick_device(job.device or cfg.train.device)
+    amp = amp_settings(cfg.train.amp, dev)
+    state = run_state(job, amp)
+    why = reset_if_stale(run_dir, state)
     tracker = tracker_for(cfg)
-    fold = job.fold["fold"]
-    key = f"{cfg.study}/{combo_id(job.combo)}/fold{fold}/{job.fingerprint}"
+    record_key = f"{cfg.study}/{key.id}/{state}"
     if why:
-        print(f"{job.combo} fold {fold}: {why}; starting from epoch 0", flush=True)
+        print(f"{key.label}: {why}; starting from epoch 0", flush=True)
     old = RunRecord.load(run_dir)
-    if why or (old is not None and old.key != key):  # also a run killed before its checkpoint
+    if why or (old is not None and old.key != record_key):  # also a run killed before its checkpoint
         supersede(run_dir, tracker, why or "settings changed")
     if (run_dir / "done.json").exists():
         return TrainResult(run_dir, cfg.train.epochs, math.nan, -1, skipped=True)
-    run = TrainingRun(tracker, run_dir, key, f"{job.combo}-fold{fold}", job.parent_run_file,
-                      {"combo": job.combo, "fold": str(fold)})  # fmt: skip
-    run.log_params({"combo": job.combo, "combo_id": combo_id(job.combo), "fold": fold,
-                    "version": __version__, "git_commit": git_commit(Path(__file__).parent),
-                    "config_hash": config_hash, "fingerprint": job.fingerprint} | flatten(settings))  # fmt: skip
+    run = TrainingRun(tracker, run_dir, record_key, key.name, job.parent_run_file, key.tags())
+    run.log_params(key.values() | {"version": __version__, "amp": amp.mode,
+                   "git_commit": git_commit(Path(__file__).parent), "config_hash": config_hash,
+                   "fingerprint": job.fingerprint} | flatten(settings))  # fmt: skip
 
     tracking_s = time.perf_counter() - t0
 
@@ -462,7 +506,7 @@ def run_train(
 
     stop = StopFlag()  # installed once training starts (train()); before, nothing is lost
     try:
-        result = train(cfg, job, on_epoch, stop)
+        result = train(cfg, job, on_epoch, stop, dev, amp)
     except Interrupted:
         run.end("KILLED")
         raise

@@ -1,11 +1,13 @@
 rule aggregate:
     input:
-        # the per-lesion files beside them are read too (declared below as inputs)
-        metrics=expand(L.metrics("{combo}", "{fold}"), combo=COMBO_IDS, fold=FOLDS),
-        lesions=expand(L.lesions("{combo}", "{fold}"), combo=COMBO_IDS, fold=FOLDS),
+        # the per-lesion files beside them are read too (declared below as inputs); the job reads
+        # every run's files from the study folder by the run plan (a run that shares another
+        # arm's evaluation reads that one's)
+        metrics=every("evaluate", L.metrics),
+        lesions=every("evaluate", L.lesions),
         parent=L.parent_run,
         # each training's record (run.json) gets its test metrics and is pushed to MLflow
-        done=expand(L.done("{combo}", "{fold}"), combo=COMBO_IDS, fold=FOLDS),
+        done=every("train", L.done),
     output:
         cases=L.per_case,
         lesions=L.per_lesion,
@@ -24,10 +26,8 @@ rule aggregate:
         runtime=10,
     params:
         tables=L.tables,
-        runs=L.runs,
         config=CONFIG_ARG,
         settings=settings("aggregate"),
     shell:
         "sizepenalty aggregate {params.config} --fingerprint {params.settings}"
-        " --metrics {input.metrics} --out-dir {params.tables}"
-        " --parent-run-file {input.parent} --runs-dir {params.runs} >> {log} 2>&1"
+        " --out-dir {params.tables} --parent-run-file {input.parent} >> {log} 2>&1"

@@ -12,7 +12,7 @@ if CFG.dataset.source == "synthetic":
             runtime=10,
         params:
             cases=CFG.dataset.synthetic.cases,
-            seed=CFG.seed,
+            seed=CFG.seeds.cohort,
             root=L.raw,
             config=CONFIG_ARG,
             settings=settings("synth"),

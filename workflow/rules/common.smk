@@ -1,8 +1,8 @@
 import sys
 
-from sizepenalty.combos import combo_id
 from sizepenalty.config import ConfigError, workflow_config
 from sizepenalty.paths import StudyLayout
+from sizepenalty.runs import PER_RUN_STAGES, RunKey, StudyPlan, wildcard_constraints
 from sizepenalty.stages import fingerprint
 
 # The config validated once, by the package's own validator: one line per problem naming the
@@ -14,8 +14,15 @@ except ConfigError as exc:
     sys.exit(1)
 
 L = StudyLayout(CFG.study_dir)
-COMBO_IDS = [combo_id(c) for c in CFG.combo_names]
-FOLDS = list(CFG.folds.trained)
+# The study's runs (combination x variant x seed x fold) and which of them share a job.
+PLAN = StudyPlan(CFG)
+# A run key whose values are the rule wildcards: per-run paths made from it are patterns.
+KEY = RunKey.wildcards()
+
+
+def run_id(wildcards):
+    """The `--run` argument of a per-run job: its RunKey's id (DTS/main/seed42/fold0)."""
+    return RunKey.from_wildcards(wildcards).id
 # Every job reads the effective configuration (config.yaml + --configfile + --config, defaults
 # filled) from this file. It is written when a run starts (onstart, below), never while the
 # workflow is only parsed or dry-run; each job checks that its stage's settings in it still have
@@ -25,8 +32,22 @@ CONFIG_ARG = f"--config {L.effective_config}"
 
 
 def settings(stage):
-    """The stage's fingerprint (sizepenalty.stages): params of its rule, checked by its job."""
-    return lambda w: fingerprint(CFG, stage, getattr(w, "combo", None))
+    """The stage's fingerprint (sizepenalty.stages; a per-run stage's from the plan, with its
+    variant and seed): params of its rule, checked by its job."""
+    if stage in PER_RUN_STAGES:
+        return lambda w: PLAN.job(RunKey.from_wildcards(w), stage).fingerprint
+    return fingerprint(CFG, stage)
+
+
+def upstream(stage, path):
+    """An input function: ``path`` (a StudyLayout method) of the run whose ``stage`` output this
+    run uses (itself, or the arm it shares that job with: StudyPlan.canonical)."""
+    return lambda w: path(PLAN.canonical(RunKey.from_wildcards(w), stage))
+
+
+def every(stage, path):
+    """``path`` of every distinct run of ``stage`` (the jobs the study makes)."""
+    return [path(k) for k in PLAN.jobs(stage)]
 
 
 def write_effective_config():
@@ -40,8 +61,7 @@ def write_effective_config():
 
 
 wildcard_constraints:
-    combo="|".join(sorted(COMBO_IDS, key=len, reverse=True)),
-    fold=r"\d+",
+    **wildcard_constraints([a.combo for a in PLAN.arms]),
     case=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 

@@ -1,16 +1,16 @@
 rule evaluate:
     input:
-        probs=L.probs("{combo}", "{fold}"),
+        probs=upstream("infer", L.probs),
         folds=L.folds,
     output:
-        metrics=L.metrics("{combo}", "{fold}"),
-        lesions=L.lesions("{combo}", "{fold}"),
-        threshold=L.threshold("{combo}", "{fold}"),
-        nifti=directory(L.predictions("{combo}", "{fold}")),
+        metrics=L.metrics(KEY),
+        lesions=L.lesions(KEY),
+        threshold=L.threshold(KEY),
+        nifti=directory(L.predictions(KEY)),
     log:
-        L.log("evaluate", "{combo}_fold{fold}"),
+        L.log("evaluate", KEY.id),
     benchmark:
-        L.benchmark("evaluate", "{combo}_fold{fold}")
+        L.benchmark("evaluate", KEY.id)
     conda:
         "../../envs/sizepenalty.yaml"
     resources:
@@ -18,10 +18,11 @@ rule evaluate:
         runtime=30,
     params:
         predir=L.preprocessed,
+        run=run_id,
         config=CONFIG_ARG,
         settings=settings("evaluate"),
     shell:
         "sizepenalty evaluate-fold {params.config} --fingerprint {params.settings}"
-        " --combo {wildcards.combo} --fold {wildcards.fold} --folds {input.folds}"
+        " --run {params.run} --folds {input.folds}"
         " --pre-dir {params.predir} --prob-dir {input.probs} --out {output.metrics}"
         " --threshold-out {output.threshold} --nifti-dir {output.nifti} >> {log} 2>&1"

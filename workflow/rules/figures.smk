@@ -2,10 +2,11 @@ rule figures:
     input:
         cases=L.per_case,
         tables=rules.aggregate.output.tables,
-        thresholds=expand(L.threshold("{combo}", "{fold}"), combo=COMBO_IDS, fold=FOLDS),
-        probs=expand(L.probs("{combo}", "{fold}"), combo=COMBO_IDS, fold=FOLDS),
-        # epochs.csv, in each training's run folder beside its done marker
-        done=expand(L.done("{combo}", "{fold}"), combo=COMBO_IDS, fold=FOLDS),
+        # the figures read the study folder by the run plan: thresholds, probability maps and
+        # (beside each training's done marker) epochs.csv
+        thresholds=every("evaluate", L.threshold),
+        probs=every("infer", L.probs),
+        done=every("train", L.done),
     output:
         png=[
             report(p, caption="../report/figures.rst", category="Figures")
@@ -20,16 +21,9 @@ rule figures:
         mem_mb=2000,
         runtime=10,
     params:
-        tables=L.tables,
-        runs=L.runs,
-        probs=L.probs_root,
-        metrics=L.metrics_root,
-        pre=L.preprocessed,
         out=L.figures,
         config=CONFIG_ARG,
         settings=settings("figures"),
     shell:
         "sizepenalty figures {params.config} --fingerprint {params.settings}"
-        " --tables-dir {params.tables} --runs-dir {params.runs} --probs-dir {params.probs}"
-        " --metrics-dir {params.metrics} --pre-dir {params.pre} --out-dir {params.out}"
-        " >> {log} 2>&1"
+        " --out-dir {params.out} >> {log} 2>&1"

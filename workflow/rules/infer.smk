@@ -1,14 +1,15 @@
 rule infer:
     input:
-        # best.pt, in the training's run folder beside its done marker
-        done=L.done("{combo}", "{fold}"),
+        # best.pt, in the training's run folder beside its done marker (the training this run
+        # shares with another arm when their training settings are equal)
+        done=upstream("train", L.done),
         folds=L.folds,
     output:
-        probs=directory(L.probs("{combo}", "{fold}")),
+        probs=directory(L.probs(KEY)),
     log:
-        L.log("infer", "{combo}_fold{fold}"),
+        L.log("infer", KEY.id),
     benchmark:
-        L.benchmark("infer", "{combo}_fold{fold}")
+        L.benchmark("infer", KEY.id)
     conda:
         "../../envs/sizepenalty.yaml"
     threads: CFG.train.threads
@@ -17,12 +18,13 @@ rule infer:
         runtime=120,
         gpu=1,
     params:
-        rundir=lambda w: L.run_dir(w.combo, w.fold),
+        rundir=upstream("train", L.run_dir),
         predir=L.preprocessed,
+        run=run_id,
         config=CONFIG_ARG,
         settings=settings("infer"),
     shell:
         "sizepenalty infer {params.config} --fingerprint {params.settings}"
-        " --combo {wildcards.combo} --fold {wildcards.fold} --folds {input.folds}"
+        " --run {params.run} --folds {input.folds}"
         " --pre-dir {params.predir} --run-dir {params.rundir} --out-dir {output.probs}"
         " >> {log} 2>&1"

@@ -13,11 +13,11 @@ rule train:
         # last.pt (written every epoch and on a stop signal, so a rerun resumes where the
         # killed job stopped instead of at epoch 0), best.pt (read by infer), epochs.csv and
         # run.json (the run's tracking record, pushed to MLflow by aggregate/`sizepenalty sync`).
-        done=L.done("{combo}", "{fold}"),
+        done=L.done(KEY),
     log:
-        L.log("train", "{combo}_fold{fold}"),
+        L.log("train", KEY.id),
     benchmark:
-        L.benchmark("train", "{combo}_fold{fold}")
+        L.benchmark("train", KEY.id)
     conda:
         "../../envs/sizepenalty.yaml"
     threads: CFG.train.threads
@@ -26,18 +26,19 @@ rule train:
         runtime=600,
         gpu=1,
     params:
-        rundir=lambda w: L.run_dir(w.combo, w.fold),
+        rundir=lambda w: L.run_dir(RunKey.from_wildcards(w)),
         predir=L.preprocessed,
+        run=run_id,
         config=CONFIG_ARG,
         settings=settings("train"),
         # Snakemake empties {log} before a rerun; the attempts log keeps every (re)start of a
         # resumed training, and {log} gets a copy of it when the job ends, however it ends.
-        attempts=lambda w: L.log("train", f"{w.combo}_fold{w.fold}.attempts"),
+        attempts=lambda w: L.log("train", RunKey.from_wildcards(w).id + ".attempts"),
     shell:
         # SLURM's SIGUSR1 reaches every process of the job: the shell ignores it, the training
         # checkpoints on it.
         "trap '' USR1; trap 'cp {params.attempts} {log}' EXIT; "
         "sizepenalty train {params.config} --fingerprint {params.settings}"
-        " --combo {wildcards.combo} --fold {wildcards.fold} --folds {input.folds}"
+        " --run {params.run} --folds {input.folds}"
         " --pre-dir {params.predir} --run-dir {params.rundir}"
         " --parent-run-file {input.parent} >> {params.attempts} 2>&1"

@@ -101,7 +101,7 @@ def run_folds(
 
     volumes = {s["case_id"]: float(s["lesion_ml"]) for s in read_case_stats(stats_dir, cases_tsv)}
     fc = cfg.folds
-    folds = make_folds(volumes, fc.k, fc.val_fraction, cfg.seed, fc.stratify)
+    folds = make_folds(volumes, fc.k, fc.val_fraction, cfg.seeds.split, fc.stratify)
     check_folds(folds)
     write_json_atomic(out, folds)
     return folds

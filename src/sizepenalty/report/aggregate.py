@@ -1,7 +1,9 @@
-"""The aggregate stage: every per-fold metrics file of a study -> the thesis-style tables.
+"""The aggregate stage: every run's metrics file of a study -> the thesis-style tables.
 
-:data:`sizepenalty.paths.TABLES` names every table this stage writes (each as CSV, Markdown and
-LaTeX); the workflow's aggregate rule declares its outputs from it.
+Rows are keyed by run (:data:`sizepenalty.runs.KEY_COLUMNS`: arm, combination, variant, seed,
+fold); tables compare arms, averaging each arm's seeds. :data:`sizepenalty.paths.TABLES` names
+every table this stage writes (each as CSV, Markdown and LaTeX); the workflow's aggregate rule
+declares its outputs from it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from sizepenalty.config import StudyConfig
 from sizepenalty.data.io import write_text_atomic
 from sizepenalty.errors import InputError
 from sizepenalty.metrics import get_profile
+from sizepenalty.paths import StudyLayout
 from sizepenalty.report import tables
+from sizepenalty.runs import KEY_COLUMNS, StudyPlan
 
-CASE_KEYS = ("combo", "fold", "case_id", "stratum", "ref_ml")
-LESION_KEYS = ("combo", "fold", "case_id", "volume_ml", "detected")
+CASE_KEYS = (*KEY_COLUMNS, "case_id", "stratum", "ref_ml")
+LESION_KEYS = (*KEY_COLUMNS, "case_id", "volume_ml")
 
 
 class AggregateError(InputError):
@@ -28,7 +32,7 @@ class AggregateError(InputError):
 
 @dataclass(frozen=True)
 class StudyTables:
-    cases: pd.DataFrame  # every test case of every (combo, fold)
+    cases: pd.DataFrame  # every test case of every run (arm x seed x fold)
     lesions: pd.DataFrame  # every reference lesion of those cases
     frames: dict[str, pd.DataFrame]  # TABLES name -> table
 
@@ -48,9 +52,30 @@ def read_metrics(paths: Sequence[str | Path], required: Sequence[str]) -> pd.Dat
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=required)
 
 
-def build_tables(cfg: StudyConfig, cases: pd.DataFrame, lesions: pd.DataFrame) -> StudyTables:
-    """Every table of the study from its per-case and per-lesion metrics, with the column sets of
-    the configured metric profile and the configured size strata."""
+def collect_runs(plan: StudyPlan, layout: StudyLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every run's per-case and per-lesion metrics, read from the study folder: a run that shares
+    another arm's evaluation (:meth:`StudyPlan.canonical`) reads that one's file, relabelled
+    with its own key."""
+    from sizepenalty.evaluate import lesions_csv
+
+    case_frames, lesion_frames, read = [], [], {}
+    for key in plan.runs():
+        path = layout.metrics(plan.canonical(key, "evaluate"))
+        if path not in read:
+            read[path] = (read_metrics([path], CASE_KEYS), read_metrics([lesions_csv(path)], LESION_KEYS))
+        for frame, out in zip(read[path], (case_frames, lesion_frames)):
+            out.append(frame.assign(**key.values()))
+    cases = pd.concat(case_frames, ignore_index=True) if case_frames else pd.DataFrame(columns=CASE_KEYS)
+    lesions = pd.concat(lesion_frames, ignore_index=True) if lesion_frames else pd.DataFrame(columns=LESION_KEYS)
+    return cases, lesions
+
+
+def build_tables(
+    cfg: StudyConfig, cases: pd.DataFrame, lesions: pd.DataFrame, arms: Sequence[str]
+) -> StudyTables:
+    """Every table of the study from its per-case and per-lesion metrics (rows keyed by run), for
+    the arms in table order, with the column sets of the configured metric profile and the
+    configured size strata."""
     profile = get_profile(cfg.metrics.profile)
     missing = sorted(set(profile.keys) - set(cases.columns))
     if missing:
@@ -58,17 +83,18 @@ def build_tables(cfg: StudyConfig, cases: pd.DataFrame, lesions: pd.DataFrame) -
             f"per-case metrics lack the {profile.name} profile's column(s) {', '.join(missing)}"
             " (were they computed with another metrics.profile?)"
         )
-    order, pairs, strata = cfg.combo_names, cfg.report.pairs, cfg.metrics.strata
+    order, pairs, strata = list(arms), cfg.report.pairs, cfg.metrics.strata
+    seed = cfg.seeds.bootstrap
     main = tables.main_table(cases, order, profile.columns("main"))
     frames = {
         "table_main": main,
         "table_extra": tables.main_table(cases, order, profile.columns("extra")),
         "table_pairs": tables.pair_table(
-            cases, pairs, cfg.report.bootstrap, seed=cfg.seed, columns=profile.columns("pairs")
+            cases, pairs, cfg.report.bootstrap, seed=seed, columns=profile.columns("pairs")
         ),
         "table_strata": tables.strata_table(cases, pairs, strata, profile.columns("strata")),
         "table_strata_stats": tables.stratum_stats_table(
-            cases, pairs, strata, profile.columns("strata"), cfg.report.bootstrap, cfg.seed
+            cases, pairs, strata, profile.columns("strata"), cfg.report.bootstrap, seed
         ),
         "table_lesions": tables.lesion_detection_table(lesions, order, strata),
         "table_thesis": tables.thesis_side_by_side(main),
@@ -102,19 +128,17 @@ def write_tables(cfg: StudyConfig, result: StudyTables, out_dir: str | Path) -> 
 
 def run_aggregate(
     cfg: StudyConfig,
-    metrics_files: Sequence[str | Path],
+    plan: StudyPlan,
     out_dir: str | Path,
     parent_run_file: str | Path | None = None,
-    runs_dir: str | Path | None = None,
 ) -> StudyTables:
-    """The aggregate stage: every table from the per-fold metric files (and the per-lesion files
-    beside them), then the tracking bookkeeping (:func:`sizepenalty.tracking.track_study_tables`)."""
-    from sizepenalty.evaluate import lesions_csv
+    """The aggregate stage: every table from the study's run files (:func:`collect_runs`), then
+    the tracking bookkeeping (:func:`sizepenalty.tracking.track_study_tables`)."""
     from sizepenalty.tracking import track_study_tables
 
-    cases = read_metrics(metrics_files, CASE_KEYS)
-    lesions = read_metrics([lesions_csv(m) for m in metrics_files], LESION_KEYS)
-    result = build_tables(cfg, cases, lesions)
+    layout = StudyLayout(plan.cfg.study_dir)
+    cases, lesions = collect_runs(plan, layout)
+    result = build_tables(cfg, cases, lesions, [a.label for a in plan.arms])
     write_tables(cfg, result, out_dir)
-    track_study_tables(cfg, cases, runs_dir, parent_run_file, out_dir)
+    track_study_tables(cfg, plan, cases, layout, parent_run_file, out_dir)
     return result

@@ -12,7 +12,6 @@ Styles never rely on colour alone: line styles, markers and hatches separate the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -151,22 +150,17 @@ def fig_improvement(
     return save(fig, base)
 
 
-def fig_curves(runs_dir: str | Path, combos: Sequence[str], base: str | Path) -> list[Path]:
-    """Fig. 5.2: per combination, the loss terms per epoch (mean over the folds that have an
-    epoch log) and the validation Dice on a second axis."""
-    from sizepenalty.combos import LETTERS, canonical_name, combo_id
+def fig_curves(run_dirs: dict[str, list[Path]], base: str | Path) -> list[Path]:
+    """Fig. 5.2: per arm (label -> its runs' folders), the loss terms per epoch (mean over the
+    runs, folds and seeds, that have an epoch log) and the validation Dice on a second axis."""
+    from sizepenalty.combos import LETTERS
 
     plt = _plt()
-    fig, axes = plt.subplots(
-        1, max(len(combos), 1), figsize=(4.2 * max(len(combos), 1), 3.4), squeeze=False
-    )
-    for ax, combo in zip(axes[0], combos):
-        logs = [
-            pd.read_csv(p) for p in sorted(Path(runs_dir, combo_id(combo)).glob("fold*/epochs.csv"))
-        ]
-        ax.set(
-            title=f"{canonical_name(combo)} ({len(logs)} fold(s))", xlabel="epoch", ylabel="loss"
-        )
+    n = max(len(run_dirs), 1)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
+    for ax, (label, dirs) in zip(axes[0], run_dirs.items()):
+        logs = [pd.read_csv(d / "epochs.csv") for d in dirs if (d / "epochs.csv").exists()]
+        ax.set(title=f"{label} ({len(logs)} run(s))", xlabel="epoch", ylabel="loss")
         if not logs:
             continue
         mean = pd.concat(logs).groupby("epoch").mean(numeric_only=True).reset_index()
@@ -184,7 +178,7 @@ def fig_curves(runs_dir: str | Path, combos: Sequence[str], base: str | Path) ->
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, frameon=False, fontsize=7)
-    fig.suptitle("Training curves (mean over folds)")
+    fig.suptitle("Training curves (mean over folds and seeds)")
     fig.tight_layout()
     return save(fig, base)
 
@@ -192,12 +186,18 @@ def fig_curves(runs_dir: str | Path, combos: Sequence[str], base: str | Path) ->
 def pick_overlay_case(
     cases: pd.DataFrame, a: str, b: str, small_ml: float = 5.0
 ) -> pd.Series | None:
-    """The test case (with a reference lesion below ``small_ml``) where combinations ``a`` and ``b``
-    differ most in Dice; ``None`` if the two share no such case. Returns a row with ``fold``,
-    ``case_id``, ``ref_ml`` and both Dice/volume values (suffixes ``_a``/``_b``)."""
-    cols = ["fold", "case_id", "ref_ml", "dice", "vol_pred_ml"]
-    x = cases[cases["combo"] == a][cols]
-    y = cases[cases["combo"] == b][cols].drop(columns="ref_ml")
+    """The test case (with a reference lesion below ``small_ml``) where arms ``a`` and ``b``
+    differ most in Dice, each arm's first seed (the lowest) shown; ``None`` if the two share no
+    such case. Returns a row with ``fold``, ``case_id``, ``ref_ml``, both seeds and both
+    Dice/volume values (suffixes ``_a``/``_b``)."""
+    cols = ["fold", "case_id", "ref_ml", "seed", "dice", "vol_pred_ml"]
+
+    def first_seed(arm: str) -> pd.DataFrame:
+        mine = cases[cases["arm"] == arm]
+        return mine[mine["seed"] == mine["seed"].min()][cols]
+
+    x = first_seed(a)
+    y = first_seed(b).drop(columns="ref_ml")
     both = x.merge(y, on=["fold", "case_id"], suffixes=("_a", "_b"))
     both = both[(both["ref_ml"] > 0) & (both["ref_ml"] < small_ml)]
     if both.empty:
@@ -247,18 +247,6 @@ def fig_overlay(
     return save(fig, base)
 
 
-@dataclass(frozen=True)
-class FigureInputs:
-    """Where the figures stage reads from: the aggregate tables, the training runs
-    (epochs.csv), the probability maps, the per-fold thresholds and the preprocessed cases."""
-
-    tables_dir: Path
-    runs_dir: Path
-    probs_dir: Path
-    metrics_dir: Path
-    pre_dir: Path
-
-
 def _read_table(tables: Path, name: str, optional: bool = False) -> pd.DataFrame:
     from sizepenalty.errors import InputError
 
@@ -272,57 +260,57 @@ def _read_table(tables: Path, name: str, optional: bool = False) -> pd.DataFrame
         raise InputError(f"{tables}: cannot read the aggregate tables: {exc}") from None
 
 
-def _overlay(
-    cfg, inputs: FigureInputs, cases: pd.DataFrame, a: str, b: str, base: Path
-) -> list[Path]:
-    """Figs. 5.3/5.4 for one pair: the small-lesion test case where the two differ most."""
+def _overlay(cfg, plan, layout, cases: pd.DataFrame, a: str, b: str, base: Path) -> list[Path]:
+    """Figs. 5.3/5.4 for one pair of arms: the small-lesion test case where the two differ most
+    (each arm's first seed), from the probability maps and thresholds its runs used."""
     import json
 
-    from sizepenalty.combos import combo_id
     from sizepenalty.data.preprocess import load_preprocessed
     from sizepenalty.evaluate import postprocess
-    from sizepenalty.paths import fold_dir, fold_file
+    from sizepenalty.runs import Arm, RunKey
 
     small = cfg.metrics.strata_ml[0]  # the smallest covering bin (thesis: < 5 mL)
     row = pick_overlay_case(cases, a, b, small)
     if row is None:
         return fig_note(f"{a} vs {b}: no shared test case with a lesion below {small:g} mL", base)
     fold, cid = int(row["fold"]), str(row["case_id"])
-    pre = load_preprocessed(inputs.pre_dir / f"{cid}.npz")
+    pre = load_preprocessed(layout.preprocessed_case(cid))
     preds = []
-    for combo in (a, b):
-        t = json.loads(
-            fold_file(inputs.metrics_dir, combo_id(combo), fold, "_threshold.json").read_text()
-        )
-        prob = np.load(fold_dir(inputs.probs_dir, combo_id(combo), fold) / "test" / f"{cid}.npz")[
-            "prob"
-        ]
+    for label, suffix in ((a, "_a"), (b, "_b")):
+        arm = Arm.parse(label)
+        key = RunKey(arm.combo, arm.variant, int(row[f"seed{suffix}"]), fold)
+        t = json.loads(layout.threshold(plan.canonical(key, "evaluate")).read_text())
+        probs = layout.probs(plan.canonical(key, "infer")) / "test" / f"{cid}.npz"
+        prob = np.load(probs)["prob"]
         preds.append(postprocess(prob.astype(np.float32), t["threshold"], cfg))
     return fig_overlay(
         row, a, b, pre.image[0], pre.mask > 0, preds[0], preds[1], pre.voxel_ml, base
     )
 
 
-def run_figures(cfg, inputs: FigureInputs, out_dir: str | Path) -> list[Path]:
+def run_figures(cfg, plan, out_dir: str | Path) -> list[Path]:
     """The figures stage: Figs. 3.1, 5.1, 5.2 and one overlay per comparison pair (PNG + PDF),
-    named as :func:`sizepenalty.paths.figure_names` declares."""
-    from sizepenalty.combos import canonical_name
+    named as :func:`sizepenalty.paths.figure_names` declares, from the study folder of the
+    run plan ``plan`` (tables, run folders, probability maps, thresholds, preprocessed cases)."""
     from sizepenalty.metrics import get_profile
-    from sizepenalty.paths import figure_names
+    from sizepenalty.paths import StudyLayout, figure_names
+    from sizepenalty.runs import arm_label
 
+    layout = StudyLayout(plan.cfg.study_dir)
     out = Path(out_dir)
     names = figure_names(len(cfg.report.pairs))
-    cases = _read_table(inputs.tables_dir, "per_case_metrics.csv")
-    cases = cases.assign(combo=cases["combo"].map(canonical_name))
-    pairs = _read_table(inputs.tables_dir, "table_pairs.csv", optional=True)
-    strata = _read_table(inputs.tables_dir, "table_strata.csv", optional=True)
+    cases = _read_table(layout.tables, "per_case_metrics.csv")
+    pairs = _read_table(layout.tables, "table_pairs.csv", optional=True)
+    strata = _read_table(layout.tables, "table_strata.csv", optional=True)
     size = cfg.losses.size
     made = fig_spl(out / names[0], cfg.losses.nominal_tau, size["eps"], size["cap"])
     improvement = [label for label, _, _ in get_profile(cfg.metrics.profile).columns("improvement")]
     made += fig_improvement(pairs, strata, out / names[1], improvement)
-    studied = {canonical_name(x) for x in cfg.combo_names}
-    curves = [c for c in cfg.report.curves if canonical_name(c) in studied]
-    made += fig_curves(inputs.runs_dir, curves, out / names[2])
+    curves = {}
+    for label in map(arm_label, cfg.report.curves):
+        runs = plan.runs(plan.arm(label))
+        curves[label] = [layout.run_dir(plan.canonical(k, "train")) for k in runs]
+    made += fig_curves(curves, out / names[2])
     for name, (a, b) in zip(names[3:], cfg.report.pairs):
-        made += _overlay(cfg, inputs, cases, canonical_name(a), canonical_name(b), out / name)
+        made += _overlay(cfg, plan, layout, cases, arm_label(a), arm_label(b), out / name)
     return made

@@ -14,11 +14,16 @@ import pandas as pd
 
 
 def paired(cases: pd.DataFrame, baseline: str, candidate: str, metric: str) -> pd.DataFrame:
-    """Per test case (fold, case_id) the baseline and candidate values of ``metric``, rows where
-    both are finite; columns ``base``, ``cand``, ``diff`` (= cand - base)."""
+    """Per test case (fold, case_id) the baseline and candidate arms' values of ``metric``, each
+    the mean over the arm's seeds with a finite value; rows where both are finite; columns
+    ``base``, ``cand``, ``diff`` (= cand - base)."""
     key = ["fold", "case_id"]
-    b = cases[cases["combo"] == baseline].set_index(key)[metric].rename("base")
-    c = cases[cases["combo"] == candidate].set_index(key)[metric].rename("cand")
+    finite = cases.replace([np.inf, -np.inf], np.nan)
+
+    def arm(label: str, name: str) -> pd.Series:
+        return finite[finite["arm"] == label].groupby(key)[metric].mean().rename(name)
+
+    b, c = arm(baseline, "base"), arm(candidate, "cand")
     both = pd.concat([b, c], axis=1, join="inner").replace([np.inf, -np.inf], np.nan).dropna()
     return both.assign(diff=both["cand"] - both["base"])
 

@@ -1,8 +1,11 @@
-"""Thesis-style tables from the per-case metrics CSV (one row per combo, fold, test case).
+"""Thesis-style tables from the per-case metrics CSV (one row per run and test case: arm,
+seed, fold, case).
 
-Which metrics a table shows comes from the study's metric profile
-(:mod:`sizepenalty.metrics.profiles`) as ``(label, key, higher is better)`` columns; nothing
-here names a metric key itself, so every profile flows through the same code.
+Tables compare **arms** (a combination under a variant, e.g. ``DTS`` or ``DTS@tau300``): an arm's
+fold value is the mean over its test cases and training seeds, and comparisons pair test cases
+after averaging each arm's seeds per case. Which metrics a table shows comes from the study's
+metric profile (:mod:`sizepenalty.metrics.profiles`) as ``(label, key, higher is better)``
+columns; nothing here names a metric key itself, so every profile flows through the same code.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from sizepenalty.combos import canonical_name
 from sizepenalty.metrics import METRICS, PROFILES, ccc
 from sizepenalty.metrics.profiles import Column
+from sizepenalty.runs import arm_label
 from sizepenalty.strata import Stratum
 
 _THESIS = PROFILES["thesis"]
@@ -26,16 +29,16 @@ STRATUM_METRICS = _THESIS.columns("strata")
 
 
 def fold_means(cases: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """Mean of each metric per (combo, fold) over the fold's test cases."""
-    return cases.groupby(["combo", "fold"], sort=False)[list(metrics)].mean().reset_index()
+    """Mean of each metric per (arm, fold) over the fold's test cases and the arm's seeds."""
+    return cases.groupby(["arm", "fold"], sort=False)[list(metrics)].mean().reset_index()
 
 
 def _with_fold_ccc(cases: pd.DataFrame) -> pd.DataFrame:
-    """Adds a ``ccc`` column: the fold's CCC of predicted vs reference volume (same for its cases)."""
-    per = {
-        key: ccc(g["vol_ref_ml"], g["vol_pred_ml"]) for key, g in cases.groupby(["combo", "fold"])
-    }
-    return cases.assign(ccc=[per[(c, f)] for c, f in zip(cases["combo"], cases["fold"])])
+    """Adds a ``ccc`` column: each run's (arm, seed, fold) CCC of predicted vs reference volume
+    over its test cases (the same on each of its rows, so fold means average it over seeds)."""
+    group = ["arm", "seed", "fold"]
+    per = {key: ccc(g["vol_ref_ml"], g["vol_pred_ml"]) for key, g in cases.groupby(group)}
+    return cases.assign(ccc=[per[k] for k in zip(*(cases[c] for c in group))])
 
 
 def main_table(
@@ -43,21 +46,22 @@ def main_table(
     order: Sequence[str],
     columns: Sequence[Column] = MAIN_COLUMNS,
 ) -> pd.DataFrame:
-    """Every combination x ``columns`` (default: the Table 5.1 metrics): mean over folds of the fold
-    means, with the standard deviation across folds (``<label>_sd``); rows in the configured (thesis)
-    order. Non-finite case values (e.g. ``assd_tp_mm`` without a matched pair) are skipped."""
-    cases = cases.assign(combo=cases["combo"].map(canonical_name))
+    """Every arm x ``columns`` (default: the Table 5.1 metrics): mean over folds of the fold
+    means (over test cases and seeds), with the standard deviation across folds
+    (``<label>_sd``); rows in ``order`` (the study's arms, thesis order first). Non-finite case
+    values (e.g. ``assd_tp_mm`` without a matched pair) are skipped."""
     if any(m == "ccc" for _, m, _ in columns):
         cases = _with_fold_ccc(cases)
     metrics = [m for _, m, _ in columns]
     finite = cases.replace([float("inf"), float("-inf")], float("nan"))
     per_fold = fold_means(finite, metrics)
     rows = []
-    for combo in order:
-        sub = per_fold[per_fold["combo"] == canonical_name(combo)]
+    seeds = cases.groupby("arm")["seed"].nunique()
+    for label in map(arm_label, order):
+        sub = per_fold[per_fold["arm"] == label]
         if sub.empty:
             continue
-        row: dict[str, object] = {"Loss": canonical_name(combo), "folds": len(sub)}
+        row: dict[str, object] = {"Loss": label, "folds": len(sub), "seeds": int(seeds[label])}
         for label, metric, _ in columns:
             row[label] = float(sub[metric].mean())
             row[f"{label}_sd"] = float(sub[metric].std(ddof=1)) if len(sub) > 1 else 0.0
@@ -176,10 +180,9 @@ def pair_table(
     """
     from sizepenalty.report.stats import paired
 
-    cases = cases.assign(combo=cases["combo"].map(canonical_name))
     rows = []
     for base, cand in pairs:
-        base, cand = canonical_name(base), canonical_name(cand)
+        base, cand = arm_label(base), arm_label(cand)
         means = main_table(cases, [base, cand], columns).set_index("Loss")
         if base not in means.index or cand not in means.index:
             continue
@@ -203,10 +206,9 @@ def in_stratum(frame: pd.DataFrame, stratum: Stratum, volume: str = "ref_ml") ->
 
 def _by_stratum(cases: pd.DataFrame, pairs: Sequence[Sequence[str]], strata: Sequence[Stratum]):
     """(baseline, candidate, stratum, the stratum's cases) for every pair and stratum."""
-    cases = cases.assign(combo=cases["combo"].map(canonical_name))
     for base, cand in pairs:
         for stratum in strata:
-            yield canonical_name(base), canonical_name(cand), stratum, in_stratum(cases, stratum)
+            yield arm_label(base), arm_label(cand), stratum, in_stratum(cases, stratum)
 
 
 def strata_table(
@@ -278,17 +280,16 @@ def lesion_detection_table(
     its *own* volume (same bins as the case strata), and the fraction the matching rule found.
     Beyond the thesis, whose strata are by the case's total volume. Rows: combination x stratum,
     with the number of lesions and of detected lesions."""
-    lesions = lesions.assign(combo=lesions["combo"].map(canonical_name))
     rows = []
-    for combo in order:
-        mine = lesions[lesions["combo"] == canonical_name(combo)]
+    for label in map(arm_label, order):
+        mine = lesions[lesions["arm"] == label]
         if mine.empty and len(lesions):
             continue
         for stratum in strata:
             sub = in_stratum(mine, stratum, "volume_ml")
             n, found = len(sub), int(sub["detected"].sum()) if len(sub) else 0
             rows.append({
-                "Loss": canonical_name(combo), "Lesion size": stratum.label, "Subset": stratum.subset,
+                "Loss": label, "Lesion size": stratum.label, "Subset": stratum.subset,
                 "Lesions": n, "Detected": found, "Detection rate": found / n if n else float("nan"),
             })  # fmt: skip
     return pd.DataFrame(rows)
@@ -305,6 +306,8 @@ def thesis_side_by_side(table: pd.DataFrame) -> pd.DataFrame:
     nan = float("nan")
     rows = []
     for _, r in table.iterrows():
+        if "@" in str(r["Loss"]):  # the thesis ran the main arms only
+            continue
         prop, isles = TABLE_5_1.get(str(r["Loss"])), TABLE_5_3.get(str(r["Loss"]))
         row: dict[str, object] = {"Loss": r["Loss"]}
         for i, col in enumerate(COLUMNS):
