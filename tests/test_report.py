@@ -29,7 +29,8 @@ def fabricated(
                 ("DTF", dice, 0.30),
                 ("DTS", dice + shift + rng.normal(0, 0.005), 0.28),
             ):
-                rows.append(base | {"combo": combo, "dice": d, "rve": r, "fp": 1.0 + (combo == "DTS"),
+                rows.append(base | {"arm": combo, "combo": combo, "variant": "main", "seed": 42,
+                                    "dice": d, "rve": r, "fp": 1.0 + (combo == "DTS"),
                                     "fn": 2.0, "detection": 0.5, "pq": d / 2, "sq": 0.7, "rq": d / 1.4,
                                     "assd_mm": 3.0, "assd_tp_mm": 2.0, "lesion_f1": d, "vw_dice": d,
                                     "ave_ml": 0.1, "pq_dsc": d / 2, "sq_dsc": 0.8,
@@ -41,7 +42,7 @@ def test_main_table_means_spread_and_best_marking():
     cases = fabricated()
     table = T.main_table(cases, ["DTF", "DTS"])
     assert list(table["Loss"]) == ["DTF", "DTS"] and set(table["folds"]) == {3}
-    fold_means = cases[cases.combo == "DTF"].groupby("fold")["dice"].mean()
+    fold_means = cases[cases.arm == "DTF"].groupby("fold")["dice"].mean()
     assert table.loc[0, "Dice"] == pytest.approx(fold_means.mean())
     assert table.loc[0, "Dice_sd"] == pytest.approx(fold_means.std(ddof=1))
     best = T.best_rows(table)
@@ -96,7 +97,7 @@ def test_strata_table_counts_cases_per_stratum():
     assert list(strata["Stratum"]) == ["< 5 mL", "≥ 5 mL", "< 1 mL", "< 0.1 mL"]
     assert list(strata["n"]) == [12, 6, 6, 0]  # < 5 mL includes the sub-mL cases
     row = strata.iloc[1]
-    sub = cases[(cases.ref_ml >= 5) & (cases.combo == "DTF")]
+    sub = cases[(cases.ref_ml >= 5) & (cases.arm == "DTF")]
     assert row["Dice base"] == pytest.approx(sub["dice"].mean())
     assert row["RVE delta"] == pytest.approx(-0.02)
 
@@ -123,7 +124,7 @@ def test_stratum_statistics_and_the_findings_they_state():
 def test_lesion_detection_by_each_lesions_own_volume():
     lesions = pd.DataFrame(
         [
-            {"combo": c, "fold": 0, "case_id": "a", "volume_ml": v, "detected": d}
+            {"arm": c, "seed": 42, "fold": 0, "case_id": "a", "volume_ml": v, "detected": d}
             for c, rows in (("DTF", ((0.3, 0), (0.8, 1), (12.0, 1))), ("DTS", ((0.3, 1), (0.8, 1), (12.0, 1))))
             for v, d in rows
         ]
@@ -175,12 +176,12 @@ def test_figures_are_valid_png_and_pdf(tmp_path):
     pairs = T.pair_table(cases, [("DTF", "DTS")], n_boot=200)
     strata = T.strata_table(cases, [("DTF", "DTS")], size_strata([5.0], [1.0]))
     made = F.fig_spl(tmp_path / "spl") + F.fig_improvement(pairs, strata, tmp_path / "imp")
-    run = tmp_path / "runs/DTS/fold0"
+    run = tmp_path / "runs/DTS/main/seed42/fold0"
     run.mkdir(parents=True)
     run.joinpath("epochs.csv").write_text(
         "epoch,loss,D,T,F,S,lr,val_dice,epoch_time_s\n1,2.0,0.9,0.9,0,0.2,0.01,,1\n2,1.5,0.7,0.7,0,0.1,0.01,0.3,1\n"
     )
-    made += F.fig_curves(tmp_path / "runs", ["DTS"], tmp_path / "curves")
+    made += F.fig_curves({"DTS": [run]}, tmp_path / "curves")
     row = F.pick_overlay_case(cases, "DTF", "DTS")
     assert row is not None and row["ref_ml"] < 5
     ref = np.zeros((8, 16, 16), bool)

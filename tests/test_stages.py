@@ -26,10 +26,16 @@ def test_an_undeclared_setting_raises_whenever_it_is_used():
 def test_a_stage_sees_its_declared_settings_and_no_others():
     cfg = from_dict({"losses": {"combinations": ["D", "DTS"]}})
     view = stage_config(cfg, "train", "D")
-    assert view.train.lr == cfg.train.lr and view.infer.roi == cfg.infer.roi  # declared
+    assert view.train.lr == cfg.train.lr  # declared
+    assert view.train.validation.roi == cfg.train.validation.roi  # the monitor's own settings
     assert view.study == cfg.study and view.tracking_uri() == cfg.tracking_uri()  # neutral
+    assert view.train.threads == 1 and view.infer.sw_batch_size == 4  # execution
     with pytest.raises(UndeclaredSetting):
         view.infer.thresholds[0]  # evaluate's, not train's
+    with pytest.raises(UndeclaredSetting):
+        view.infer.roi[0]  # inference's window: the validation monitor has its own
+    with pytest.raises(UndeclaredSetting):
+        bool(view.seeds.split)  # the split's seed: a training gets its own from its run key
     with pytest.raises(UndeclaredSetting):
         bool(view.losses.size["tau"])  # D has no size term
     assert stage_config(cfg, "train", "DTS").losses.size["tau"] == 600
@@ -43,6 +49,17 @@ def test_a_stage_sees_its_declared_settings_and_no_others():
         ({"infer": {"overlap_by_combo": {"DTS": 0.75}}}, {("infer", "DTS")}),
         ({"report": {"bootstrap": 500}}, {("aggregate", None)}),
         ({"tracking": {"uri": "http://elsewhere:5000"}}, set()),
+        # execution settings change speed, never results: nothing reruns
+        ({"train": {"threads": 2, "workers": 3, "device": "cpu"}}, set()),
+        ({"infer": {"sw_batch_size": 1}}, set()),
+        # the validation monitor's settings are the training's, inference's window is infer's
+        ({"train": {"validation": {"overlap": 0.25}}}, {("train", "D"), ("train", "DTS")}),
+        ({"infer": {"roi": [16, 32, 32]}}, {("infer", "D"), ("infer", "DTS")}),
+        # each seed moves only what it seeds (the training seeds are run keys: runs.py)
+        ({"seeds": {"split": 7}}, {("folds", None)}),
+        ({"seeds": {"cohort": 7}}, {("synth", None)}),
+        ({"seeds": {"bootstrap": 7}}, {("aggregate", None)}),
+        ({"seeds": {"train": [1, 2]}}, {("aggregate", None), ("figures", None)}),
     ],
 )  # fmt: skip
 def test_a_fingerprint_changes_with_exactly_the_settings_its_stage_declares(change, reruns):
