@@ -3,6 +3,7 @@
 The thesis compares fold means only and names statistical power as its first limitation. Here each
 comparison also gets a paired bootstrap 95% confidence interval of the mean difference over test
 cases and a Wilcoxon signed-rank p-value, Holm-corrected over every (pair, metric) tested together.
+Arms trained over several seeds: :mod:`sizepenalty.report.seeds`.
 """
 
 from __future__ import annotations
