@@ -54,7 +54,7 @@ STAGES: dict[str, Stage] = {
     "preprocess": Stage(
         ("dataset.binarize_labels", "dataset.affine_atol", "dataset.skip_invalid", "preprocess")
     ),  # fmt: skip
-    "folds": Stage(("seed", "folds.k", "folds.val_fraction", "folds.stratify")),
+    "folds": Stage(("seed", "folds.k", "folds.val_fraction", "folds.assignment")),
     "summary": Stage(
         ("folds.k", "folds.run", "metrics.strata_ml", "metrics.subset_strata_ml", "losses.tau")
     ),  # fmt: skip
