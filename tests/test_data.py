@@ -524,10 +524,100 @@ def test_folds_are_deterministic_and_disjoint():
 
 def test_stratified_folds_spread_volumes():
     vols = {f"c{i:02d}": float(i) for i in range(20)}
-    folds = make_folds(vols, k=5, stratify=True, seed=0)
+    folds = make_folds(vols, k=5, assignment="stratified", seed=0)
     for f in folds["folds"]:
         v = sorted(vols[c] for c in f["test"])
         assert v[0] < 5 and v[-1] >= 15  # each test set spans small to large
+
+
+def _manifest_cohort(tmp_path: Path, ids: list[str]) -> Path:
+    """A manifest listing tiny valid cases in the order of ``ids`` (lesion volume varies)."""
+    rows = []
+    for i, cid in enumerate(ids):
+        mask = np.zeros((6, 6, 4), np.uint8)
+        mask.flat[: 1 + (i * 7) % 13] = 1
+        for kind, arr in (("dwi", mask + 1.0), ("adc", 2.0 - mask), ("mask", mask)):
+            _save(tmp_path / "data" / f"{cid}_{kind}.nii.gz", arr, np.diag([2.0, 2.0, 2.0, 1.0]))
+        rows.append(f"{cid}," + ",".join(f"data/{cid}_{k}.nii.gz" for k in ("dwi", "adc", "mask")))
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("case_id,dwi,adc,mask\n" + "\n".join(rows) + "\n")
+    return manifest
+
+
+def test_sequential_folds_of_a_20_case_manifest_are_its_blocks_in_manifest_order(tmp_path):
+    from sizepenalty.config import from_dict
+    from sizepenalty.data.cohort import run_cohort
+    from sizepenalty.data.folds import run_folds
+    from sizepenalty.data.preprocess import run_preprocess
+
+    # Manifest order is not id order: the folds must follow the manifest.
+    ids = [f"p{(i * 7) % 20:02d}" for i in range(20)]
+    cfg = from_dict(
+        {
+            "results": str(tmp_path / "results"),
+            "dataset": {"source": "manifest", "path": str(_manifest_cohort(tmp_path, ids))},
+            "preprocess": {"shape": [4, 6, 6]},
+            "folds": {"k": 10, "val_fraction": 0.1, "assignment": "sequential"},
+        }
+    )
+    cases, pre = tmp_path / "cases.tsv", tmp_path / "pre"
+    run_cohort(cfg, cases)
+    assert [r["case_id"] for r in csv.DictReader(open(cases), delimiter="\t")] == ids
+    run_preprocess(cfg, cases, pre)
+    folds = run_folds(cfg, pre, tmp_path / "folds.json", cases)
+    assert folds["assignment"] == "sequential"
+    for f, fold in enumerate(folds["folds"]):
+        test = ids[2 * f : 2 * f + 2]  # block f
+        val = [ids[(2 * f + 2) % 20], ids[(2 * f + 3) % 20]]  # the block after it, cyclically
+        assert fold["test"] == test and fold["val"] == val, f
+        assert fold["train"] == [c for c in ids if c not in test + val]
+    with pytest.raises(FoldError, match="sequential follows the manifest order.*--cases"):
+        run_folds(cfg, pre, tmp_path / "other.json")
+
+
+def test_sequential_blocks_when_k_does_not_divide_the_cases():
+    ids = [f"m{i:02d}" for i in range(23)][::-1]  # manifest order, reversed ids
+    folds = make_folds({c: 1.0 for c in ids}, k=5, val_fraction=0.1, assignment="sequential")
+    check_folds(folds)
+    # The first 23 mod 5 = 3 blocks hold 5 cases, the other two 4; validation: the 2 cases after.
+    starts, sizes = [0, 5, 10, 15, 19], [5, 5, 5, 4, 4]
+    for fold, start, size in zip(folds["folds"], starts, sizes):
+        assert fold["test"] == ids[start : start + size]
+        assert fold["val"] == [ids[(start + size) % 23], ids[(start + size + 1) % 23]]
+    assert folds["folds"][4]["val"] == ids[:2]  # wraps from the last case to the first
+    assert make_folds({c: 1.0 for c in ids}, k=5, seed=7, assignment="sequential") == folds | {
+        "seed": 7
+    }  # no randomness
+
+
+def test_stratified_and_random_folds_are_the_same_as_before_the_assignment_option():
+    # Pinned from the folds of before `folds.assignment` (stratify: true / false) for this input:
+    # the default study's split must not move.
+    vols = {f"case{i:02d}": round(((i * 37) % 23) * 0.7, 1) for i in range(20)}
+    expected = {
+        ("stratified", 10): (
+            [5, 2, 3, 7, 1, 6, 6, 2, 3, 8, 0, 5, 4, 0, 4, 7, 9, 9, 1, 8],
+            [[4, 8], [6, 15], [6, 10], [7, 11], [0, 19], [4, 13], [3, 12], [8, 17], [11, 15],
+             [9, 18]],
+        ),
+        ("stratified", 5): (
+            [4, 0, 0, 4, 2, 2, 1, 3, 0, 4, 3, 3, 0, 3, 2, 1, 2, 1, 1, 4],
+            [[5, 19], [2, 11], [6, 15], [9, 18], [8, 12]],
+        ),
+        ("random", 5): (
+            [2, 1, 3, 4, 3, 0, 0, 2, 4, 3, 1, 2, 1, 0, 4, 0, 1, 2, 4, 3],
+            [[7, 18], [0, 8], [3, 8], [3, 13], [5, 9]],
+        ),
+    }  # fmt: skip
+    shuffled = dict(sorted(vols.items(), key=lambda kv: -kv[1]))  # another manifest order
+    for (assignment, k), (test_of, val) in expected.items():
+        folds = make_folds(vols, k=k, val_fraction=0.1, seed=42, assignment=assignment)
+        assert folds == make_folds(shuffled, k=k, val_fraction=0.1, seed=42, assignment=assignment)
+        got = {c: f["fold"] for f in folds["folds"] for c in f["test"]}
+        assert [got[c] for c in sorted(vols)] == test_of, (assignment, k)
+        assert [[int(c[4:]) for c in f["val"]] for f in folds["folds"]] == val, (assignment, k)
+    with pytest.raises(FoldError, match="folds.assignment 'shuffled': expected one of"):
+        make_folds(vols, assignment="shuffled")
 
 
 def test_too_few_cases_is_a_clear_error():

@@ -359,7 +359,7 @@ class FoldsConfig:
     k: int
     run: tuple[int, ...] | None
     val_fraction: float
-    stratify: bool
+    assignment: str  # stratified | sequential | random (sizepenalty.data.folds)
 
     @property
     def trained(self) -> tuple[int, ...]:

@@ -1,8 +1,12 @@
 """Threshold selection on validation, post-processing, and test evaluation of one (combo, fold).
 
-The threshold is picked on the validation split only (pooled validation Dice, thesis §4.5), then
-applied once to the test split with small-component removal; test predictions are written as
-NIfTI in each case's original geometry. The metrics come from the study's metric profile
+Everything is scored on each case's original grid, against the reference as supplied: each
+probability map (on the preprocessed grid) is mapped back (:meth:`Geometry.to_original`: exact
+for crop_pad, trilinear for resample), thresholded, and its components below ``infer.min_size``
+voxels are removed there; a lesion the crop cut away is a missed lesion, never a smaller
+reference. The threshold is picked on the validation split only (pooled validation Dice, thesis
+§4.5), then applied once to the test split; test predictions are written as NIfTI on each case's
+original grid with its affine. The metrics come from the study's metric profile
 (:mod:`sizepenalty.metrics.profiles`): one row per test case, plus one row per reference lesion
 for detection by lesion size.
 """
@@ -16,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from sizepenalty.config import StudyConfig
+from sizepenalty.config import MetricsConfig, StudyConfig
 from sizepenalty.data.io import save_nifti_atomic, write_json_atomic, write_text_atomic
-from sizepenalty.data.preprocess import load_preprocessed, to_nifti
+from sizepenalty.data.preprocess import Preprocessed, load_preprocessed, original_nifti
 from sizepenalty.errors import InputError
-from sizepenalty.metrics import InstanceRule, get_profile, remove_small_components
+from sizepenalty.metrics import CaseResult, InstanceRule, get_profile, remove_small_components
 from sizepenalty.runs import KEY_COLUMNS, RunKey
 from sizepenalty.strata import bin_of
 
@@ -38,9 +42,70 @@ class FoldEvaluation:
     lesions: list[dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class PostProcessing:
+    """How a thresholded map is cleaned: components smaller than ``min_size`` voxels (counted
+    with ``connectivity``: 6, 18 or 26) are removed (thesis: 5 voxels, 18-connectivity)."""
+
+    min_size: int
+    connectivity: int
+
+    @classmethod
+    def from_config(cls, cfg: StudyConfig) -> PostProcessing:
+        return cls(cfg.infer.min_size, cfg.infer.connectivity)
+
+
+def binarize(prob: np.ndarray, t: float, post: PostProcessing) -> np.ndarray:
+    """Binary (uint8) prediction on ``prob``'s own grid: ``prob >= t``, small components removed."""
+    return remove_small_components(prob >= t, post.min_size, post.connectivity)
+
+
 def postprocess(prob: np.ndarray, t: float, cfg: StudyConfig) -> np.ndarray:
-    """Binary prediction: probabilities >= ``t``, components below ``infer.min_size`` removed."""
-    return remove_small_components(prob >= t, cfg.infer.min_size, cfg.infer.connectivity)
+    """:func:`binarize` with the study's ``infer.min_size`` and ``infer.connectivity``."""
+    return binarize(prob, t, PostProcessing.from_config(cfg))
+
+
+def original_prob(pre: Preprocessed, prob: np.ndarray) -> np.ndarray:
+    """A probability map on the preprocessed grid mapped to the case's original grid (float32;
+    trilinear for resample, exact for crop_pad, 0 where the crop cut the volume)."""
+    if tuple(prob.shape) != tuple(pre.mask.shape):
+        raise InputError(
+            f"{pre.case_id}: probability map shape {prob.shape} != preprocessed grid "
+            f"{pre.mask.shape}; rerun infer after preprocess"
+        )
+    return pre.geometry.to_original(prob.astype(np.float32, copy=False), order=1)
+
+
+def predict_original(
+    pre: Preprocessed, prob: np.ndarray, t: float, post: PostProcessing
+) -> np.ndarray:
+    """The binary prediction (uint8, (D, H, W)) on the case's original grid from a probability
+    map on its preprocessed grid: mapped back, thresholded at ``t`` and post-processed there."""
+    return binarize(original_prob(pre, prob), t, post)
+
+
+@dataclass(frozen=True)
+class CaseScore:
+    """One case scored on its original grid: the reference volume, its size stratum and what
+    the metric profile computed (per-case metrics, one record per reference lesion)."""
+
+    ref_ml: float
+    stratum: str
+    result: CaseResult
+
+
+def score_case(pre: Preprocessed, pred: np.ndarray, mc: MetricsConfig) -> CaseScore:
+    """Score a binary prediction on the case's original grid (:func:`predict_original`) against
+    the reference as supplied (``pre.orig_mask``, with the original spacing)."""
+    if tuple(pred.shape) != tuple(pre.orig_mask.shape):
+        raise ValueError(
+            f"{pre.case_id}: prediction shape {pred.shape} is not the original grid "
+            f"{pre.orig_mask.shape}; map it with predict_original"
+        )
+    profile = get_profile(mc.profile)
+    result = profile.compute(pre.orig_mask, pred, pre.orig_spacing, mc.instance_rule, mc.eps)
+    ref_ml = float(pre.orig_mask.sum()) * pre.orig_voxel_ml
+    return CaseScore(ref_ml, bin_of(ref_ml, mc.strata_ml), result)
 
 
 def _prob(prob_dir: Path, split: str, cid: str) -> np.ndarray:
@@ -51,14 +116,17 @@ def select_threshold(
     cfg: StudyConfig, val_ids: list[str], prob_dir: Path, pre_dir: Path
 ) -> tuple[float, dict[float, float]]:
     """The candidate threshold maximising pooled Dice over the validation cases
-    (sum 2|P∩G| / sum(|P|+|G|), after post-processing). Ties go to the threshold closest to 0.5."""
+    (sum 2|P∩G| / sum(|P|+|G|) in voxels, on each case's original grid against its original
+    mask, after post-processing there). Ties go to the threshold closest to 0.5."""
+    post = PostProcessing.from_config(cfg)
     inter = {t: 0 for t in cfg.infer.thresholds}
     denom = {t: 0 for t in cfg.infer.thresholds}
     for cid in val_ids:
-        prob = _prob(prob_dir, "val", cid)
-        g = load_preprocessed(pre_dir / f"{cid}.npz").mask > 0
+        pre = load_preprocessed(pre_dir / f"{cid}.npz")
+        prob = original_prob(pre, _prob(prob_dir, "val", cid))  # mapped once, for every t
+        g = pre.orig_mask > 0
         for t in cfg.infer.thresholds:
-            p = postprocess(prob, t, cfg) > 0
+            p = binarize(prob, t, post) > 0
             inter[t] += int((p & g).sum())
             denom[t] += int(p.sum()) + int(g.sum())
     scores = {t: (2 * inter[t] / denom[t] if denom[t] else 1.0) for t in cfg.infer.thresholds}
@@ -78,27 +146,23 @@ def evaluate_fold(
     run's key columns (:data:`sizepenalty.runs.KEY_COLUMNS`)."""
     pre_dir, prob_dir = Path(pre_dir), Path(prob_dir)
     t, scores = select_threshold(cfg, fold["val"], prob_dir, pre_dir)
-    mc = cfg.metrics
-    profile = get_profile(mc.profile)
+    post = PostProcessing.from_config(cfg)
     cases, lesions = [], []
     for cid in fold["test"]:
         pre = load_preprocessed(pre_dir / f"{cid}.npz")
-        pred = postprocess(_prob(prob_dir, "test", cid), t, cfg)
+        pred = predict_original(pre, _prob(prob_dir, "test", cid), t, post)
         if nifti_dir is not None:
-            save_nifti_atomic(
-                to_nifti(pred.astype(np.uint8), pre), Path(nifti_dir) / f"{cid}_pred.nii.gz"
-            )
-        result = profile.compute(pre.mask, pred, pre.spacing, mc.instance_rule, mc.eps)
-        ref_ml = float(pre.mask.sum()) * pre.voxel_ml
+            save_nifti_atomic(original_nifti(pred, pre), Path(nifti_dir) / f"{cid}_pred.nii.gz")
+        score = score_case(pre, pred, cfg.metrics)
         row = key.values() | {"case_id": cid}
         cases.append(
-            row | {"threshold": t, "ref_ml": ref_ml, "stratum": bin_of(ref_ml, mc.strata_ml)}
-            | result.metrics
+            row | {"threshold": t, "ref_ml": score.ref_ml, "stratum": score.stratum}
+            | score.result.metrics
         )  # fmt: skip
         lesions += [
             row | {"lesion": r.lesion, "voxels": r.voxels, "volume_ml": r.volume_ml,
                    "detected": int(r.detected), "iou": r.iou}
-            for r in result.lesions
+            for r in score.result.lesions
         ]  # fmt: skip
     return FoldEvaluation(t, scores, cases, lesions)
 

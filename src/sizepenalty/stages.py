@@ -42,6 +42,7 @@ numerics a device implies (its AMP mode) are checked by the training itself (tra
 class Stage:
     reads: tuple[str, ...]
     rerun: bool = True  # False: bookkeeping that reads settings but never reruns for them
+    version: int = 1  # of the stage's output format: a new one reruns the stage (fingerprint)
 
 
 _SEGMENT = ("metrics.profile", "metrics.connectivity", "metrics.matching",
@@ -58,10 +59,12 @@ STAGES: dict[str, Stage] = {
             "dataset.skip_invalid",
         )
     ),  # fmt: skip
+    # version 2: the file keeps the original mask and spacing (metrics on the original grid)
     "preprocess": Stage(
-        ("dataset.binarize_labels", "dataset.affine_atol", "dataset.skip_invalid", "preprocess")
+        ("dataset.binarize_labels", "dataset.affine_atol", "dataset.skip_invalid", "preprocess"),
+        version=2,
     ),  # fmt: skip
-    "folds": Stage(("seeds.split", "folds.k", "folds.val_fraction", "folds.stratify")),
+    "folds": Stage(("seeds.split", "folds.k", "folds.val_fraction", "folds.assignment")),
     "summary": Stage(
         ("folds.k", "folds.run", "metrics.strata_ml", "metrics.subset_strata_ml", "losses.tau")
     ),  # fmt: skip
@@ -224,6 +227,8 @@ def settings(cfg: StudyConfig, stage: str, combo: str | None = None) -> dict[str
 def hash_settings(stage: str, values: dict[str, Any], combo: str | None = None) -> str:
     """The fingerprint of a stage's settings (:func:`settings`, plus a run's seed)."""
     key: dict[str, Any] = {"stage": stage, "settings": values}
+    if STAGES[stage].version != 1:
+        key["version"] = STAGES[stage].version
     if combo is not None:
         key["combo"] = combo_id(canonical_name(combo))
     return config_hash(key)

@@ -7,7 +7,9 @@ is bright and ADC dark (acute ischaemia), low for T2 shine-through (both bright)
 Geometry: volumes are handled depth-first (D, H, W) = (z, y, x). ``crop_pad`` centres the target
 box on the brain's bounding box and crops or zero-pads each axis (spacing unchanged, so the mapping
 back is exact); ``resample`` resizes the whole volume (spacing changes accordingly). The file keeps
-the original affine and shape and the crop box so predictions go back to the input geometry.
+the original affine, shape and spacing, the crop box and the reference mask as supplied on its
+original grid, so that predictions go back to the input geometry and are scored there (a lesion
+the crop cut away stays in the reference) without the raw NIfTI files.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from scipy import ndimage
 
 from sizepenalty.data.cohort import CaseData
 from sizepenalty.data.io import save_npz_atomic
+from sizepenalty.stages import STAGES
 
 if TYPE_CHECKING:
     from sizepenalty.config import StudyConfig
 
-FORMAT_VERSION = 1
+# 2: the original mask, spacing and outside-crop count. Declared with the stage, so a new format
+# reruns preprocessing (its fingerprint holds the version).
+FORMAT_VERSION = STAGES["preprocess"].version
 
 
 def normalize(volume: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
@@ -51,15 +56,40 @@ def image_channels(dwi: np.ndarray, adc: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Geometry:
-    """How a preprocessed grid maps to the original image."""
+    """How a preprocessed grid maps to the original image.
+
+    ``mode``: ``crop_pad`` or ``resample``; ``orig_shape_dhw``: the original grid, (D, H, W);
+    ``box``: per axis (src_start, src_stop, dst_start, dst_stop), the original-grid range copied
+    to the preprocessed-grid range (crop_pad; for resample the whole axis of each).
+    """
 
     mode: str
     orig_shape_dhw: tuple[int, int, int]
     box: tuple[tuple[int, int, int, int], ...]  # per axis: src_start, src_stop, dst_start, dst_stop
 
     def to_original(self, volume: np.ndarray, order: int = 0) -> np.ndarray:
-        """Map a (D, H, W) array on the preprocessed grid back to the original (D, H, W) grid."""
+        """Map a (D, H, W) array on the preprocessed grid back to the original (D, H, W) grid.
+
+        Args:
+            volume: a mask (bool or integer) or a probability map (any float type) on the
+                preprocessed grid.
+            order: the interpolation for ``resample``: 0 (nearest neighbour) for masks and
+                labels, 1 (trilinear) for probability maps. Order 1 averages neighbours, so
+                probabilities stay in their range; higher spline orders would overshoot and are
+                refused.
+
+        ``crop_pad`` is exact whatever ``order``: the box is copied back, the padding dropped,
+        and every original voxel the crop cut away gets 0 (no lesion, probability 0). Float
+        input comes back as float32 in ``resample`` mode (float16 maps from inference
+        included); otherwise the dtype is kept.
+        """
+        if order not in (0, 1):
+            raise ValueError(f"order must be 0 (masks) or 1 (probabilities), got {order}")
+        if volume.ndim != 3:
+            raise ValueError(f"expected a (D, H, W) volume, got shape {volume.shape}")
         if self.mode == "resample":
+            if volume.dtype.kind == "f" or order == 1:
+                volume = volume.astype(np.float32, copy=False)  # zoom has no float16
             return resize(volume, self.orig_shape_dhw, order=order)
         out = np.zeros(self.orig_shape_dhw, dtype=volume.dtype)
         src = tuple(slice(a, b) for a, b, _, _ in self.box)
@@ -79,12 +109,23 @@ def resize(volume: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray
 
 
 def brain_bbox(
-    dwi_norm: np.ndarray, adc_norm: np.ndarray, threshold: float = 0.05
+    dwi: np.ndarray,
+    adc: np.ndarray,
+    percentiles: tuple[float, float] = (1.0, 99.0),
+    threshold: float = 0.05,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Bounding box (lo, hi exclusive) of voxels bright on either normalised channel."""
-    fg = (dwi_norm > threshold) | (adc_norm > threshold)
+    """Bounding box (lo, hi exclusive) of the voxels bright on either channel: above
+    ``threshold`` once the channel's non-negative part is normalised (:func:`normalize`).
+
+    Negative intensities are background: resampled scans (ISLES 2022's) undershoot below 0 at
+    the brain's edge, and once they pass the 1st percentile, normalising the raw volume lifts the
+    zero background above the threshold, so that the box would be the whole volume.
+    """
+    fg = (normalize(np.maximum(dwi, 0), percentiles) > threshold) | (
+        normalize(np.maximum(adc, 0), percentiles) > threshold
+    )
     if not fg.any():
-        return np.zeros(3, dtype=int), np.array(dwi_norm.shape)
+        return np.zeros(3, dtype=int), np.array(dwi.shape)
     idx = np.argwhere(fg)
     return idx.min(0), idx.max(0) + 1
 
@@ -116,17 +157,29 @@ def apply_box(
 
 @dataclass
 class Preprocessed:
+    """A preprocessed case: what training sees (``image``, ``mask`` on the preprocessed grid) and
+    what scoring needs on the original grid (``orig_mask``, ``orig_spacing``, ``affine``, and
+    ``geometry`` to map predictions there)."""
+
     case_id: str
     image: np.ndarray  # (3, D, H, W) float32
-    mask: np.ndarray  # (D, H, W) uint8
+    mask: np.ndarray  # (D, H, W) uint8, on the preprocessed grid
     spacing: tuple[float, float, float]  # of the preprocessed grid, mm (D, H, W)
     affine: np.ndarray  # original 4x4
     geometry: Geometry
-    lesion_voxels_outside: int = 0
+    orig_mask: np.ndarray  # (D, H, W) uint8: the reference as supplied, on the original grid
+    orig_spacing: tuple[float, float, float]  # of the original grid, mm (D, H, W)
+    lesion_voxels_outside: int = 0  # reference voxels the crop cut away (crop_pad)
 
     @property
     def voxel_ml(self) -> float:
+        """Voxel volume of the preprocessed grid (mL)."""
         return float(np.prod(self.spacing)) / 1000.0
+
+    @property
+    def orig_voxel_ml(self) -> float:
+        """Voxel volume of the original grid (mL): what every metric's volume uses."""
+        return float(np.prod(self.orig_spacing)) / 1000.0
 
 
 def preprocess_case(
@@ -140,7 +193,7 @@ def preprocess_case(
     adc = normalize(case.adc, percentiles)
     orig = tuple(int(s) for s in case.dwi.shape)
     if mode == "crop_pad":
-        lo, hi = brain_bbox(dwi, adc)
+        lo, hi = brain_bbox(case.dwi, case.adc, percentiles)
         box = crop_pad_box(orig, shape, (lo + hi - 1) / 2.0)
         dwi_t, adc_t = apply_box(dwi, box, shape), apply_box(adc, box, shape)
         mask_t = apply_box(case.mask, box, shape)
@@ -161,12 +214,16 @@ def preprocess_case(
         spacing=spacing,  # type: ignore[arg-type]
         affine=case.affine,
         geometry=Geometry(mode, orig, box),  # type: ignore[arg-type]
+        orig_mask=case.mask.astype(np.uint8),
+        orig_spacing=tuple(float(s) for s in case.spacing),  # type: ignore[arg-type]
         lesion_voxels_outside=outside,
     )
 
 
 def save_preprocessed(path: str | Path, pre: Preprocessed) -> None:
-    """One compact file per case: float16 channels, uint8 mask and the geometry (atomic write)."""
+    """One compact file per case (atomic write): float16 channels, the uint8 mask on the
+    preprocessed grid, the geometry, and the original uint8 mask and spacing (compressed: a mask
+    costs little)."""
     save_npz_atomic(
         path,
         format_version=np.int64(FORMAT_VERSION),
@@ -178,10 +235,15 @@ def save_preprocessed(path: str | Path, pre: Preprocessed) -> None:
         mode=np.str_(pre.geometry.mode),
         orig_shape_dhw=np.asarray(pre.geometry.orig_shape_dhw, dtype=np.int64),
         box=np.asarray(pre.geometry.box, dtype=np.int64),
+        orig_mask=pre.orig_mask.astype(np.uint8),
+        orig_spacing=np.asarray(pre.orig_spacing, dtype=np.float64),
+        lesion_voxels_outside=np.int64(pre.lesion_voxels_outside),
     )
 
 
 def load_preprocessed(path: str | Path) -> Preprocessed:
+    """Read a file :func:`save_preprocessed` wrote (:class:`ValueError` naming it for another
+    format version: rerun preprocess)."""
     with np.load(path) as z:
         if int(z["format_version"]) != FORMAT_VERSION:
             raise ValueError(
@@ -199,6 +261,9 @@ def load_preprocessed(path: str | Path) -> Preprocessed:
             spacing=tuple(float(s) for s in z["spacing"]),  # type: ignore[arg-type]
             affine=z["affine"],
             geometry=geometry,
+            orig_mask=z["orig_mask"].astype(np.uint8),
+            orig_spacing=tuple(float(s) for s in z["orig_spacing"]),  # type: ignore[arg-type]
+            lesion_voxels_outside=int(z["lesion_voxels_outside"]),
         )
 
 
@@ -225,14 +290,43 @@ def lesion_stats(
     }
 
 
-def to_nifti(volume_dhw: np.ndarray, pre: Preprocessed, order: int = 0):
-    """A nibabel image of a preprocessed-grid (D, H, W) volume in the case's original geometry."""
+def original_nifti(volume_dhw: np.ndarray, pre: Preprocessed):
+    """A nibabel image of a (D, H, W) volume on the case's original grid, with its affine."""
     import nibabel as nib
 
-    back = pre.geometry.to_original(volume_dhw, order=order)
-    img = nib.Nifti1Image(np.ascontiguousarray(back.transpose(2, 1, 0)), pre.affine)
+    if tuple(volume_dhw.shape) != pre.geometry.orig_shape_dhw:
+        raise ValueError(
+            f"{pre.case_id}: volume shape {volume_dhw.shape} is not the original grid "
+            f"{pre.geometry.orig_shape_dhw} (D, H, W)"
+        )
+    img = nib.Nifti1Image(np.ascontiguousarray(volume_dhw.transpose(2, 1, 0)), pre.affine)
     img.header.set_xyzt_units("mm")
     return img
+
+
+def to_nifti(volume_dhw: np.ndarray, pre: Preprocessed, order: int = 0):
+    """A nibabel image of a preprocessed-grid (D, H, W) volume in the case's original geometry
+    (mapped back with :meth:`Geometry.to_original` of that ``order``)."""
+    return original_nifti(pre.geometry.to_original(volume_dhw, order=order), pre)
+
+
+def case_grids(pre: Preprocessed) -> dict[str, Any]:
+    """The per-case json's grid entries: the original grid (``shape``, ``spacing``, D x H x W),
+    the preprocessed one (``grid_shape``, ``grid_spacing``, ``grid_voxel_ml``), the reference
+    voxels on it (``grid_lesion_voxels``) and those the crop cut away."""
+
+    def fmt(values) -> str:
+        return "x".join(f"{v:g}" for v in values)
+
+    return {
+        "shape": fmt(pre.geometry.orig_shape_dhw),
+        "spacing": fmt(pre.orig_spacing),
+        "grid_shape": fmt(pre.mask.shape),
+        "grid_spacing": fmt(pre.spacing),
+        "grid_voxel_ml": pre.voxel_ml,
+        "grid_lesion_voxels": int(pre.mask.sum()),
+        "lesion_voxels_outside_crop": pre.lesion_voxels_outside,
+    }
 
 
 def run_preprocess(
@@ -242,8 +336,10 @@ def run_preprocess(
     case_ids: list[str] | None = None,
     skip_invalid: bool = False,
 ) -> int:
-    """The preprocess stage: ``<case>.npz`` (channels, mask, geometry) and ``<case>.json`` (lesion
-    statistics) in ``out_dir`` for each case of the list (default: all). Every case asked for is
+    """The preprocess stage: ``<case>.npz`` (channels, masks, geometry) and ``<case>.json`` in
+    ``out_dir`` for each case of the list (default: all). The json holds the lesion statistics
+    of the reference as supplied (original grid and spacing: what folds and size strata use) and
+    the grid entries of :func:`case_grids`. Every case asked for is
     loaded and validated before anything is written, so a bad case leaves no output; with
     ``skip_invalid`` (or ``dataset.skip_invalid``) it is reported on stderr and skipped.
     Returns the number of cases written."""
@@ -270,18 +366,13 @@ def run_preprocess(
     out = Path(out_dir)
     for case in loaded:
         pre = preprocess_case(case, tuple(pp.shape), pp.mode, tuple(pp.clip_percentiles))
-        stats = lesion_stats(pre.mask, pre.spacing)
-        stats.update(
-            case_id=case.case_id,
-            shape="x".join(map(str, pre.mask.shape)),
-            spacing="x".join(f"{s:g}" for s in pre.spacing),
-            orig_shape_xyz="x".join(map(str, case.orig_shape)),
-            lesion_voxels_outside_crop=pre.lesion_voxels_outside,
-        )
+        stats = lesion_stats(pre.orig_mask, pre.orig_spacing) | case_grids(pre)
+        stats.update(case_id=case.case_id, orig_shape_xyz="x".join(map(str, case.orig_shape)))
         if pre.lesion_voxels_outside:
             print(
                 f"warning: {case.case_id}: {pre.lesion_voxels_outside} lesion voxel(s) fall outside "
-                f"the {pp.shape} crop; consider a larger preprocess.shape or mode resample",
+                f"the {pp.shape} crop: the model never sees them and the metrics count them as "
+                "missed; consider a larger preprocess.shape or mode resample",
                 file=sys.stderr,
             )
         save_preprocessed(out / f"{case.case_id}.npz", pre)

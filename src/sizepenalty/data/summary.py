@@ -49,10 +49,12 @@ def dataset_summary(
     tau: float = 600.0,
 ) -> pd.DataFrame:
     """Property/value table. ``stats`` has one row per case with the columns written by preprocess
-    (``lesion_ml``, ``n_lesions``, ``shape``, ``spacing``, ``voxel_ml``); ``strata`` count cases by
-    total lesion volume; ``folds`` (the folds file) adds the realised train/val/test case counts of
-    each fold in ``trained``; ``tau`` (voxels) is SPL's size scale for the
-    size-weight rows (``lesion_voxels`` is used when present)."""
+    (``lesion_ml``, ``n_lesions``, ``shape``, ``spacing``, ``voxel_ml``: the reference as supplied
+    on its original grid; optionally ``grid_shape``, ``grid_lesion_voxels``, ``grid_voxel_ml``
+    and ``lesion_voxels_outside_crop``); ``strata`` count cases by total lesion volume; ``folds``
+    (the folds file) adds the realised train/val/test case counts of each fold in ``trained``;
+    ``tau`` (voxels) is SPL's size scale for the size-weight rows, which count the reference
+    voxels training sees (``grid_lesion_voxels``, else ``lesion_voxels`` when present)."""
     import pandas as pd
 
     vols = stats["lesion_ml"].to_numpy(dtype=float)
@@ -64,7 +66,12 @@ def dataset_summary(
     voxel = stats["voxel_ml"].to_numpy(dtype=float)
     rows = [
         ("Cases", f"{len(stats)}"),
-        ("Input shape (D x H x W)", "; ".join(shapes)),
+        ("Original shape (D x H x W)", "; ".join(shapes)),
+        *(
+            [("Preprocessed grid (D x H x W)", "; ".join(sorted(set(stats["grid_shape"]))))]
+            if "grid_shape" in stats
+            else []
+        ),
         ("Voxel spacing (mm, D x H x W)", "; ".join(spacings)),
         (
             "Voxel volume (mL)",
@@ -77,8 +84,14 @@ def dataset_summary(
         ("Lesions per case, mean", f"{stats['n_lesions'].mean():.2f}"),
         ("Lesion-free cases", f"{int((vols == 0).sum())}"),
     ]
+    if "lesion_voxels_outside_crop" in stats:
+        outside = stats["lesion_voxels_outside_crop"].to_numpy(dtype=float) > 0
+        rows.append(("Cases with lesion voxels outside the crop", f"{int(outside.sum())}"))
     rows += [(f"Cases {label}", f"{n}") for label, n in counts.items()]
-    if "lesion_voxels" in stats:
+    if "grid_lesion_voxels" in stats:  # SPL's V_g: the voxels of the grid training sees
+        case_voxels = stats["grid_lesion_voxels"].to_numpy(dtype=float)
+        voxel = stats["grid_voxel_ml"].to_numpy(dtype=float)
+    elif "lesion_voxels" in stats:
         case_voxels = stats["lesion_voxels"].to_numpy(dtype=float)
     else:
         case_voxels = np.round(vols / voxel)
