@@ -17,6 +17,7 @@ from sizepenalty.data.cohort import discover_isles22, load_case, run_cohort
 from sizepenalty.data.io import save_npz_atomic
 from sizepenalty.data.preprocess import load_preprocessed, normalize, run_preprocess
 from sizepenalty.evaluate import evaluate_fold
+from sizepenalty.runs import RunKey
 from sizepenalty.stages import stage_config
 
 ISLES_SHAPE = (72, 112, 112)  # presets/isles22.yaml's preprocess.shape
@@ -85,7 +86,8 @@ def put_prob(prob_dir, split, cid, prob):
 
 def evaluate(cfg, pre_dir, prob_dir, val, test, nifti_dir=None):
     fold = {"fold": 0, "train": [], "val": list(val), "test": list(test)}
-    return evaluate_fold(stage_config(cfg, "evaluate"), "DTS", fold, pre_dir, prob_dir, nifti_dir)
+    key = RunKey("DTS", fold=fold["fold"])
+    return evaluate_fold(stage_config(cfg, "evaluate"), key, fold, pre_dir, prob_dir, nifti_dir)
 
 
 def perfect_on_grid(pre_dir, cid):

@@ -46,8 +46,7 @@ def test_one_seed_per_arm_is_the_paired_case_bootstrap():
                  effect={"DTS": 0.01}, noise=0.02)  # fmt: skip
     cases = cases.sample(frac=1.0, random_state=3)  # any row order
     cases.loc[cases.index[:2], "dice"] = np.nan  # undefined cases are left out by both
-    combo = cases.rename(columns={"arm": "combo"})
-    d = paired(combo, "DTF", "DTS", "dice")["diff"].to_numpy()
+    d = paired(cases, "DTF", "DTS", "dice")["diff"].to_numpy()
     cmp = S.compare_seeds(cases, "DTF", "DTS", "dice", n_boot=500, seed=7)
     assert cmp.n_cases == d.size == 19
     assert (cmp.ci_low, cmp.ci_high) == pytest.approx(bootstrap_ci(d, 500, seed=7), abs=1e-12)

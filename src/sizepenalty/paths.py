@@ -24,6 +24,8 @@ TABLES = (
     "table_strata_stats",
     "table_lesions",
     "table_thesis",
+    "table_seeds",
+    "table_variance",
 )
 """The aggregate stage's tables, each written as ``<name>.csv``, ``.md`` and ``.tex``."""
 

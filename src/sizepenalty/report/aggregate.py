@@ -19,11 +19,21 @@ from sizepenalty.data.io import write_text_atomic
 from sizepenalty.errors import InputError
 from sizepenalty.metrics import get_profile
 from sizepenalty.paths import StudyLayout
-from sizepenalty.report import tables
-from sizepenalty.runs import KEY_COLUMNS, StudyPlan
+from sizepenalty.report import seeds, tables
+from sizepenalty.runs import KEY_COLUMNS, StudyPlan, arm_label
+from sizepenalty.strata import Stratum
 
 CASE_KEYS = (*KEY_COLUMNS, "case_id", "stratum", "ref_ml")
 LESION_KEYS = (*KEY_COLUMNS, "case_id", "volume_ml")
+
+
+ALL_CASES = Stratum("all cases", 0.0, float("inf"), subset=True)
+"""Every test case, as a stratum (the seed table's first rows)."""
+
+
+def compared_arms(pairs) -> list[str]:
+    """The arms of the comparison pairs, each once, in pair order."""
+    return list(dict.fromkeys(arm_label(a) for pair in pairs for a in pair))
 
 
 class AggregateError(InputError):
@@ -98,6 +108,14 @@ def build_tables(
         ),
         "table_lesions": tables.lesion_detection_table(lesions, order, strata),
         "table_thesis": tables.thesis_side_by_side(main),
+        # training noise: effects against the seed-to-seed spread, and where variance comes from
+        "table_seeds": seeds.seed_table(
+            cases, [tuple(map(arm_label, p)) for p in pairs], profile.columns("strata"),
+            [ALL_CASES, *strata], n_boot=cfg.report.bootstrap, seed=seed,
+        ),  # fmt: skip
+        "table_variance": seeds.variance_table(
+            cases, compared_arms(pairs), profile.columns("strata")
+        ),
     }
     return StudyTables(cases, lesions, frames)
 

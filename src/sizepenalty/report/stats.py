@@ -22,7 +22,8 @@ def paired(cases: pd.DataFrame, baseline: str, candidate: str, metric: str) -> p
     finite = cases.replace([np.inf, -np.inf], np.nan)
 
     def arm(label: str, name: str) -> pd.Series:
-        return finite[finite["arm"] == label].groupby(key)[metric].mean().rename(name)
+        # sort=False: cases in the baseline's row order (the bootstrap's stream follows it)
+        return finite[finite["arm"] == label].groupby(key, sort=False)[metric].mean().rename(name)
 
     b, c = arm(baseline, "base"), arm(candidate, "cand")
     both = pd.concat([b, c], axis=1, join="inner").replace([np.inf, -np.inf], np.nan).dropna()

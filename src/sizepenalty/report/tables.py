@@ -327,6 +327,8 @@ def frame_latex(frame: pd.DataFrame, digits: int = 4) -> str:
     """A plain LaTeX tabular of any frame (no extra packages needed)."""
 
     def cell(v: object) -> str:
+        if v is None:
+            return "--"
         if isinstance(v, float):
             return "--" if v != v else f"{v:.{digits}f}"
         return (
