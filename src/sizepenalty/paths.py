@@ -26,14 +26,15 @@ TABLES = (
     "table_thesis",
     "table_seeds",
     "table_variance",
+    "table_ablation",
 )
 """The aggregate stage's tables, each written as ``<name>.csv``, ``.md`` and ``.tex``."""
 
 
 def figure_names(n_pairs: int) -> list[str]:
-    """The figures stage's figures (each ``.png`` and ``.pdf``): Figs. 3.1, 5.1, 5.2 and one case
-    overlay per configured comparison pair."""
-    return ["fig_3_1_spl", "fig_5_1_improvement", "fig_5_2_curves",
+    """The figures stage's figures (each ``.png`` and ``.pdf``): Figs. 3.1, 5.1, 5.2, the τ
+    ablation (metric vs τ by size stratum) and one case overlay per configured comparison pair."""
+    return ["fig_3_1_spl", "fig_5_1_improvement", "fig_5_2_curves", "fig_tau_ablation",
             *(f"fig_overlay_{i}" for i in range(1, n_pairs + 1))]  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from sizepenalty.errors import InputError
 from sizepenalty.metrics import get_profile
 from sizepenalty.paths import StudyLayout
 from sizepenalty.report import seeds, tables
-from sizepenalty.runs import KEY_COLUMNS, StudyPlan, arm_label
+from sizepenalty.runs import KEY_COLUMNS, MAIN, Arm, StudyPlan, arm_label
 from sizepenalty.strata import Stratum
 
 CASE_KEYS = (*KEY_COLUMNS, "case_id", "stratum", "ref_ml")
@@ -34,6 +34,30 @@ ALL_CASES = Stratum("all cases", 0.0, float("inf"), subset=True)
 def compared_arms(pairs) -> list[str]:
     """The arms of the comparison pairs, each once, in pair order."""
     return list(dict.fromkeys(arm_label(a) for pair in pairs for a in pair))
+
+
+def ablation_pairs(cfg: StudyConfig, arms: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(main arm, variant arm, the variant's settings as text) for every variant arm whose
+    combination also runs its main arm."""
+    out = []
+    for label in arms:
+        arm = Arm.parse(label)
+        if arm.variant != MAIN and Arm(arm.combo).label in arms:
+            sets = cfg.variants[arm.variant].set
+            out.append((Arm(arm.combo).label, label, "; ".join(f"{k} = {v}" for k, v in sets.items())))
+    return out
+
+
+def ablation_table(cfg, cases, arms, columns, strata, seed: int) -> pd.DataFrame:
+    """Each variant against its combination's main arm, by size stratum: the seed-aware effect
+    table (:func:`sizepenalty.report.seeds.seed_table`) with the variant's settings. Empty (with
+    its columns) when the study has no variant."""
+    found = ablation_pairs(cfg, arms)
+    table = seeds.seed_table(cases, [(b, c) for b, c, _ in found], columns, strata,
+                             n_boot=cfg.report.bootstrap, seed=seed)  # fmt: skip
+    settings = {c: text for _, c, text in found}
+    table.insert(2, "Setting", [settings[c] for c in table["Candidate"]])
+    return table
 
 
 class AggregateError(InputError):
@@ -93,7 +117,8 @@ def build_tables(
             f"per-case metrics lack the {profile.name} profile's column(s) {', '.join(missing)}"
             " (were they computed with another metrics.profile?)"
         )
-    order, pairs, strata = list(arms), cfg.report.pairs, cfg.metrics.strata
+    arms = list(arms)
+    order, pairs, strata = arms, cfg.report.pairs, cfg.metrics.strata
     seed = cfg.seeds.bootstrap
     main = tables.main_table(cases, order, profile.columns("main"))
     frames = {
@@ -115,6 +140,9 @@ def build_tables(
         ),  # fmt: skip
         "table_variance": seeds.variance_table(
             cases, compared_arms(pairs), profile.columns("strata")
+        ),
+        "table_ablation": ablation_table(
+            cfg, cases, arms, profile.columns("strata"), [ALL_CASES, *strata], seed
         ),
     }
     return StudyTables(cases, lesions, frames)

@@ -183,6 +183,49 @@ def fig_curves(run_dirs: dict[str, list[Path]], base: str | Path) -> list[Path]:
     return save(fig, base)
 
 
+def fig_tau_ablation(
+    ablation: pd.DataFrame,
+    taus: dict[str, float],
+    base: str | Path,
+    metrics: Sequence[str] = ("Dice", "RVE", "PQ"),
+) -> list[Path]:
+    """The τ ablation: per size stratum (rows) and metric (columns), each combination's mean
+    (over test cases and seeds) against τ (log axis): its main arm and every variant that sets
+    ``losses.tau``; a variant's bar is its paired 95 % CI of the effect against the main arm,
+    placed at the main arm's mean plus the effect. ``taus``: arm label -> τ in voxels (the mean
+    estimated τ for ``tau: auto``)."""
+    plt = _plt()
+    rows = ablation[ablation["Setting"].astype(str).str.contains("losses.tau")] if len(ablation) else ablation
+    if rows.empty:
+        return fig_note("no variant sets losses.tau: no τ ablation in this study", base)
+    metrics = [m for m in metrics if m in set(rows["Metric"])] or list(dict.fromkeys(rows["Metric"]))[:3]
+    strata = list(dict.fromkeys(rows["Stratum"]))
+    fig, axes = plt.subplots(len(strata), len(metrics), figsize=(3.6 * len(metrics), 2.6 * len(strata)),
+                             squeeze=False)  # fmt: skip
+    for i, stratum in enumerate(strata):
+        for j, metric in enumerate(metrics):
+            ax = axes[i][j]
+            sub = rows[(rows["Stratum"] == stratum) & (rows["Metric"] == metric)]
+            for k, (combo, g) in enumerate(sub.groupby("Baseline", sort=False)):
+                main = float(g["Baseline mean"].iloc[0])
+                pts = sorted([(taus[combo], main, main, main)] + [
+                    (taus[c], cm, main + lo, main + hi) for c, cm, lo, hi in
+                    zip(g["Candidate"], g["Candidate mean"], g["CI low"], g["CI high"])
+                ])  # fmt: skip
+                x, y, lo, hi = (np.array(v, dtype=float) for v in zip(*pts))
+                ax.errorbar(x, y, yerr=[y - lo, hi - y], color=GRAYS[k % 4], ls=LINES[k % 4],
+                            marker=MARKERS[k % 4], ms=4, lw=1.2, capsize=2, label=combo)  # fmt: skip
+                ax.plot([taus[combo]], [main], marker="*", ms=9, color=GRAYS[k % 4], ls="none")
+            n = int(sub["n cases"].max()) if len(sub) else 0
+            ax.set_xscale("log")
+            ax.set(title=f"{metric}, {stratum} (n={n})", xlabel="τ (voxels)", ylabel=metric)
+            if i == 0 and j == 0:
+                ax.legend(frameon=False, fontsize=7)
+    fig.suptitle("τ ablation: mean over test cases and seeds (star = main arm; bars: paired 95 % CI vs it)")
+    fig.tight_layout()
+    return save(fig, base)
+
+
 def pick_overlay_case(
     cases: pd.DataFrame, a: str, b: str, small_ml: float = 5.0
 ) -> pd.Series | None:
@@ -288,6 +331,26 @@ def _overlay(cfg, plan, layout, cases: pd.DataFrame, a: str, b: str, base: Path)
     )
 
 
+def _arm_taus(cfg, plan, layout) -> dict[str, float]:
+    """τ (voxels) of every arm with a size term: its configured value, or with ``tau: auto`` the
+    mean of the τ its trainings estimated (train_meta.json)."""
+    import json
+
+    out = {}
+    for arm in plan.arms:
+        tau = cfg.variants[arm.variant].set.get("losses.tau", cfg.losses.size["tau"]) \
+            if arm.variant != "main" else cfg.losses.size["tau"]  # fmt: skip
+        if tau == "auto":
+            found = []
+            for key in plan.runs(arm):
+                meta = layout.run_dir(plan.canonical(key, "train")) / "train_meta.json"
+                if meta.exists() and json.loads(meta.read_text()).get("tau") is not None:
+                    found.append(float(json.loads(meta.read_text())["tau"]))
+            tau = float(np.mean(found)) if found else float("nan")
+        out[arm.label] = float(tau)
+    return out
+
+
 def run_figures(cfg, plan, out_dir: str | Path) -> list[Path]:
     """The figures stage: Figs. 3.1, 5.1, 5.2 and one overlay per comparison pair (PNG + PDF),
     named as :func:`sizepenalty.paths.figure_names` declares, from the study folder of the
@@ -311,6 +374,8 @@ def run_figures(cfg, plan, out_dir: str | Path) -> list[Path]:
         runs = plan.runs(plan.arm(label))
         curves[label] = [layout.run_dir(plan.canonical(k, "train")) for k in runs]
     made += fig_curves(curves, out / names[2])
-    for name, (a, b) in zip(names[3:], cfg.report.pairs):
+    ablation = _read_table(layout.tables, "table_ablation.csv", optional=True)
+    made += fig_tau_ablation(ablation, _arm_taus(cfg, plan, layout), out / names[3])
+    for name, (a, b) in zip(names[4:], cfg.report.pairs):
         made += _overlay(cfg, plan, layout, cases, arm_label(a), arm_label(b), out / name)
     return made

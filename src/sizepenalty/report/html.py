@@ -84,6 +84,9 @@ def _config_summary(cfg: StudyConfig) -> pd.DataFrame:
         ("Folds", f"{cfg.folds.k}-fold split, folds {', '.join(map(str, cfg.folds.trained))} trained and evaluated; "
                   f"validation {cfg.folds.val_fraction:g} of all cases (counts per fold under Dataset)"),
         ("Combinations", ", ".join(cfg.combo_names)),
+        ("Arms and training seeds", _arms_text(cfg)),
+        ("Seeds", f"cohort {cfg.seeds.cohort}, split {cfg.seeds.split}, bootstrap {cfg.seeds.bootstrap}; "
+                  "each training seed is a training of its own on the same split"),
         ("Model", f"{'Attention ' if mc.attention else ''}U-Net{' + ASPP' if mc.aspp else ''}, base {mc.base_filters}, depth {mc.depth}, dropout {mc.dropout}"),
         ("Training", f"{tc.epochs} epochs, batch {tc.batch_size}, lr {tc.lr:g}, {tc.patches_per_volume} patches/volume"),
         ("SPL", f"τ = {lc.size['tau']}, ε = {lc.size['eps']:g}, cap = {lc.size['cap']:g}, λ_S = {lc.weights['size']:g} (alone {lc.weights['size_alone']:g}), warm-up {lc.size['size_warmup']:g}"),
@@ -91,6 +94,40 @@ def _config_summary(cfg: StudyConfig) -> pd.DataFrame:
         ("Config hash", cfg.digest()), ("sizepenalty", __version__),
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=["Setting", "Value"])
+
+
+def _arms_text(cfg: StudyConfig) -> str:
+    """Every arm with its seeds, and each variant's settings."""
+    from sizepenalty.runs import StudyPlan
+
+    plan = StudyPlan(cfg)
+    arms = "; ".join(f"{a.label} (seeds {', '.join(map(str, plan.seeds(a)))})" for a in plan.arms)
+    variants = "; ".join(
+        f"{v.name}: " + ", ".join(f"{k} = {x}" for k, x in v.set.items())
+        + (f" ({v.description})" if v.description else "")
+        for v in cfg.variants.values()
+    )
+    return arms + (f". Variants — {variants}" if variants else "")
+
+
+def seed_findings(table: pd.DataFrame | None) -> list[str]:
+    """One sentence per compared pair (all test cases): each metric's seed-averaged effect with
+    its two-level 95% CI and the verdict against the seed-to-seed spread."""
+    if table is None or table.empty:
+        return []
+    rows = table[table["Stratum"] == "all cases"] if "Stratum" in table else table
+    out = []
+    for (base, cand), group in rows.groupby(["Baseline", "Candidate"], sort=False):
+        seeds_b, seeds_c = int(group["seeds (baseline)"].min()), int(group["seeds (candidate)"].min())
+        parts = []
+        for _, r in group.iterrows():
+            sd = r["Seed SD (effect)"]
+            spread = f"seed SD of the effect {sd:.3f}" if sd == sd else "seed spread unknown"
+            parts.append(f"{r['Metric']} {r['Effect']:+.3f} [{r['CI low']:+.3f}, "
+                         f"{r['CI high']:+.3f}], {spread}: {r['Verdict']}")  # fmt: skip
+        out.append(f"{cand} ({seeds_c} seed(s)) vs {base} ({seeds_b} seed(s)), all test cases: "
+                   + "; ".join(parts) + ".")  # fmt: skip
+    return out
 
 
 def _conventions(cfg: StudyConfig) -> str:
@@ -184,6 +221,9 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
     lesions = _read(tables / "table_lesions.csv")
     stats = _read(tables / "table_strata_stats.csv")
     found = findings(stats)
+    seed_table, variance = _read(tables / "table_seeds.csv"), _read(tables / "table_variance.csv")
+    ablation = _read(tables / "table_ablation.csv")
+    seed_found = seed_findings(seed_table)
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = [
         f"<h1>Size Penalty Loss study: {html.escape(cfg.study)}</h1>",
@@ -195,6 +235,20 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
         "Missed.</p>",
         ("<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in found) + "</ul>") if found
         else "<p><em>No comparison pair is configured for this study.</em></p>",
+        "<h2>Loss effect or training noise? (seeds)</h2>",
+        "<p>Each arm's metric is averaged over its training seeds per test case; the effect is the "
+        "mean over test cases of candidate − baseline, its 95% CI from a two-level bootstrap "
+        "(test cases, then each arm's seeds within each fold). An effect is called beyond the "
+        "seed spread when its CI excludes 0 and it exceeds twice the seed-to-seed SD of the "
+        "effect (what retraining one model per arm with other seeds moves it by). With one seed "
+        "an arm's seed spread is unknown and the table says so.</p>",
+        ("<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in seed_found) + "</ul>") if seed_found
+        else "<p><em>No comparison pair is configured for this study.</em></p>",
+        "<details><summary>Every pair, stratum and metric</summary>", _table(seed_table), "</details>",
+        "<h3>Where the variance comes from</h3>",
+        "<p>Variance components per compared arm and metric (ANOVA method-of-moments estimators "
+        "for folds, seeds within folds, test cases within folds and the seed × case residual; "
+        "negative estimates set to 0 and flagged).</p>", _table(variance),
         "<h2>Configuration</h2>", _table(_config_summary(cfg)),
         "<h3>How the metrics are computed</h3>", _conventions(cfg),
         "<details><summary>Full effective configuration</summary><pre>"
@@ -223,6 +277,14 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
     ]  # fmt: skip
     for stem, caption in FIGURES:
         body.append(_figure(figures / f"{stem}.png", caption))
+    if ablation is not None and len(ablation):
+        body += [
+            "<h2>Ablations: each variant against its main arm</h2>",
+            "<p>Every variant (its settings in the Setting column) against its combination's main "
+            "arm on the same test cases, by size stratum, with the seed-aware statistics above.</p>",
+            _table(ablation),
+            _figure(figures / "fig_tau_ablation.png", "τ ablation: each combination's mean against τ, by size stratum."),
+        ]  # fmt: skip
     body.append("<h2>Case overlays (Figs. 5.3/5.4 analogue)</h2>")
     for i, (a, b) in enumerate(cfg.report.pairs):
         body.append(_figure(figures / f"fig_overlay_{i + 1}.png",
