@@ -44,8 +44,11 @@ def prepare(tmp: Path) -> Path:
 
 def train(c: Path, combo: str, fold: int, run_dir: Path, env: dict) -> dict[str, float]:
     data = c.parent / "results/bench/data"
-    argv = [SIZEPENALTY, "train", "-c", str(c), "--combo", combo, "--fold", str(fold), "--folds",
-            str(data / "folds.json"), "--pre-dir", str(data / "preprocessed"), "--run-dir", str(run_dir)]  # fmt: skip
+    from sizepenalty.combos import combo_id
+
+    argv = [SIZEPENALTY, "train", "-c", str(c), "--run", f"{combo_id(combo)}/main/seed42/fold{fold}",
+            "--folds", str(data / "folds.json"), "--pre-dir", str(data / "preprocessed"),
+            "--run-dir", str(run_dir)]  # fmt: skip
     t0 = time.perf_counter()
     subprocess.run(argv, check=True, capture_output=True, env=env)
     wall = time.perf_counter() - t0

@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 from workflow_helpers import ROOT, SNAKEMAKE, copy_workflow, snakemake_env
 
+from sizepenalty.runs import RunKey
+
 TINY = {
     "study": "tiny",
     "dataset": {"synthetic": {"cases": 6, "shape": [16, 32, 32]}},
@@ -32,7 +34,7 @@ VENV = Path(sys.executable).parent.parent
 class KilledStudy:
     work: Path  # the workflow copy (Snakemake's working directory)
     study: Path  # work/results/tiny
-    killed: tuple[str, int]  # (combination, fold) of a training killed after its first epoch
+    killed: RunKey  # the run whose training was killed after its first epoch
     locked: subprocess.CompletedProcess  # `snakemake --rerun-incomplete` right after the kill
     make_run: subprocess.CompletedProcess  # `make run` after that
     outputs: dict[str, str] = field(default_factory=dict)
@@ -60,16 +62,14 @@ def make_run(work: Path, *snakemake_args: str) -> subprocess.CompletedProcess:
     return run(cmd, work)
 
 
-def _between_epochs(study: Path) -> tuple[str, int] | None:
+def _between_epochs(study: Path) -> RunKey | None:
     """A training that has finished an epoch (its log says so, so the log of the epochs before
     the kill is known) and is not done, if any."""
-    for log in study.glob("logs/train/*_fold*.attempts.log"):
-        combo, fold = log.name.removesuffix(".attempts.log").rsplit("_fold", 1)
-        if (
-            "epoch 1/" in log.read_text()
-            and not (study / "runs" / combo / f"fold{fold}" / "done.json").exists()
-        ):
-            return combo, int(fold)
+    logs = study / "logs" / "train"
+    for log in logs.glob("**/fold*.attempts.log"):
+        key = RunKey.parse(str(log.relative_to(logs)).removesuffix(".attempts.log"))
+        if "epoch 1/" in log.read_text() and not (study / "runs" / key.id / "done.json").exists():
+            return key
     return None
 
 
@@ -93,7 +93,7 @@ def run_killed_study(tmp: Path) -> KilledStudy:
     proc.wait()
     log.close()
     assert killed is not None, (tmp / "killed_run.log").read_text()[-3000:]
-    assert not (study / "runs" / killed[0] / f"fold{killed[1]}" / "done.json").exists()
+    assert not (study / "runs" / killed.id / "done.json").exists()
     assert list((work / ".snakemake" / "locks").glob("*.lock")), "the killed run left no lock"
     locked = run([*cmd, "--rerun-incomplete"], work)
     made = make_run(work, "--configfile", "tiny.yaml")

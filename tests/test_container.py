@@ -384,12 +384,12 @@ def test_tiny_study_runs_every_rule_inside_the_image_and_matches_the_host(tmp_pa
     with open(study / "tables/per_case_metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 5 and all(float(r["vol_pred_ml"]) > 0 for r in rows)  # model-dependent
-    for epochs in study.glob("runs/*/fold*/epochs.csv"):
+    for epochs in study.glob("runs/**/fold*/epochs.csv"):
         other = host / epochs.relative_to(study)
         assert [ln.rsplit(",", 1)[0] for ln in epochs.read_text().splitlines()] == [
             ln.rsplit(",", 1)[0] for ln in other.read_text().splitlines()
         ]  # all but the last column, epoch_time_s
-    predictions = sorted(study.glob("probs/*/fold*/*/*.npz"))
+    predictions = sorted(study.glob("probs/**/fold*/*/*.npz"))
     assert len(predictions) >= 5
     for npz in predictions:
         with np.load(npz) as a, np.load(host / npz.relative_to(study)) as b:

@@ -109,7 +109,7 @@ def test_a_combination_the_thesis_did_not_run_plans_like_any_other(tmp_path):
     out = subprocess.run([str(SNAKEMAKE), "-n", "-p", "--configfile", "more.yaml"], cwd=work,
                          env=snakemake_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "--combo DTFS" in out.stdout + out.stderr  # its trainings are in the plan
+    assert "--run DTFS/main/seed42/fold0" in out.stdout + out.stderr  # its trainings are planned
 
 
 def test_a_metric_of_ones_own_flows_through_the_tables(monkeypatch):
@@ -125,7 +125,8 @@ def test_a_metric_of_ones_own_flows_through_the_tables(monkeypatch):
                               thesis.extra, thesis.pairs, thesis.strata, thesis.improvement,
                               thesis.compute)  # fmt: skip
     rng = np.random.default_rng(0)
-    rows = [{"combo": c, "fold": f, "case_id": f"c{i}", "ref_ml": 3.0, **{k: rng.random() for k in custom.keys}}
+    rows = [{"arm": c, "seed": 42, "fold": f, "case_id": f"c{i}", "ref_ml": 3.0,
+             **{k: rng.random() for k in custom.keys}}
             for c in ("DTF", "DTS") for f in (0, 1) for i in range(3)]  # fmt: skip
     table = tables.main_table(pd.DataFrame(rows), ["DTF", "DTS"], custom.columns("main"))
     assert "V_p/V_g" in table.columns and "V_p/V_g_sd" in table.columns

@@ -28,12 +28,12 @@ def test_a_stale_lock_after_kill_9_is_cleared_by_make_run_and_the_training_resum
     said = s.make_run.stderr
     assert "is stale" in said and "snakemake --unlock" in said and "--rerun-incomplete" in said
     assert (s.study / "report.html").exists() and not list((s.work / ".snakemake/locks").glob("*"))
-    combo, fold = s.killed
-    log = (s.study / "logs" / "train" / f"{combo}_fold{fold}.log").read_text()
+    key = s.killed
+    log = (s.study / "logs" / "train" / f"{key.id}.log").read_text()
     # The killed training resumed where it stopped (after an epoch, or inside one where a warm
     # worker's job got SIGTERM and wrote a checkpoint), and its log kept the epochs before the
     # kill: one start marker per attempt.
-    starts = re.findall(rf"sizepenalty train {combo} fold {fold}: start", log)
+    starts = re.findall(rf"sizepenalty train {re.escape(key.label)}: start", log)
     assert len(starts) == 2, log
     before, after = log.split(starts[0], 1)[1].split(starts[1], 1)
     epoch, _ = map(int, re.search(r"resuming after epoch (\d+), step (\d+)", after).groups())
@@ -41,7 +41,7 @@ def test_a_stale_lock_after_kill_9_is_cleared_by_make_run_and_the_training_resum
     for done in range(1, epoch + 1):
         assert f"epoch {done}/3" in before and f"epoch {done}/3" not in after, log
     assert "epoch 3/3" in after, log
-    record = json.loads((s.study / "runs" / combo / f"fold{fold}" / "run.json").read_text())
+    record = json.loads((s.study / "runs" / key.id / "run.json").read_text())
     assert record["status"] == "FINISHED"
     assert sorted(step for step, *_ in record["metrics"]["train_loss"]) == [1, 2, 3]
 
@@ -81,7 +81,7 @@ def test_a_dry_run_beside_a_study_changes_nothing_under_results(tau_dry_run):
     assert dry.returncode == 0, dry.stderr[-3000:]
     jobs, trainings = _planned(dry)
     # It plans the size-penalty trainings for tau 300 (the other combination keeps its runs) ...
-    assert len(trainings) == 2 and all("--combo DTS" in t for t in trainings), trainings
+    assert len(trainings) == 2 and all("--run DTS/main/" in t for t in trainings), trainings
     # ... and writes nothing: not the effective configuration the study's jobs read, nor
     # anything else, byte for byte and time stamp for time stamp.
     assert after == before
@@ -177,9 +177,9 @@ def test_superseded_runs_leave_compare_and_an_extended_study_reopens_its_parent_
         assert out.returncode == 0, out.stderr
         return list(csv.DictReader(io.StringIO(out.stdout)))
 
-    rows = compare()  # one row per (combination, fold), every one current
-    assert sorted((r["combo"], r["fold"]) for r in rows) == [
-        (c, f) for c in ("D", "DTS", "S") for f in ("0", "1")
+    rows = compare()  # one row per run (combination, variant, seed, fold), every one current
+    assert sorted((r["combo"], r["variant"], r["seed"], r["fold"]) for r in rows) == [
+        (c, "main", "42", f) for c in ("D", "DTS", "S") for f in ("0", "1")
     ]
     assert all(r["status"] == "FINISHED" for r in rows)
     everything = compare("--all")  # the DTS runs of tau 600 too, marked
@@ -408,9 +408,9 @@ def test_a_dead_tracking_server_costs_a_job_one_request_and_sync_backfills_the_r
             return found
 
         synced = stored()
-        assert sorted(synced) == ["D-fold0", "D-fold1"]
+        assert sorted(synced) == ["D-seed42-fold0", "D-seed42-fold1"]
         for fold in (0, 1):
-            ((status, points),) = synced[f"D-fold{fold}"]  # one run each: no duplicates
+            ((status, points),) = synced[f"D-seed42-fold{fold}"]  # one run each: no duplicates
             record = json.loads((runs / f"fold{fold}" / "run.json").read_text())
             assert status == "FINISHED"
             assert points == {k: sorted({(s, v) for s, v, _ in p})

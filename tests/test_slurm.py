@@ -49,7 +49,7 @@ def test_slurm_profile_runs_a_training_chain_on_local_slurm(tmp_path):
     with local_slurm.LocalSlurm(tmp_path / "slurm") as cluster:
         env = snakemake_env(SLURM_CONF=cluster.env["SLURM_CONF"])
         env["PATH"] = cluster.env["PATH"].split(":", 1)[0] + ":" + env["PATH"]
-        cmd = ["timeout", "-k", "10", "420", str(SNAKEMAKE), "results/slurm/metrics/D/fold0.csv",
+        cmd = ["timeout", "-k", "10", "420", str(SNAKEMAKE), "results/slurm/metrics/D/main/seed42/fold0.csv",
                "--workflow-profile", "testprofile", "--configfile", "tiny.yaml"]  # fmt: skip
         out = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=480)
         assert out.returncode == 0, out.stderr[-4000:]
@@ -77,5 +77,5 @@ def test_slurm_profile_runs_a_training_chain_on_local_slurm(tmp_path):
     for rule in ("train", "infer"):
         assert all("gpu" in tres for tres, _ in by_rule[rule]), by_rule[rule]
     assert not any("gpu" in tres for tres, _ in by_rule["preprocess"])
-    assert (work / "results/slurm/metrics/D/fold0.csv").read_text().count("\n") >= 2
+    assert (work / "results/slurm/metrics/D/main/seed42/fold0.csv").read_text().count("\n") >= 2
     assert any((work / "logs/slurm").rglob("*.log"))

@@ -163,7 +163,7 @@ def test_two_epoch_training_writes_checkpoint_csv_and_mlflow_run(tiny_study, com
     cfg = from_dict(dict(TINY, results=str(root)))
     mlflow.set_tracking_uri(cfg.tracking_uri())
     runs = mlflow.search_runs(
-        experiment_names=["sizepenalty"], filter_string=f"tags.mlflow.runName = '{combo}-fold0'"
+        experiment_names=["sizepenalty"], filter_string=f"tags.mlflow.runName = '{combo}-seed42-fold0'"
     )
     assert len(runs) == 1
     r = runs.iloc[0]
@@ -264,7 +264,7 @@ def test_changed_settings_restart_from_epoch_zero_in_a_fresh_superseded_run(tiny
     (archived,) = (run / "superseded").glob("*/run.json")
     assert json.loads(archived.read_text())["tags"]["sizepenalty.superseded"] == "true"
     cfg = from_dict(dict(TINY, results=str(tmp_path / "res")))
-    runs = {r.info.run_id: r for r in _runs(cfg, "D-fold0")}
+    runs = {r.info.run_id: r for r in _runs(cfg, "D-seed42-fold0")}
     assert runs[first["run_id"]].data.tags["sizepenalty.superseded"] == "true"
     assert "sizepenalty.superseded" not in runs[second["run_id"]].data.tags
     # Every train_loss step is logged once in the new run (not appended to the old one).

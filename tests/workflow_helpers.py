@@ -61,10 +61,18 @@ def cli_cohort(config: Path, root: Path, raw: Path, cases: int, *extra_synth: st
     )
 
 
+def run_arg(combo: str, fold, seed: int = 42, variant: str = "main") -> str:
+    """The `--run` argument of a per-run job (its RunKey's id)."""
+    from sizepenalty.combos import canonical_name
+    from sizepenalty.runs import RunKey
+
+    return RunKey(canonical_name(combo), variant, seed, int(fold)).id
+
+
 def train_args(config: Path, root: Path, run_dir: Path, combo: str, fold, *extra: str) -> list[str]:
-    """`sizepenalty train` arguments (no program name) for one combination and fold of the cohort
-    :func:`cli_cohort` made in ``root``."""
-    return ["train", "-c", str(config), "--combo", combo, "--fold", str(fold),
+    """`sizepenalty train` arguments (no program name) for one combination and fold (main arm,
+    seed 42) of the cohort :func:`cli_cohort` made in ``root``."""
+    return ["train", "-c", str(config), "--run", run_arg(combo, fold),
             "--folds", str(root / "folds.json"), "--pre-dir", str(root / "pre"),
             "--run-dir", str(run_dir), *extra]  # fmt: skip
 
