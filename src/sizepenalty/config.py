@@ -130,18 +130,18 @@ def _drop_unlisted_defaults(data: dict[str, Any], user_report: dict[str, Any]) -
     # The default comparison pairs/curves name thesis combinations; a study that runs fewer
     # combinations keeps only those it has. Explicitly configured ones are checked strictly
     # (a list is replaced whole by a later configfile, so the user can always restate it).
-    # Per-combination overrides keyed by name (infer.overlap_by_combo) merge key by key, so a
+    # Per-combination overrides keyed by name (infer.overlap_by_combo, seeds.train_by_combo)
+    # merge key by key, so a
     # study that runs a subset of a preset's combinations cannot remove the others' keys: those
     # simply do not apply.
     studied = [*data["losses"]["combinations"]]
     for variant in data["variants"].values():
         studied += variant["combinations"]
     ids = {combo_id(c) for c in studied if _parses(c)}
-    data["infer"]["overlap_by_combo"] = {
-        k: v
-        for k, v in data["infer"]["overlap_by_combo"].items()
-        if not _parses(k) or combo_id(k) in ids
-    }
+    for section, key in (("infer", "overlap_by_combo"), ("seeds", "train_by_combo")):
+        data[section][key] = {
+            k: v for k, v in data[section][key].items() if not _parses(k) or combo_id(k) in ids
+        }
     arms = _arm_labels(data)
     if "pairs" not in user_report:
         data["report"]["pairs"] = [
@@ -191,11 +191,6 @@ def _semantic_checks(data: dict[str, Any], source: str) -> None:
     for i, code in enumerate(data["report"]["curves"]):
         if _arm(code) is not None and _arm(code) not in arms:
             problems.append(f"report.curves[{i}]: {code!r} is not an arm of this study")
-    for key in data["seeds"]["train_by_combo"]:
-        if _parses(key) and combo_id(key) not in ids:
-            problems.append(
-                f"seeds.train_by_combo.{key}: {key!r} is not one of losses.combinations"
-            )
     for name, variant in data["variants"].items():
         problems += _variant_problems(name, variant)
     ds = data["dataset"]

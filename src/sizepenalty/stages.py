@@ -192,8 +192,11 @@ def _get(raw: dict[str, Any], path: str) -> Any:
 
 
 def _without_execution(path: str, value: Any) -> Any:
-    """``value`` (the setting at ``path``) without the execution settings below it."""
-    inside = [e[len(path) + 1 :] for e in EXECUTION if e.startswith(path + ".")]
+    """``value`` (the setting at ``path``; ``""`` = the root) without the execution settings
+    below it."""
+    inside = list(EXECUTION) if not path else [
+        e[len(path) + 1 :] for e in EXECUTION if e.startswith(path + ".")
+    ]
     if not inside or not isinstance(value, dict):
         return value
     value = copy.deepcopy(value)
@@ -212,8 +215,8 @@ def settings(cfg: StudyConfig, stage: str, combo: str | None = None) -> dict[str
     _check_stage(stage)
     if not STAGES[stage].rerun:
         return {}
-    if STAGES[stage].reads == ("*",):
-        return {"*": cfg.raw}
+    if STAGES[stage].reads == ("*",):  # the whole configuration, but for how fast it runs
+        return {"*": _without_execution("", cfg.raw)}
     values: dict[str, Any] = {}
     for path in STAGES[stage].reads:
         found = _per_combo(path, combo, stage)
