@@ -23,7 +23,10 @@ from sizepenalty.errors import InputError
 from sizepenalty.metrics import InstanceRule, get_profile, remove_small_components
 from sizepenalty.strata import bin_of
 
-LESION_COLUMNS = ("case_id", "combo", "fold", "lesion", "voxels", "volume_ml", "detected", "iou")
+LESION_COLUMNS = (
+    "case_id", "combo", "fold", "lesion", "voxels", "volume_ml", "detected_overlap",
+    "detected_iou", "iou",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,8 @@ def evaluate_fold(
         )  # fmt: skip
         lesions += [
             key | {"lesion": r.lesion, "voxels": r.voxels, "volume_ml": r.volume_ml,
-                   "detected": int(r.detected), "iou": r.iou}
+                   "detected_overlap": int(r.detected_overlap),
+                   "detected_iou": int(r.detected_iou), "iou": r.iou}
             for r in result.lesions
         ]  # fmt: skip
     return FoldEvaluation(t, scores, cases, lesions)

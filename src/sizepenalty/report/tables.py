@@ -45,13 +45,16 @@ def main_table(
 ) -> pd.DataFrame:
     """Every combination x ``columns`` (default: the Table 5.1 metrics): mean over folds of the fold
     means, with the standard deviation across folds (``<label>_sd``); rows in the configured (thesis)
-    order. Non-finite case values (e.g. ``assd_tp_mm`` without a matched pair) are skipped."""
+    order. Undefined case values (NaN, e.g. ``assd_tp_mm`` without a matched pair; see
+    :mod:`sizepenalty.metrics.edge_cases`) are left out of the means and counted per column
+    (``<label>_undefined``: the combination's test cases without a value)."""
     cases = cases.assign(combo=cases["combo"].map(canonical_name))
     if any(m == "ccc" for _, m, _ in columns):
         cases = _with_fold_ccc(cases)
     metrics = [m for _, m, _ in columns]
     finite = cases.replace([float("inf"), float("-inf")], float("nan"))
     per_fold = fold_means(finite, metrics)
+    undefined = finite[metrics].isna().groupby(finite["combo"]).sum()
     rows = []
     for combo in order:
         sub = per_fold[per_fold["combo"] == canonical_name(combo)]
@@ -61,6 +64,7 @@ def main_table(
         for label, metric, _ in columns:
             row[label] = float(sub[metric].mean())
             row[f"{label}_sd"] = float(sub[metric].std(ddof=1)) if len(sub) > 1 else 0.0
+            row[f"{label}_undefined"] = int(undefined.loc[canonical_name(combo), metric])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -92,7 +96,9 @@ def mean_sd_cells(
 ) -> list[tuple[str, list[str]]]:
     """Per row ``(loss, cells)``: "mean ± SD" for each column (the metric's decimals: 2 for counts
     and mL, else 4), the best value per column (:func:`best_rows`) passed through ``bold``; a NaN mean is shown
-    as ``missing`` when given. Shared by the Markdown, LaTeX and HTML renderings."""
+    as ``missing`` when given; a mean that left undefined cases out says how many ("(3 undefined)",
+    from the ``<label>_undefined`` column of :func:`main_table`). Shared by the Markdown, LaTeX and
+    HTML renderings."""
     best = best_rows(table, columns)
     rows = []
     for _, r in table.iterrows():
@@ -104,6 +110,9 @@ def mean_sd_cells(
                 cell = missing
             else:
                 cell = f"{value:.{digits}f} {pm} {sd:.{digits}f}"
+            left_out = r.get(f"{label}_undefined", 0)
+            if left_out == left_out and left_out > 0:  # absent or NaN: nothing to say
+                cell += f" ({int(left_out)} undefined)"
             cells.append(bold(cell) if best.get(label) == r["Loss"] else cell)
         rows.append((str(r["Loss"]), cells))
     return rows
@@ -275,9 +284,11 @@ def lesion_detection_table(
     lesions: pd.DataFrame, order: Sequence[str], strata: Sequence[Stratum]
 ) -> pd.DataFrame:
     """Lesion-wise detection by lesion size: every reference lesion of every test case, binned by
-    its *own* volume (same bins as the case strata), and the fraction the matching rule found.
-    Beyond the thesis, whose strata are by the case's total volume. Rows: combination x stratum,
-    with the number of lesions and of detected lesions."""
+    its *own* volume (same bins as the case strata), and the fraction found under each counting
+    rule: the overlap rule (any predicted voxel touches it: the thesis's Det.) and the IoU rule
+    (matched one-to-one at the IoU threshold). Beyond the thesis, whose strata are by the case's
+    total volume. Rows: combination x stratum, with the number of lesions and of detected lesions
+    per rule."""
     lesions = lesions.assign(combo=lesions["combo"].map(canonical_name))
     rows = []
     for combo in order:
@@ -286,11 +297,14 @@ def lesion_detection_table(
             continue
         for stratum in strata:
             sub = in_stratum(mine, stratum, "volume_ml")
-            n, found = len(sub), int(sub["detected"].sum()) if len(sub) else 0
-            rows.append({
-                "Loss": canonical_name(combo), "Lesion size": stratum.label, "Subset": stratum.subset,
-                "Lesions": n, "Detected": found, "Detection rate": found / n if n else float("nan"),
-            })  # fmt: skip
+            n = len(sub)
+            row = {"Loss": canonical_name(combo), "Lesion size": stratum.label,
+                   "Subset": stratum.subset, "Lesions": n}  # fmt: skip
+            for rule, name in (("overlap", "overlap"), ("iou", "IoU")):
+                found = int(sub[f"detected_{rule}"].sum()) if n else 0
+                row[f"Detected ({name})"] = found
+                row[f"Detection rate ({name})"] = found / n if n else float("nan")
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
