@@ -158,8 +158,8 @@ def _panoptic(m: Matching) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class _Surfaces:
-    """Both surfaces (points in mm, per-point instance pair slot to be set by the caller) and
-    each point's nearest point on the other surface."""
+    """Both surfaces as points in mm, with each point's nearest point on the other surface (its
+    distance and index): found once, for the whole-mask and the matched-pair ASSD."""
 
     ref_pts: np.ndarray
     pred_pts: np.ndarray
@@ -200,7 +200,7 @@ def _assds(pair: MaskPair, m: Matching, spacing: np.ndarray) -> tuple[float, flo
 
 def _vw_dice(m: Matching) -> float:
     """Reference-volume-weighted Dice of the matched pairs (missed lesions count 0)."""
-    v_g = int(m.ref_sizes.sum())
+    v_g = int(m.ref_sizes[1:].sum())  # index 0 is not a lesion
     return _ratio(sum(int(m.ref_sizes[a]) * d for a, _, _, d in m.pairs), v_g)
 
 
