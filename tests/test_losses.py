@@ -151,6 +151,43 @@ def test_spl_rejects_bad_shapes_and_parameters():
         SizePenaltyLoss()(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 5))
 
 
+def _loss_calls():
+    """Every public entry point that takes (logits, target)."""
+    spl = SizePenaltyLoss()
+    return {"SizePenaltyLoss": spl, "per_sample": spl.per_sample, "DTS": build_loss("DTS"),
+            "DTF": build_loss("DTF")}  # fmt: skip
+
+
+@pytest.mark.parametrize("call", ["SizePenaltyLoss", "per_sample", "DTS", "DTF"])
+def test_losses_reject_targets_that_are_not_binary(call):
+    fn = _loss_calls()[call]
+    z = torch.zeros(2, 1, 4, 4)
+    for bad, shown in ((z.clone().index_fill_(2, torch.tensor([0]), 2.0), r"\[0.0, 2.0\]"),
+                       (torch.full_like(z, 0.5), r"\[0.5\]"),
+                       (z.clone().index_fill_(3, torch.tensor([1]), float("nan")), "nan"),
+                       (z.long() - 1, r"\[-1.0\]")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"target must be binary.*{shown}"):
+            fn(z, bad)
+    with pytest.raises(ValueError, match="target shape"):
+        fn(z, torch.zeros(2, 1, 4, 5))
+    with pytest.raises(TypeError, match="target must be a torch.Tensor, got ndarray"):
+        fn(z, np.zeros((2, 1, 4, 4)))
+    with pytest.raises(TypeError, match="logits must be a floating-point tensor, got .*int64"):
+        fn(z.long(), z)
+
+
+@pytest.mark.parametrize("call", ["SizePenaltyLoss", "per_sample", "DTS", "DTF"])
+def test_losses_accept_binary_targets_of_any_dtype(call):
+    fn = _loss_calls()[call]
+    logits = torch.randn(2, 1, 4, 4)
+    y = (torch.rand(2, 1, 4, 4) > 0.5).float()
+    expected = fn(logits, y)
+    for same in (y.bool(), y.long(), y.to(torch.uint8), y.double()):
+        out = fn(logits, same)
+        first = out[0] if isinstance(out, tuple) else out
+        torch.testing.assert_close(first, expected[0] if isinstance(expected, tuple) else expected)
+
+
 def test_gated_spl_fades_above_threshold():
     spl = SizePenaltyLoss.gated(threshold_ml=5.0, voxel_ml=0.008, tau=600)  # 625 voxels
     w = spl.weight(torch.tensor([10.0, 625.0, 2000.0]))

@@ -10,13 +10,17 @@ from scipy import ndimage
 
 from sizepenalty.cli import main
 from sizepenalty.metrics import (
+    THESIS_KEYS,
     InstanceRule,
     assd_mm,
     case_metrics,
     ccc,
+    evaluate_case,
+    evaluate_case_isles22,
     isles22_metrics,
     match_instances,
     remove_small_components,
+    surface,
 )
 from sizepenalty.metrics.instances import label_instances
 
@@ -135,7 +139,7 @@ def test_default_instances_and_panoptic_quality_equal_panoptica(kind, seed):
     ours = case_metrics(ref, pred, spacing)  # default settings = the thesis's panoptica
     res = EVALUATOR.evaluate(pred, ref, voxelspacing=spacing, verbose=False)["ungrouped"]
     assert (ours["n_ref"], ours["n_pred"]) == (res.n_ref_instances, res.n_pred_instances)
-    assert (ours["tp"], ours["fp"], ours["fn"]) == (res.tp, res.fp, res.fn)
+    assert (ours["tp_iou"], ours["fp_iou"], ours["fn_iou"]) == (res.tp, res.fp, res.fn)
     for key in ("pq", "sq", "rq", "pq_dsc", "sq_dsc"):
         assert ours[key] == pytest.approx(getattr(res, key), abs=1e-12), key
     assert ours["dice"] == pytest.approx(res.global_bin_dsc, abs=1e-12)
@@ -179,50 +183,16 @@ def test_assd_anisotropy_matters():
     assert aniso > 3 * iso
 
 
-def test_edge_cases_have_documented_values():
-    z = np.zeros((8, 8, 8), np.uint8)
-    one = z.copy()
-    one[2:5, 2:5, 2:5] = 1
-    both_empty = case_metrics(z, z, (1, 1, 1))
-    assert both_empty["dice"] == 1.0 and both_empty["pq"] == 1.0 and both_empty["rq"] == 1.0
-    assert (
-        both_empty["detection"] == 1.0
-        and both_empty["lesion_f1"] == 1.0
-        and both_empty["assd_mm"] == 0.0
-    )
-    assert both_empty["rve"] == 0.0 and both_empty["vw_dice"] == 1.0
-    missed = case_metrics(one, z, (1, 1, 1))
-    assert (
-        missed["dice"] == 0.0
-        and missed["fn"] == 1
-        and missed["pq"] == 0.0
-        and missed["detection"] == 0.0
-    )
-    assert missed["assd_mm"] == pytest.approx(np.sqrt(3 * 7**2)) and missed["rve"] == pytest.approx(
-        1.0, rel=1e-6
-    )
-    false_pos = case_metrics(z, one, (1, 1, 1))
-    assert false_pos["fp"] == 1 and false_pos["detection"] == 1.0 and false_pos["vw_dice"] == 0.0
-    assert false_pos["rve"] == pytest.approx(27 / 1e-5)
-    for result in (both_empty, missed, false_pos):
-        # Defined everywhere but the matched-pair ASSD, which has no pair to measure (TP = 0).
-        assert np.isnan(result.pop("assd_tp_mm"))
-        assert all(np.isfinite(v) for v in result.values())
-    # Where panoptica differs: with an empty prediction it reports ASSD inf; we report the image
-    # diagonal so that fold means stay finite (documented in sizepenalty.metrics.surface).
-    res = EVALUATOR.evaluate(z, one, verbose=False)["ungrouped"]
-    assert (res.tp, res.fn) == (0, 1) and res.pq == 0.0
-
-
 def test_iou_exactly_half_matches_by_default_and_not_when_strict():
     ref = np.zeros((3, 12, 3), np.uint8)
     ref[1, 0:6, 1] = 1  # a 6-voxel lesion ...
     pred = np.zeros_like(ref)
     pred[1, 0:12, 1] = 1  # ... predicted as its 12-voxel superset: IoU exactly 0.5
     default = case_metrics(ref, pred, (1, 1, 1))
-    assert (default["tp"], default["fp"], default["fn"], default["pq"]) == (1, 0, 0, 0.5)
+    assert (default["tp_iou"], default["fp_iou"], default["fn_iou"]) == (1, 0, 0)
+    assert default["pq"] == 0.5
     strict = case_metrics(ref, pred, (1, 1, 1), InstanceRule(strict=True))
-    assert (strict["tp"], strict["fp"], strict["fn"], strict["pq"]) == (0, 1, 1, 0.0)
+    assert (strict["tp_iou"], strict["fp_iou"], strict["fn_iou"], strict["pq"]) == (0, 1, 1, 0.0)
     strict_panoptica = Panoptica_Evaluator(
         expected_input=InputType.SEMANTIC,
         instance_approximator=ConnectedComponentsInstanceApproximator(),
@@ -241,16 +211,22 @@ def test_connectivity_is_an_option():
     assert case_metrics(ref, ref, (1, 1, 1), InstanceRule(connectivity=18))["n_ref"] == 2
 
 
-def test_overlap_matching_counts_merged_lesions_once():
+def test_a_prediction_merging_two_lesions_under_each_rule():
     ref = np.zeros((5, 20, 5), np.uint8)
     ref[2, 2:6, 2] = 1
     ref[2, 10:14, 2] = 1
     pred = np.zeros_like(ref)
-    pred[2, 3:13, 2] = 1  # one prediction bridging both lesions
+    pred[2, 3:13, 2] = 1  # one prediction bridging both lesions (IoU 3/11 with each)
     iou = case_metrics(ref, pred, (1, 1, 1))
+    assert (iou["tp_iou"], iou["fp_iou"], iou["fn_iou"]) == (0, 1, 2) and iou["rq"] == 0.0
+    # The overlap rule (many-to-one) finds both lesions and has no false positive ...
+    assert (iou["tp_overlap"], iou["fp_overlap"], iou["fn_overlap"]) == (2, 0, 0)
+    assert iou["detection_overlap"] == 1.0 and iou["lesion_f1"] == 1.0
+    # ... while one-to-one matching by any overlap (metrics.matching: overlap) pairs it with one
+    # of them for PQ/SQ/RQ; the *_iou counts stay IoU whatever the matching.
     ovl = case_metrics(ref, pred, (1, 1, 1), InstanceRule(criterion="overlap"))
-    assert (iou["tp"], iou["fp"], iou["fn"]) == (0, 1, 2)
-    assert (ovl["tp"], ovl["fp"], ovl["fn"]) == (1, 0, 1)
+    assert ovl["rq"] == pytest.approx(1 / 1.5) and ovl["sq"] == pytest.approx(3 / 11)
+    assert (ovl["tp_iou"], ovl["tp_overlap"]) == (0, 2)
 
 
 def test_min_size_removes_small_components_with_18_connectivity():
@@ -271,6 +247,178 @@ def test_vw_dice_weights_by_reference_volume():
     pred = ref.copy()
     pred[1, 25:27, 1] = 0
     assert case_metrics(ref, pred, (1, 1, 1))["vw_dice"] == pytest.approx(20 / 22)
+
+
+# ----------------------------------------------------------------------------- the two rules
+
+# panoptica can express the overlap rule when no predicted component touches two reference
+# lesions: every prediction matched, many-to-one, to a reference it shares a voxel with (IoU > 0).
+OVERLAP_PANOPTICA = Panoptica_Evaluator(
+    expected_input=InputType.SEMANTIC,
+    instance_approximator=ConnectedComponentsInstanceApproximator(),
+    instance_matcher=NaiveThresholdMatching(
+        matching_metric=Metric.IOU, matching_threshold=0.0, strict_threshold=True,
+        allow_many_to_one=True,
+    ),
+)  # fmt: skip
+
+
+def overlap_rule_brute_force(ref, pred, connectivity=26):
+    """The ISLES 2022 lesion-wise rule, one full-volume comparison per component (scipy's
+    labelling, not cc3d): (TP, FP, FN) and the set of reference labels found."""
+    rank = {6: 1, 18: 2, 26: 3}[connectivity]
+    structure = ndimage.generate_binary_structure(3, rank)
+    gl, ng = ndimage.label(ref > 0, structure)
+    pl, npred = ndimage.label(pred > 0, structure)
+    found = {i for i in range(1, ng + 1) if np.any((gl == i) & (pred > 0))}
+    fp = sum(1 for j in range(1, npred + 1) if not np.any((pl == j) & (ref > 0)))
+    return len(found), fp, ng - len(found), found
+
+
+def _merges(ref, pred):
+    """Whether some predicted component touches two or more reference lesions."""
+    gl, _ = label_instances(ref, 26)
+    pl, npred = label_instances(pred, 26)
+    return any(np.unique(gl[(pl == j) & (gl > 0)]).size > 1 for j in range(1, npred + 1))
+
+
+@pytest.mark.parametrize("kind,seed", PAIRS)
+def test_overlap_rule_equals_a_brute_force_count_and_panoptica_where_it_applies(kind, seed):
+    ref, pred = _pair(kind, seed)
+    ours = evaluate_case(ref, pred, (2.0, 1.0, 1.5))
+    m = ours.metrics
+    tp, fp, fn, found = overlap_rule_brute_force(ref, pred)
+    assert (m["tp_overlap"], m["fp_overlap"], m["fn_overlap"]) == (tp, fp, fn)
+    assert {r.lesion for r in ours.lesions if r.detected_overlap} == found
+    if ref.any():
+        assert m["detection_overlap"] == tp / (tp + fn)
+    if ref.any() and pred.any() and not _merges(ref, pred):
+        res = OVERLAP_PANOPTICA.evaluate(pred, ref, verbose=False)["ungrouped"]
+        assert (m["tp_overlap"], m["fp_overlap"], m["fn_overlap"]) == (res.tp, res.fp, res.fn)
+
+
+def test_the_panoptica_overlap_evaluator_is_compared_on_pairs_without_merges():
+    """The comparison above is not vacuous: most generated pairs have no merging prediction."""
+    assert sum(not _merges(*_pair(k, s)) for k, s in PAIRS) >= 25
+
+
+def test_the_rules_differ_on_a_prediction_touching_a_lesion_at_iou_0_2():
+    ref = np.zeros((3, 12, 3), np.uint8)
+    ref[1, 0:5, 1] = 1  # a 5-voxel lesion ...
+    pred = np.zeros_like(ref)
+    pred[1, 4:10, 1] = 1  # ... touched by a 6-voxel prediction sharing 1 voxel: IoU 1/10
+    pred[1, 3:10, 1] = 1  # now 7 voxels sharing 2: IoU 2/10 = 0.2
+    res = evaluate_case(ref, pred, (1, 1, 1))
+    m = res.metrics
+    assert (m["tp_overlap"], m["fp_overlap"], m["fn_overlap"]) == (1, 0, 0)
+    assert m["detection_overlap"] == 1.0
+    assert (m["tp_iou"], m["fp_iou"], m["fn_iou"], m["detection_iou"]) == (0, 1, 1, 0.0)
+    assert m["lesion_f1"] == 1.0 and m["rq"] == 0.0 and m["pq"] == 0.0
+    (lesion,) = res.lesions
+    assert lesion.detected_overlap and not lesion.detected_iou and np.isnan(lesion.iou)
+    panoptica_res = EVALUATOR.evaluate(pred, ref, verbose=False)["ungrouped"]
+    assert (panoptica_res.tp, panoptica_res.fp, panoptica_res.fn) == (0, 1, 1)
+    assert overlap_rule_brute_force(ref, pred)[:3] == (1, 0, 0)
+
+
+def s_like_pair(rng, shape=(24, 40, 40)):
+    """The thesis's S failure: many small predicted blobs scattered over and around the
+    reference lesions, none a good match (the thesis's S row: Det. 0.78 with RQ 0)."""
+    ref = np.zeros(shape, bool)
+    for c in ((6, 10, 10), (12, 28, 12), (18, 14, 30)):
+        ref |= blob(shape, c, (3.0, 4.0, 4.0))
+    pred = np.zeros(shape, bool)
+    for _ in range(60):
+        z, y, x = rng.integers([1, 1, 1], np.array(shape) - 1)
+        pred[z, y, x] = True  # isolated one-voxel blobs
+    for p in np.argwhere(ref)[rng.choice(int(ref.sum()), 12, replace=False)]:
+        pred[tuple(p)] = True  # a few voxels inside each lesion, far from IoU 0.5
+    return ref.astype(np.uint8), pred.astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_an_s_like_prediction_detects_lesions_by_overlap_with_rq_zero(seed):
+    ref, pred = s_like_pair(np.random.default_rng(seed))
+    m = case_metrics(ref, pred, (1, 1, 1))
+    tp, fp, fn, _ = overlap_rule_brute_force(ref, pred)
+    assert (m["tp_overlap"], m["fp_overlap"], m["fn_overlap"]) == (tp, fp, fn)
+    assert m["detection_overlap"] == tp / 3 >= 2 / 3 and m["fp_overlap"] > 20
+    assert m["tp_iou"] == 0 and m["detection_iou"] == 0.0 and m["fn_iou"] == 3
+    assert m["rq"] == 0.0 and m["pq"] == 0.0
+    res = EVALUATOR.evaluate(pred, ref, verbose=False)["ungrouped"]
+    assert (res.tp, res.rq, res.pq) == (0, 0.0, 0.0)
+
+
+def test_lesion_f1_is_the_isles_rule_not_rq():
+    """It used to be 2TP/(2TP+FP+FN) of the IoU matching: RQ again."""
+    ref = np.zeros((3, 30, 3), np.uint8)
+    ref[1, 0:5, 1] = 1
+    ref[1, 10:15, 1] = 1
+    pred = np.zeros_like(ref)
+    pred[1, 0:5, 1] = 1  # lesion 1 exact (IoU 1)
+    pred[1, 12:22, 1] = 1  # lesion 2 touched at IoU 3/12
+    pred[1, 26:28, 1] = 1  # a false positive
+    m = case_metrics(ref, pred, (1, 1, 1))
+    # IoU rule: TP 1, FP 2, FN 1 -> RQ 1/2.5; overlap rule: TP 2, FP 1, FN 0 -> F1 2/2.5
+    assert m["rq"] == pytest.approx(0.4) and m["lesion_f1"] == pytest.approx(2 / 2.5)
+    assert m["lesion_f1"] == isles22_metrics(ref, pred, (1, 1, 1))["lesion_f1"]
+    assert m["lesion_f1"] == isles_reference(ref, pred, 0.001)["lesion_f1"]
+
+
+@pytest.mark.parametrize("kind,seed", PAIRS[::3])
+def test_both_profiles_give_the_same_lesion_f1_and_lesion_records(kind, seed):
+    ref, pred = _pair(kind, seed)
+    thesis, isles = evaluate_case(ref, pred, (1, 1, 1)), evaluate_case_isles22(ref, pred, (1, 1, 1))
+    assert thesis.metrics["lesion_f1"] == isles.metrics["lesion_f1"]
+    assert thesis.lesions == isles.lesions
+    assert thesis.metrics["lesion_f1"] == pytest.approx(
+        isles_reference(ref, pred, 0.001)["lesion_f1"], abs=1e-12
+    )
+
+
+def test_lesion_records_carry_both_rules_and_the_iou_of_the_iou_match():
+    ref, pred = _pair("random", 3)
+    res = evaluate_case(ref, pred, (1, 1, 1))
+    m = res.metrics
+    assert len(res.lesions) == m["n_ref"]
+    assert sum(r.detected_overlap for r in res.lesions) == m["tp_overlap"]
+    assert sum(r.detected_iou for r in res.lesions) == m["tp_iou"]
+    for r in res.lesions:
+        assert r.detected_iou == (r.iou == r.iou) and (not r.detected_iou or r.iou >= 0.5)
+        assert r.detected_overlap or not r.detected_iou  # an IoU match always overlaps
+
+
+def test_the_matched_pair_assd_is_measured_within_each_pair():
+    """A prediction matched to lesion A whose surface lies nearer to lesion B for some voxels:
+    its ASSD is to A's surface alone (panoptica's per-pair ASSD)."""
+    shape = (12, 30, 12)
+    ref = np.zeros(shape, np.uint8)
+    ref[4:8, 2:10, 4:8] = 1  # lesion A
+    ref[4:8, 14:18, 4:8] = 1  # lesion B, 4 voxels beyond A's end
+    pred = np.zeros_like(ref)
+    pred[4:8, 3:13, 4:8] = 1  # A grown towards B: IoU 28/44 with A, no contact with B
+    pred[4:8, 15:18, 4:8] = 1  # B shrunk
+    spacing = (2.0, 1.0, 1.5)
+    m = case_metrics(ref, pred, spacing)
+    res = EVALUATOR.evaluate(pred, ref, voxelspacing=spacing, verbose=False)["ungrouped"]
+    assert m["tp_iou"] == res.tp == 2
+    assert m["assd_tp_mm"] == pytest.approx(res.sq_assd, rel=1e-12)
+    left = (np.arange(30) < 13)[None, :, None]  # A and its prediction alone
+    a = assd_mm(ref * left, pred * left, spacing)
+    b = assd_mm(ref * ~left, pred * ~left, spacing)
+    assert m["assd_tp_mm"] == pytest.approx((a + b) / 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_surface_equals_scipys_face_connected_erosion(seed):
+    rng = np.random.default_rng(seed)
+    for ndim in (2, 3):
+        mask = ndimage.binary_dilation(rng.random((9,) * ndim) < 0.15)  # touches the image edge
+        expected = mask ^ ndimage.binary_erosion(
+            mask, ndimage.generate_binary_structure(ndim, 1), border_value=0
+        )
+        assert np.array_equal(surface(mask), expected)
+    assert not surface(np.zeros((4, 4, 4), bool)).any()
 
 
 # ----------------------------------------------------------------------------- ISLES 2022 profile
@@ -356,10 +504,7 @@ def test_evaluate_cli_prints_the_documented_keys(tmp_path, capsys):
     pr = _nifti(tmp_path / "pred.nii.gz", pred.transpose(2, 1, 0))
     assert main(["evaluate", "--gt", gt, "--pred", pr, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)  # strict JSON: NaN is written as null
-    keys = "dice, rve, ave_ml, n_ref, n_pred, tp, fp, fn, detection, lesion_f1, pq, sq, rq, pq_dsc, sq_dsc, assd_mm, assd_tp_mm, vw_dice".split(
-        ", "
-    )
-    assert set(keys) <= set(out)
+    assert set(THESIS_KEYS) == set(out)
     direct = case_metrics(ref.transpose(2, 1, 0), pred.transpose(2, 1, 0), (1.0, 1.0, 2.0))
     assert out["pq"] == pytest.approx(direct["pq"]) and out["assd_mm"] == pytest.approx(
         direct["assd_mm"]

@@ -30,8 +30,10 @@ def fabricated(
                 ("DTS", dice + shift + rng.normal(0, 0.005), 0.28),
             ):
                 rows.append(base | {"arm": combo, "combo": combo, "variant": "main", "seed": 42,
-                                    "dice": d, "rve": r, "fp": 1.0 + (combo == "DTS"),
-                                    "fn": 2.0, "detection": 0.5, "pq": d / 2, "sq": 0.7, "rq": d / 1.4,
+                                    "dice": d, "rve": r,
+                                    "fp_overlap": 1.0 + (combo == "DTS"), "fn_overlap": 2.0,
+                                    "detection_overlap": 0.5, "fp_iou": 2.0, "fn_iou": 3.0,
+                                    "detection_iou": 0.25, "pq": d / 2, "sq": 0.7, "rq": d / 1.4,
                                     "assd_mm": 3.0, "assd_tp_mm": 2.0, "lesion_f1": d, "vw_dice": d,
                                     "ave_ml": 0.1, "pq_dsc": d / 2, "sq_dsc": 0.8,
                                     "vol_pred_ml": ref * (1 + r)})  # fmt: skip
@@ -121,20 +123,54 @@ def test_stratum_statistics_and_the_findings_they_state():
     assert "no difference is significant" in findings(same[same.Metric.isin(["Dice", "RVE"])])[0]
 
 
-def test_lesion_detection_by_each_lesions_own_volume():
+def test_lesion_detection_by_each_lesions_own_volume_under_both_rules():
     lesions = pd.DataFrame(
         [
-            {"arm": c, "seed": 42, "fold": 0, "case_id": "a", "volume_ml": v, "detected": d}
-            for c, rows in (("DTF", ((0.3, 0), (0.8, 1), (12.0, 1))), ("DTS", ((0.3, 1), (0.8, 1), (12.0, 1))))
-            for v, d in rows
+            {"arm": c, "seed": 42, "fold": 0, "case_id": "a", "volume_ml": v,
+             "detected_overlap": d, "detected_iou": i}
+            for c, rows in (("DTF", ((0.3, 0, 0), (0.8, 1, 0), (12.0, 1, 1))),
+                            ("DTS", ((0.3, 1, 1), (0.8, 1, 0), (12.0, 1, 0))))
+            for v, d, i in rows
         ]
     )  # fmt: skip
     table = T.lesion_detection_table(lesions, ["DTF", "DTS"], size_strata([5.0], [1.0]))
     dtf = table[table["Loss"] == "DTF"].set_index("Lesion size")
-    assert dtf.loc["< 5 mL", "Lesions"] == 2 and dtf.loc["< 5 mL", "Detection rate"] == 0.5
-    assert dtf.loc["≥ 5 mL", "Detection rate"] == 1.0
+    small = dtf.loc["< 5 mL"]
+    assert small["Lesions"] == 2 and small["Detection rate (overlap)"] == 0.5
+    assert small["Detected (IoU)"] == 0 and small["Detection rate (IoU)"] == 0.0
+    assert dtf.loc["≥ 5 mL", "Detection rate (overlap)"] == 1.0
+    assert dtf.loc["≥ 5 mL", "Detection rate (IoU)"] == 1.0
     dts = table[table["Loss"] == "DTS"].set_index("Lesion size")
-    assert dts.loc["< 1 mL", "Detected"] == 2 and dts.loc["< 1 mL", "Subset"]
+    assert dts.loc["< 1 mL", "Detected (overlap)"] == 2 and dts.loc["< 1 mL", "Subset"]
+    assert dts.loc["< 1 mL", "Detected (IoU)"] == 1
+    assert dts.loc["≥ 5 mL", "Detection rate (IoU)"] == 0.0
+
+
+def test_main_table_counts_the_undefined_cases_each_mean_left_out():
+    cases = fabricated()  # 3 folds x 6 cases per combination
+    rng = np.random.default_rng(3)
+    gone = rng.choice(np.flatnonzero(cases["combo"] == "DTS"), 4, replace=False)
+    cases.loc[gone, "assd_mm"] = float("nan")  # e.g. empty predictions: no surface
+    cases.loc[gone[:1], "rve"] = float("nan")
+    table = T.main_table(cases, ["DTF", "DTS"]).set_index("Loss")
+    assert table.loc["DTS", "ASSD_undefined"] == 4 and table.loc["DTS", "RVE_undefined"] == 1
+    assert table.loc["DTF", "ASSD_undefined"] == 0 and table.loc["DTS", "Dice_undefined"] == 0
+    kept = cases[(cases.combo == "DTS")].dropna(subset=["assd_mm"])
+    assert table.loc["DTS", "ASSD"] == pytest.approx(kept.groupby("fold")["assd_mm"].mean().mean())
+    md = T.to_markdown(table.reset_index())
+    dts_line = next(line for line in md.splitlines() if line.startswith("| DTS |"))
+    assert "(4 undefined)" in dts_line and "(1 undefined)" in dts_line
+    assert "undefined" not in next(line for line in md.splitlines() if line.startswith("| DTF |"))
+    assert "(4 undefined)" in T.to_latex(table.reset_index())
+    cells = dict(T.mean_sd_cells(table.reset_index(), T.MAIN_COLUMNS, str, missing="–"))
+    assert cells["DTS"][[c[0] for c in T.MAIN_COLUMNS].index("ASSD")].endswith("(4 undefined)")
+
+
+def test_a_column_without_any_defined_value_says_so():
+    cases = fabricated().assign(assd_mm=float("nan"))
+    table = T.main_table(cases, ["DTF"])
+    cells = dict(T.mean_sd_cells(table, T.MAIN_COLUMNS, str, missing="–"))
+    assert cells["DTF"][-1] == "– (18 undefined)"
 
 
 def test_statistics_helpers():

@@ -103,7 +103,7 @@ VERBS: dict[str, tuple[str, tuple]] = {
     "compare": ("table of the study's MLflow runs (one per combination and fold)", (CONFIG,
         a("--uri", default=None, help="tracking URI (default: from the config)"),
         a("--parent", default=None, help="parent run id (default: the study's, from its results folder)"),
-        a("--metrics", nargs="+", default=["best_val_dice", "test_dice", "test_pq", "test_rve", "test_fn", "test_fp"]),
+        a("--metrics", nargs="+", default=["best_val_dice", "test_dice", "test_pq", "test_rve", "test_fn_overlap", "test_fp_overlap"]),
         a("--all", action="store_true", help="also list runs superseded by a rerun with other settings"),
         a("--format", choices=("markdown", "csv"), default="markdown"))),
 }  # fmt: skip

@@ -28,7 +28,8 @@ from sizepenalty.metrics import CaseResult, InstanceRule, get_profile, remove_sm
 from sizepenalty.runs import KEY_COLUMNS, RunKey
 from sizepenalty.strata import bin_of
 
-LESION_COLUMNS = (*KEY_COLUMNS, "case_id", "lesion", "voxels", "volume_ml", "detected", "iou")
+LESION_COLUMNS = (*KEY_COLUMNS, "case_id", "lesion", "voxels", "volume_ml", "detected_overlap",
+                  "detected_iou", "iou")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,8 @@ def evaluate_fold(
         )  # fmt: skip
         lesions += [
             row | {"lesion": r.lesion, "voxels": r.voxels, "volume_ml": r.volume_ml,
-                   "detected": int(r.detected), "iou": r.iou}
+                   "detected_overlap": int(r.detected_overlap),
+                   "detected_iou": int(r.detected_iou), "iou": r.iou}
             for r in score.result.lesions
         ]  # fmt: skip
     return FoldEvaluation(t, scores, cases, lesions)

@@ -1,7 +1,8 @@
 """Loss library: Size Penalty Loss (SPL) and the thesis's loss combinations.
 
 Everything here is a plain ``torch.nn.Module`` taking raw logits of shape (B, 1, *spatial)
-(2D or 3D) and a binary target of the same shape, so it drops into any PyTorch/MONAI loop::
+(2D or 3D, floating point) and a binary target of the same shape (values 0 and 1 only, any
+dtype; anything else raises, naming the argument), so it drops into any PyTorch/MONAI loop::
 
     from sizepenalty.losses import build_loss
     criterion = build_loss("DTS")            # Dice + Tversky + 0.3 * SPL
@@ -62,12 +63,26 @@ def _flatten_per_sample(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1)
 
 
-def _check_shapes(logits: torch.Tensor, target: torch.Tensor) -> None:
+def _check_inputs(logits: torch.Tensor, target: torch.Tensor) -> None:
+    """``logits`` (B, 1, *spatial) floating point and a binary ``target`` of the same shape, or a
+    ValueError/TypeError naming the argument. Binary: values 0 and 1 only, any dtype; soft or
+    multi-class targets (e.g. {0, 2}) are not what these terms are defined for."""
+    for name, x in (("logits", logits), ("target", target)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
     if logits.ndim < 3 or logits.shape[1] != 1:
         raise ValueError(f"expected logits of shape (B, 1, *spatial), got {tuple(logits.shape)}")
     if target.shape != logits.shape:
         raise ValueError(
             f"target shape {tuple(target.shape)} != logits shape {tuple(logits.shape)}"
+        )
+    if target.dtype != torch.bool and bool(((target != 0) & (target != 1)).any()):
+        shown = torch.unique(target.detach().flatten().float().cpu())[:6].tolist()
+        raise ValueError(
+            f"target must be binary (values 0 and 1 only), got values {shown} "
+            f"(dtype {target.dtype}); threshold or one-hot it first"
         )
 
 
@@ -162,7 +177,7 @@ class SizePenaltyLoss(nn.Module):
 
         ``l_i`` is 0 for samples without a lesion; use the mask to tell them apart when logging.
         """
-        _check_shapes(logits, target)
+        _check_inputs(logits, target)
         with torch.autocast(device_type=logits.device.type, enabled=False):
             p = torch.sigmoid(logits.float())
             y = target.float()
@@ -225,7 +240,7 @@ class CombinedLoss(nn.Module):
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        _check_shapes(logits, target)
+        _check_inputs(logits, target)
         parts: dict[str, torch.Tensor] = {}
         for letter in LETTERS:
             if letter in self.terms:

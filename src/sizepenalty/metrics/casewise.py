@@ -1,73 +1,101 @@
 """Per-case metric sets (thesis profile and ISLES 2022 official profile) and across-case CCC.
 
-Instances and matching follow an :class:`InstanceRule`; the default equals panoptica 2.1
-(cc3d 26-connectivity, ``NaiveThresholdMatching(IoU, 0.5)``: a match at IoU >= 0.5, one-to-one),
-which the thesis cites for its PQ/SQ/RQ, FP and missed-lesion counts (§4.6).
+Lesions are counted by two rules, both reported and named (P = prediction, G = reference):
 
-Two ASSDs are reported: ``assd_mm`` over the whole masks (all surfaces, in mm, using the voxel
-spacing; the thesis's "ASSD" column is compared with this one) and ``assd_tp_mm``, panoptica's
-per-matched-instance ASSD averaged over the TP pairs.
+* the **overlap rule** (ISLES 2022's lesion-wise rule, many-to-one): a reference lesion is found
+  when any predicted voxel touches it; a predicted component touching no reference voxel is a
+  false positive. ``tp_overlap, fp_overlap, fn_overlap, detection_overlap`` and ``lesion_f1``.
+  The thesis's Det./Missed/FP columns are these: its Table 5.1 row for S (Det. 0.78, Missed 3.20
+  next to RQ 0 and PQ 0) cannot come from the IoU matching behind its RQ;
+* the **IoU rule** (panoptica 2.1's ``NaiveThresholdMatching(IoU, 0.5)``: one-to-one, greedy by
+  IoU, a pair at IoU >= ``threshold``, > when strict): ``tp_iou, fp_iou, fn_iou, detection_iou``.
 
-Conventions, for every metric (P = prediction, G = reference, volumes in voxels unless noted):
+PQ/SQ/RQ (and ``vw_dice``, ``assd_tp_mm``, which use matched pairs) follow the study's
+:class:`InstanceRule` (``metrics.matching``; default the IoU rule above), as the thesis computed
+them with panoptica (§4.6). Instances are 26-connected components by default (cc3d).
 
-========== ============================================ =========================================
-key        definition                                   edge cases
-========== ============================================ =========================================
-dice       2|P∩G| / (|P| + |G|)                         both empty: 1.0
-rve        |V_P − V_G| / (V_G + eps)                    G empty: V_P / eps (0 if P empty too)
-ave_ml     |V_P − V_G| · voxel volume (mL)              —
-n_ref      reference instances (connected components)   —
-n_pred     predicted instances after min-size filtering —
-tp fp fn   one-to-one matched / unmatched instances     —
-detection  TP / n_ref                                   n_ref = 0: 1.0
-lesion_f1  2 TP / (2 TP + FP + FN)                      no instances at all: 1.0
-rq         TP / (TP + FP/2 + FN/2)                      no instances at all: 1.0
-sq         mean IoU over matched pairs                  TP = 0: 1.0 if no instances, else 0.0
-pq         SQ · RQ                                      follows SQ and RQ
-sq_dsc     mean Dice over matched pairs (pq_dsc = sq_dsc · rq)
-assd_mm    average symmetric surface distance (mm)      both empty 0; one empty: image diagonal
-assd_tp_mm ASSD (mm) of each matched pair, mean over TPs  TP = 0: NaN (no pair; panoptica: inf)
-vw_dice    Σ_G |G_i| · Dice(G_i, matched P) / Σ |G_i|   both empty 1.0; G empty, P not: 0.0
-count_diff |n_pred − n_ref|                             —
-========== ============================================ =========================================
+================= ============================================================================
+key               definition
+================= ============================================================================
+dice              2|P∩G| / (|P| + |G|)
+rve               |V_P − V_G| / (V_G + eps)   (volumes in voxels)
+ave_ml            |V_P − V_G| · voxel volume (mL)
+n_ref, n_pred     reference / predicted instances (after min-size filtering of P)
+tp/fp/fn_overlap  overlap rule: reference lesions touched / predicted components touching none /
+                  reference lesions not touched
+detection_overlap tp_overlap / n_ref
+tp/fp/fn_iou      IoU rule: matched pairs / unmatched predicted / unmatched reference instances
+detection_iou     tp_iou / n_ref
+lesion_f1         ISLES 2022: tp_overlap / (tp_overlap + (fp_overlap + fn_overlap) / 2)
+rq                TP / (TP + FP/2 + FN/2)       (TP, FP, FN of ``metrics.matching``)
+sq                mean IoU over matched pairs
+pq                SQ · RQ
+sq_dsc, pq_dsc    the same with the pairs' Dice (pq_dsc = sq_dsc · rq)
+assd_mm           whole-mask average symmetric surface distance (mm, voxel spacing)
+assd_tp_mm        ASSD (mm) of each matched pair, mean over the pairs (panoptica's)
+vw_dice           Σ_G |G_i| · Dice(G_i, matched P) / Σ |G_i|
+count_diff        |n_pred − n_ref|
+================= ============================================================================
+
+Empty masks and cases without a matched pair take the values of
+:data:`~sizepenalty.metrics.edge_cases.EDGE_CASES` (a number, or undefined = NaN: left out of
+means); no metric is ever inf.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
+from sizepenalty.metrics.edge_cases import EDGE_CASES, apply_edge_cases
 from sizepenalty.metrics.instances import (
     PANOPTICA_RULE,
     InstanceRule,
     Matching,
-    label_instances,
-    match_instances,
-    remove_small_components,
+    OverlapDetection,
+    match,
 )
-from sizepenalty.metrics.surface import assd_mm
+from sizepenalty.metrics.sparse import MaskPair, prepare_pair
+from sizepenalty.metrics.surface import nearest, within_pairs
+from sizepenalty.metrics.validation import (
+    as_mask,
+    as_spacing,
+    check_connectivity,
+    check_same_shape,
+)
+
+__all__ = [
+    "ISLES22_KEYS", "THESIS_KEYS", "CaseResult", "LesionRecord", "case_metrics", "ccc",
+    "dice_score", "evaluate_case", "evaluate_case_isles22", "isles22_metrics", "lesion_f1",
+]  # fmt: skip
 
 THESIS_KEYS = (
-    "dice", "rve", "ave_ml", "n_ref", "n_pred", "tp", "fp", "fn", "detection", "lesion_f1",
+    "dice", "rve", "ave_ml", "n_ref", "n_pred",
+    "tp_overlap", "fp_overlap", "fn_overlap", "detection_overlap",
+    "tp_iou", "fp_iou", "fn_iou", "detection_iou", "lesion_f1",
     "pq", "sq", "rq", "pq_dsc", "sq_dsc", "assd_mm", "assd_tp_mm", "vw_dice", "count_diff",
     "vol_ref_ml", "vol_pred_ml",
 )  # fmt: skip
 ISLES22_KEYS = ("dice", "avd_ml", "lesion_count_diff", "lesion_f1", "vol_ref_ml", "vol_pred_ml")
 
+_NAN = float("nan")
+
 
 @dataclass(frozen=True)
 class LesionRecord:
-    """One reference lesion: its own size and whether the rule matched a prediction to it."""
+    """One reference lesion: its own size and whether each rule found it."""
 
     lesion: int  # instance label, 1..n_ref in raster order
     voxels: int
     volume_ml: float
-    detected: bool
-    iou: float  # with the matched prediction; NaN when missed
+    detected_overlap: bool  # touched by the prediction (ISLES 2022 rule)
+    detected_iou: bool  # matched one-to-one at the IoU threshold
+    iou: float  # with its IoU-matched prediction; NaN when the IoU rule missed it
 
 
 @dataclass(frozen=True)
@@ -79,72 +107,119 @@ class CaseResult:
     lesions: tuple[LesionRecord, ...]
 
 
-def _check_pair(gt: np.ndarray, pred: np.ndarray) -> None:
-    if gt.shape != pred.shape:
-        raise ValueError(f"reference shape {gt.shape} != prediction shape {pred.shape}")
+def _checked(gt: Any, pred: Any, spacing: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference and prediction as boolean masks on one grid, and the spacing (mm)."""
+    g, p = as_mask(gt, "gt"), as_mask(pred, "pred")
+    check_same_shape(g, p, ("gt", "pred"))
+    return g, p, np.asarray(as_spacing(spacing, g.ndim))
 
 
-def dice_score(gt: np.ndarray, pred: np.ndarray, empty_value: float = 1.0) -> float:
-    """Binary Dice; ``empty_value`` when both are empty."""
-    g, p = gt > 0, pred > 0
-    denom = int(g.sum()) + int(p.sum())
+def dice_score(gt: Any, pred: Any, empty_value: float | None = None) -> float:
+    """Binary Dice 2|P∩G| / (|P| + |G|) of two masks on the same grid; when both are empty,
+    ``empty_value`` if given, else the study's convention (``EDGE_CASES["dice"]``: 1.0)."""
+    g, p = as_mask(gt, "gt"), as_mask(pred, "pred")
+    check_same_shape(g, p, ("gt", "pred"))
+    denom = int(np.count_nonzero(g)) + int(np.count_nonzero(p))
     if denom == 0:
-        return float(empty_value)
+        return float(EDGE_CASES["dice"].both_empty if empty_value is None else empty_value)
     return 2.0 * int(np.count_nonzero(g & p)) / denom
 
 
-def crop_to_union(*masks: np.ndarray, margin: int = 1) -> tuple[np.ndarray, ...]:
-    """Crop boolean masks to the bounding box of their union plus ``margin`` voxels.
-
-    Instances, overlaps, surfaces and distances never depend on voxels outside that box, so every
-    metric is computed on the (usually tiny) lesion region instead of the whole image.
-    """
-    union = np.logical_or.reduce(masks)
-    if not union.any():
-        return tuple(m[tuple(slice(0, 1) for _ in m.shape)] for m in masks)
-    box = []
-    for axis in range(union.ndim):
-        other = tuple(a for a in range(union.ndim) if a != axis)
-        hits = np.flatnonzero(union.any(axis=other))
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(m[_widened(box, union.shape, margin)] for m in masks)
+def lesion_f1(found: OverlapDetection) -> float:
+    """The ISLES 2022 lesion-wise F1 of the overlap rule, TP / (TP + (FP + FN) / 2); with no
+    instance on either side, ``EDGE_CASES["lesion_f1"]`` (1.0). Both profiles use this one."""
+    denom = found.tp + (found.fp + found.fn) / 2
+    return found.tp / denom if denom else float(EDGE_CASES["lesion_f1"].both_empty)
 
 
-def _widened(box: Sequence[slice], shape: Sequence[int], margin: int) -> tuple[slice, ...]:
-    """A bounding box (slices with start and stop) plus ``margin`` voxels, clipped to ``shape``."""
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else _NAN
+
+
+def _lesion_records(pair: MaskPair, found: OverlapDetection, iou_match: Matching,
+                    voxel_ml: float) -> tuple[LesionRecord, ...]:  # fmt: skip
+    iou = {a: c for a, _, c, _ in iou_match.pairs}
+    sizes = pair.ref.sizes.tolist()
     return tuple(
-        slice(max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(box, shape)
-    )
-
-
-def _lesion_records(m: Matching, voxel_ml: float) -> tuple[LesionRecord, ...]:
-    iou = {a: c for a, _, c, _ in m.pairs}
-    return tuple(
-        LesionRecord(a, int(m.ref_sizes[a]), int(m.ref_sizes[a]) * voxel_ml, a in iou,
-                     iou.get(a, float("nan")))
-        for a in range(1, m.n_ref + 1)
+        LesionRecord(a, sizes[a], sizes[a] * voxel_ml, a in found.detected, a in iou,
+                     iou.get(a, _NAN))
+        for a in range(1, pair.ref.n + 1)
     )  # fmt: skip
 
 
-def _matched_assd(ref_labels, pred_labels, m: Matching, spacing: Sequence[float]) -> float:
-    """panoptica's instance ASSD: the ASSD of each matched pair, averaged over the TPs."""
-    if not m.tp:
-        return float("nan")
-    # Each pair on the box of its two instances (as crop_to_union would crop them), found once
-    # per label image instead of two full-volume comparisons per pair.
-    ref_boxes, pred_boxes = ndimage.find_objects(ref_labels), ndimage.find_objects(pred_labels)
-    values = []
-    for a, b, _, _ in m.pairs:
-        ra, pb = ref_boxes[a - 1], pred_boxes[b - 1]
-        union = [slice(min(r.start, p.start), max(r.stop, p.stop)) for r, p in zip(ra, pb)]
-        box = _widened(union, ref_labels.shape, margin=1)
-        values.append(assd_mm(ref_labels[box] == a, pred_labels[box] == b, spacing))
-    return float(np.mean(values))
+def _panoptic(m: Matching) -> dict[str, float]:
+    """PQ, SQ, RQ and their Dice variants from a matching (NaN where undefined by formula)."""
+    n = m.n_ref + m.n_pred
+    rq = _ratio(m.tp, m.tp + 0.5 * m.fp + 0.5 * m.fn) if n else _NAN
+    sq = float(np.mean([c for _, _, c, _ in m.pairs])) if m.tp else _NAN
+    sq_dsc = float(np.mean([d for _, _, _, d in m.pairs])) if m.tp else _NAN
+    return {"pq": sq * rq, "sq": sq, "rq": rq, "pq_dsc": sq_dsc * rq, "sq_dsc": sq_dsc}
+
+
+@dataclass(frozen=True)
+class _Surfaces:
+    """Both surfaces as points in mm, with each point's nearest point on the other surface (its
+    distance and index): found once, for the whole-mask and the matched-pair ASSD."""
+
+    ref_pts: np.ndarray
+    pred_pts: np.ndarray
+    d_pr: np.ndarray  # pred point -> nearest ref surface point: distance, index
+    j_pr: np.ndarray
+    d_rp: np.ndarray
+    j_rp: np.ndarray
+
+    @classmethod
+    def of(cls, pair: MaskPair, spacing: np.ndarray) -> _Surfaces:
+        (r, rk), (p, pk) = pair.ref.surface_points(spacing), pair.pred.surface_points(spacing)
+        return cls(r, p, *nearest(r, rk, p, pk), *nearest(p, pk, r, rk))
+
+    def assd(self) -> float:
+        """Whole-mask ASSD."""
+        return float((self.d_pr.mean() + self.d_rp.mean()) / 2.0)
+
+    def matched_assd(self, pair: MaskPair, m: Matching) -> float:
+        """panoptica's instance ASSD: the ASSD of each matched pair, averaged over the pairs."""
+        slot_r = np.full(pair.ref.n + 1, -1)
+        slot_p = np.full(pair.pred.n + 1, -1)
+        for k, (a, b, _, _) in enumerate(m.pairs):
+            slot_r[a], slot_p[b] = k, k
+        sr = slot_r[pair.ref.labels[pair.ref.surface]]
+        sp = slot_p[pair.pred.labels[pair.pred.surface]]
+        pr = within_pairs(self.d_pr, self.j_pr, self.ref_pts, sr, self.pred_pts, sp, m.tp)
+        rp = within_pairs(self.d_rp, self.j_rp, self.pred_pts, sp, self.ref_pts, sr, m.tp)
+        return float(np.mean((pr + rp) / 2.0))
+
+
+def _assds(pair: MaskPair, m: Matching, spacing: np.ndarray) -> tuple[float, float]:
+    """Whole-mask and matched-pair ASSD (NaN where a side is empty or nothing is matched)."""
+    if not (pair.ref.voxels and pair.pred.voxels):
+        return _NAN, _NAN
+    s = _Surfaces.of(pair, spacing)
+    return s.assd(), (s.matched_assd(pair, m) if m.tp else _NAN)
+
+
+def _vw_dice(m: Matching) -> float:
+    """Reference-volume-weighted Dice of the matched pairs (missed lesions count 0)."""
+    v_g = int(m.ref_sizes[1:].sum())  # index 0 is not a lesion
+    return _ratio(sum(int(m.ref_sizes[a]) * d for a, _, _, d in m.pairs), v_g)
+
+
+def _check_options(rule: Any, eps: Any, min_size: Any, removal_connectivity: Any) -> None:
+    if not isinstance(rule, InstanceRule):
+        raise TypeError(f"rule must be an InstanceRule, got {type(rule).__name__}")
+    good_eps = isinstance(eps, numbers.Real) and math.isfinite(eps) and eps > 0
+    if isinstance(eps, bool) or not good_eps:
+        raise ValueError(f"eps must be a positive finite number, got {eps!r}")
+    if isinstance(min_size, bool) or not isinstance(min_size, int | np.integer) or min_size < 0:
+        raise ValueError(
+            f"min_size must be a non-negative integer number of voxels, got {min_size!r}"
+        )
+    check_connectivity(removal_connectivity, "removal_connectivity")
 
 
 def evaluate_case(
-    gt: np.ndarray,
-    pred: np.ndarray,
+    gt: Any,
+    pred: Any,
     spacing: Sequence[float],
     rule: InstanceRule = PANOPTICA_RULE,
     eps: float = 1e-5,
@@ -153,68 +228,56 @@ def evaluate_case(
 ) -> CaseResult:
     """The thesis's per-case metrics (table in the module docstring) and per-lesion records.
 
-    ``min_size`` first removes predicted components smaller than that many voxels (connected by
-    ``removal_connectivity``: the inference post-processing, thesis §4.5); instances are then
-    labelled and matched by ``rule``.
+    Args:
+        gt, pred: reference and predicted binary masks on the same 2D or 3D grid (numpy arrays
+            or torch tensors of 0/1 values; see :mod:`sizepenalty.metrics.validation`).
+        spacing: voxel size in mm per axis.
+        rule: instances (connectivity) and the matching behind PQ/SQ/RQ, ``vw_dice`` and
+            ``assd_tp_mm``; its threshold and strictness also define the ``*_iou`` counts.
+        eps: the RVE's denominator guard.
+        min_size: predicted components smaller than this many voxels are removed first
+            (connected by ``removal_connectivity``: the inference post-processing, thesis §4.5).
     """
-    _check_pair(gt, pred)
-    g = gt > 0
-    p = (
-        remove_small_components(pred, min_size, removal_connectivity).astype(bool)
-        if min_size > 1
-        else pred > 0
-    )
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    diagonal_mm = float(
-        np.sqrt((((np.asarray(g.shape) - 1) * np.asarray(spacing, dtype=float)) ** 2).sum())
-    )
-    g, p = crop_to_union(g, p)
-    v_g, v_p = int(g.sum()), int(p.sum())
-    ref_labels, n_ref = label_instances(g, rule.connectivity)
-    pred_labels, n_pred = label_instances(p, rule.connectivity)
-    m = match_instances(ref_labels, pred_labels, n_ref, n_pred, rule)
-    tp, fp, fn = m.tp, m.fp, m.fn
-    no_instances = n_ref == 0 and n_pred == 0
-    rq = 1.0 if no_instances else tp / (tp + 0.5 * fp + 0.5 * fn)
-    if tp:
-        sq = float(np.mean([pair[2] for pair in m.pairs]))
-        sq_dsc = float(np.mean([pair[3] for pair in m.pairs]))
-    else:
-        sq = sq_dsc = 1.0 if no_instances else 0.0
-    if v_g:
-        matched = {a: d for a, _, _, d in m.pairs}
-        vw = sum(int(m.ref_sizes[a]) * matched.get(a, 0.0) for a in range(1, n_ref + 1)) / v_g
-    else:
-        vw = 1.0 if v_p == 0 else 0.0
+    g, p, sp = _checked(gt, pred, spacing)
+    _check_options(rule, eps, min_size, removal_connectivity)
+    pair = prepare_pair(g, p, rule.connectivity, min_size, removal_connectivity)
+    voxel_ml = float(np.prod(sp)) / 1000.0
+    v_g, v_p, n_ref, n_pred = pair.ref.voxels, pair.pred.voxels, pair.ref.n, pair.pred.n
+    found = OverlapDetection.of(pair.overlaps)
+    iou_match = match(pair.overlaps, rule.iou_rule)
+    m = iou_match if rule == rule.iou_rule else match(pair.overlaps, rule)
+    assd, assd_tp = _assds(pair, m, sp)
     metrics = {
-        "dice": dice_score(g, p),
+        "dice": _ratio(2.0 * pair.intersection, v_g + v_p),
         "rve": abs(v_p - v_g) / (v_g + eps),
         "ave_ml": abs(v_p - v_g) * voxel_ml,
         "n_ref": n_ref,
         "n_pred": n_pred,
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "detection": tp / n_ref if n_ref else 1.0,
-        "lesion_f1": 1.0 if no_instances else 2 * tp / (2 * tp + fp + fn),
-        "pq": sq * rq,
-        "sq": sq,
-        "rq": rq,
-        "pq_dsc": sq_dsc * rq,
-        "sq_dsc": sq_dsc,
-        "assd_mm": assd_mm(g, p, spacing, empty_value=diagonal_mm),
-        "assd_tp_mm": _matched_assd(ref_labels, pred_labels, m, spacing),
-        "vw_dice": float(vw),
+        "tp_overlap": found.tp,
+        "fp_overlap": found.fp,
+        "fn_overlap": found.fn,
+        "detection_overlap": _ratio(found.tp, n_ref),
+        "tp_iou": iou_match.tp,
+        "fp_iou": iou_match.fp,
+        "fn_iou": iou_match.fn,
+        "detection_iou": _ratio(iou_match.tp, n_ref),
+        "lesion_f1": lesion_f1(found),
+        **_panoptic(m),
+        "assd_mm": assd,
+        "assd_tp_mm": assd_tp,
+        "vw_dice": _vw_dice(m),
         "count_diff": abs(n_pred - n_ref),
         "vol_ref_ml": v_g * voxel_ml,
         "vol_pred_ml": v_p * voxel_ml,
-    }
-    return CaseResult(metrics, _lesion_records(m, voxel_ml))
+    }  # fmt: skip
+    apply_edge_cases(metrics, n_ref, n_pred,
+                     {"overlap": found.tp, "iou": iou_match.tp, "matching": m.tp})  # fmt: skip
+    return CaseResult(metrics, _lesion_records(pair, found, iou_match, voxel_ml))
 
 
 def case_metrics(
-    gt: np.ndarray,
-    pred: np.ndarray,
+    gt: Any,
+    pred: Any,
     spacing: Sequence[float],
     rule: InstanceRule = PANOPTICA_RULE,
     eps: float = 1e-5,
@@ -225,45 +288,39 @@ def case_metrics(
     return evaluate_case(gt, pred, spacing, rule, eps, min_size, removal_connectivity).metrics
 
 
-def evaluate_case_isles22(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float]) -> CaseResult:
+def evaluate_case_isles22(gt: Any, pred: Any, spacing: Sequence[float]) -> CaseResult:
     """ISLES 2022 official definitions (26-connectivity, no size filtering):
 
     * ``dice``: 1.0 when both are empty;
     * ``avd_ml``: |V_G − V_P| in mL;
     * ``lesion_count_diff``: |#G components − #P components|;
-    * ``lesion_f1``: TP = reference components touched by the prediction, FN = the others, FP =
-      predicted components touching no reference voxel; F1 = TP / (TP + (FP + FN)/2), 1.0 when all
-      three are 0.
+    * ``lesion_f1``: the overlap rule's F1 (:func:`lesion_f1`, the thesis profile's too):
+      TP = reference components touched by the prediction, FN = the others, FP = predicted
+      components touching no reference voxel; F1 = TP / (TP + (FP + FN)/2), 1.0 when all three
+      are 0.
 
-    Per-lesion records mark a reference lesion as detected when the prediction touches it.
+    Per-lesion records carry both rules (overlap, and panoptica's IoU >= 0.5 matching).
+    Arguments as :func:`evaluate_case`.
     """
-    _check_pair(gt, pred)
-    g, p = gt > 0, pred > 0
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    gl, ng = label_instances(g, 26)
-    pl, npred = label_instances(p, 26)
-    touched = set(np.unique(gl[g & p]).tolist())
-    tp = len(touched)
-    fn = ng - tp
-    fp = npred - len(np.unique(pl[g & p]))
-    denom = tp + (fp + fn) / 2
-    sizes = np.bincount(gl.ravel(), minlength=ng + 1)
-    lesions = tuple(
-        LesionRecord(a, int(sizes[a]), int(sizes[a]) * voxel_ml, a in touched, float("nan"))
-        for a in range(1, ng + 1)
-    )
+    g, p, sp = _checked(gt, pred, spacing)
+    pair = prepare_pair(g, p, 26)
+    voxel_ml = float(np.prod(sp)) / 1000.0
+    v_g, v_p, n_ref, n_pred = pair.ref.voxels, pair.pred.voxels, pair.ref.n, pair.pred.n
+    found = OverlapDetection.of(pair.overlaps)
+    iou_match = match(pair.overlaps, PANOPTICA_RULE)
     metrics = {
-        "dice": dice_score(g, p),
-        "avd_ml": abs(int(g.sum()) - int(p.sum())) * voxel_ml,
-        "lesion_count_diff": abs(ng - npred),
-        "lesion_f1": tp / denom if denom else 1.0,
-        "vol_ref_ml": int(g.sum()) * voxel_ml,
-        "vol_pred_ml": int(p.sum()) * voxel_ml,
+        "dice": _ratio(2.0 * pair.intersection, v_g + v_p),
+        "avd_ml": abs(v_g - v_p) * voxel_ml,
+        "lesion_count_diff": abs(n_ref - n_pred),
+        "lesion_f1": lesion_f1(found),
+        "vol_ref_ml": v_g * voxel_ml,
+        "vol_pred_ml": v_p * voxel_ml,
     }
-    return CaseResult(metrics, lesions)
+    apply_edge_cases(metrics, n_ref, n_pred, {"overlap": found.tp})
+    return CaseResult(metrics, _lesion_records(pair, found, iou_match, voxel_ml))
 
 
-def isles22_metrics(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float]) -> dict[str, Any]:
+def isles22_metrics(gt: Any, pred: Any, spacing: Sequence[float]) -> dict[str, Any]:
     """The per-case metrics of :func:`evaluate_case_isles22` alone."""
     return evaluate_case_isles22(gt, pred, spacing).metrics
 

@@ -20,6 +20,8 @@ from sizepenalty.metrics.casewise import (
 )
 from sizepenalty.metrics.instances import InstanceRule
 
+__all__ = ["METRICS", "PROFILES", "Column", "MetricInfo", "Profile", "get_profile"]
+
 
 @dataclass(frozen=True)
 class MetricInfo:
@@ -35,9 +37,13 @@ METRICS: dict[str, MetricInfo] = {
     m.key: m
     for m in (
         MetricInfo("dice", "Dice", True),
-        MetricInfo("fp", "FP", False, 2),
-        MetricInfo("fn", "Missed", False, 2),
-        MetricInfo("detection", "Det.", True),
+        # The thesis's FP / Missed / Det. columns: the overlap rule (see metrics.casewise).
+        MetricInfo("fp_overlap", "FP", False, 2),
+        MetricInfo("fn_overlap", "Missed", False, 2),
+        MetricInfo("detection_overlap", "Det.", True),
+        MetricInfo("fp_iou", "FP (IoU)", False, 2),
+        MetricInfo("fn_iou", "Missed (IoU)", False, 2),
+        MetricInfo("detection_iou", "Det. (IoU)", True),
         MetricInfo("rve", "RVE", False),
         MetricInfo("pq", "PQ", True),
         MetricInfo("sq", "SQ", True),
@@ -91,25 +97,19 @@ PROFILES: dict[str, Profile] = {
     "thesis": Profile(
         name="thesis",
         keys=THESIS_KEYS,
-        main=("dice", "fp", "fn", "detection", "rve", "pq", "sq", "rq", "assd_mm"),
-        extra=("lesion_f1", "vw_dice", "ccc", "ave_ml", "assd_tp_mm", "pq_dsc", "sq_dsc"),
-        pairs=(
-            "dice",
-            "fp",
-            "fn",
-            "detection",
-            "rve",
-            "pq",
-            "sq",
-            "rq",
-            "assd_mm",
-            "lesion_f1",
-            "ave_ml",
-        ),  # fmt: skip
-        strata=("dice", "rve", "fp", "fn", "pq", "sq", "rq"),
-        improvement=("dice", "rve", "fp", "fn", "pq", "sq", "rq"),
+        main=("dice", "fp_overlap", "fn_overlap", "detection_overlap", "rve", "pq", "sq", "rq",
+              "assd_mm"),
+        extra=("fp_iou", "fn_iou", "detection_iou", "lesion_f1", "vw_dice", "ccc", "ave_ml",
+               "assd_tp_mm", "pq_dsc", "sq_dsc"),
+        pairs=("dice", "fp_overlap", "fn_overlap", "detection_overlap", "rve", "pq", "sq", "rq",
+               "assd_mm", "lesion_f1", "ave_ml"),
+        # Tables 5.4/5.5's columns plus detection, and ASSD for Fig. 5.1's per-stratum bars.
+        strata=("dice", "rve", "fp_overlap", "fn_overlap", "detection_overlap", "pq", "sq", "rq",
+                "assd_mm"),
+        # Fig. 5.1: the bold columns of Tables 5.1-5.3 (RVE and ASSD as relative reductions).
+        improvement=("dice", "rve", "pq", "sq", "rq", "assd_mm"),
         compute=_thesis,
-    ),
+    ),  # fmt: skip
     "isles22": Profile(
         name="isles22",
         keys=ISLES22_KEYS,
@@ -124,6 +124,7 @@ PROFILES: dict[str, Profile] = {
 
 
 def get_profile(name: str) -> Profile:
+    """The profile named ``name`` (``metrics.profile``)."""
     try:
         return PROFILES[name]
     except KeyError:

@@ -24,7 +24,7 @@ from sizepenalty.runs import KEY_COLUMNS, MAIN, Arm, StudyPlan, arm_label
 from sizepenalty.strata import Stratum
 
 CASE_KEYS = (*KEY_COLUMNS, "case_id", "stratum", "ref_ml")
-LESION_KEYS = (*KEY_COLUMNS, "case_id", "volume_ml")
+LESION_KEYS = (*KEY_COLUMNS, "case_id", "volume_ml", "detected_overlap", "detected_iou")
 
 
 ALL_CASES = Stratum("all cases", 0.0, float("inf"), subset=True)

@@ -112,7 +112,7 @@ def fig_improvement(
     pairs: pd.DataFrame,
     strata: pd.DataFrame,
     base: str | Path,
-    metrics: Sequence[str] = ("Dice", "RVE", "FP", "Missed", "PQ", "SQ", "RQ"),
+    metrics: Sequence[str] = ("Dice", "RVE", "PQ", "SQ", "RQ", "ASSD"),
 ) -> list[Path]:
     """Fig. 5.1: one panel per (baseline, candidate); grouped bars per metric (labels, default the
     thesis's), one bar per size stratum (all cases first), hatched so strata stay apart in

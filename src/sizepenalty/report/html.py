@@ -138,14 +138,17 @@ def _conventions(cfg: StudyConfig) -> str:
     matching = (
         f"one-to-one, IoU {cmp} {mc.iou_threshold:g}, greedy by decreasing IoU"
         if mc.matching == "iou"
-        else "one-to-one, any shared voxel (ISLES 2022 lesion F1)"
+        else "one-to-one, any shared voxel"
     )
     rows = [
         ("Metric profile", mc.profile),
         ("Post-processing", f"threshold chosen on validation from {list(ic.thresholds)}; components < {ic.min_size} voxels removed ({ic.connectivity}-connectivity)"),
         ("Lesion instances", f"3D connected components, {mc.connectivity}-connectivity"),
-        ("Matching", matching + (" — panoptica 2.1's NaiveThresholdMatching default, as the thesis used" if is_panoptica else " — differs from panoptica's default")),
-        ("FP / Missed / Det.", "unmatched predicted / unmatched reference instances per case; TP / reference instances"),
+        ("Matching (PQ, SQ, RQ)", matching + (" — panoptica 2.1's NaiveThresholdMatching default, as the thesis used" if is_panoptica else " — differs from panoptica's default")),
+        ("FP / Missed / Det.", "the overlap rule, as the thesis counted them (ISLES 2022's lesion-wise rule): a reference lesion is found when any predicted voxel touches it; FP = predicted components touching no reference lesion; Det. = found / reference lesions. Its Table 5.1 row for S (Det. 0.78 with RQ 0) cannot come from IoU matching"),
+        ("FP / Missed / Det. (IoU)", f"one-to-one IoU {cmp} {mc.iou_threshold:g} matching (extra table)"),
+        ("Lesion F1", "ISLES 2022's: TP / (TP + (FP + FN)/2) under the overlap rule, 1 when both masks are empty"),
+        ("Undefined values", "a metric without a defined value for a case (e.g. RVE of an empty reference, ASSD with one mask empty) is left out of the means; each cell says how many cases it left out"),
         ("PQ, SQ, RQ", "SQ = mean IoU of matched pairs, RQ = TP / (TP + FP/2 + FN/2), PQ = SQ·RQ"),
         ("ASSD", "whole-mask average symmetric surface distance in mm (voxel spacing); the thesis columns are compared with this one"),
         ("ASSD (TP)", "panoptica's per-instance ASSD, mean over matched pairs; undefined (left out of means) without a match"),
@@ -273,7 +276,7 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
         "<h3>Paired statistics by stratum</h3>", _table(stats),
         "<h3>Lesion-wise detection by lesion size</h3>",
         "<p>Every reference lesion of every test case, binned by its own volume (beyond the thesis, "
-        "whose strata are by case): how many the matching rule found.</p>", _table(lesions),
+        "whose strata are by case): how many each rule found (overlap: touched by the prediction; IoU: matched one-to-one).</p>", _table(lesions),
     ]  # fmt: skip
     for stem, caption in FIGURES:
         body.append(_figure(figures / f"{stem}.png", caption))

@@ -48,23 +48,27 @@ def main_table(
 ) -> pd.DataFrame:
     """Every arm x ``columns`` (default: the Table 5.1 metrics): mean over folds of the fold
     means (over test cases and seeds), with the standard deviation across folds
-    (``<label>_sd``); rows in ``order`` (the study's arms, thesis order first). Non-finite case
-    values (e.g. ``assd_tp_mm`` without a matched pair) are skipped."""
+    (``<label>_sd``); rows in ``order`` (the study's arms, thesis order first). Undefined case
+    values (NaN, e.g. ``assd_tp_mm`` without a matched pair; see
+    :mod:`sizepenalty.metrics.edge_cases`) are left out of the means and counted per column
+    (``<label>_undefined``: the arm's test-case rows, over its seeds, without a value)."""
     if any(m == "ccc" for _, m, _ in columns):
         cases = _with_fold_ccc(cases)
     metrics = [m for _, m, _ in columns]
     finite = cases.replace([float("inf"), float("-inf")], float("nan"))
     per_fold = fold_means(finite, metrics)
+    undefined = finite[metrics].isna().groupby(finite["arm"]).sum()
     rows = []
     seeds = cases.groupby("arm")["seed"].nunique()
-    for label in map(arm_label, order):
-        sub = per_fold[per_fold["arm"] == label]
+    for arm in map(arm_label, order):
+        sub = per_fold[per_fold["arm"] == arm]
         if sub.empty:
             continue
-        row: dict[str, object] = {"Loss": label, "folds": len(sub), "seeds": int(seeds[label])}
+        row: dict[str, object] = {"Loss": arm, "folds": len(sub), "seeds": int(seeds[arm])}
         for label, metric, _ in columns:
             row[label] = float(sub[metric].mean())
             row[f"{label}_sd"] = float(sub[metric].std(ddof=1)) if len(sub) > 1 else 0.0
+            row[f"{label}_undefined"] = int(undefined.loc[arm, metric])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -96,7 +100,9 @@ def mean_sd_cells(
 ) -> list[tuple[str, list[str]]]:
     """Per row ``(loss, cells)``: "mean ± SD" for each column (the metric's decimals: 2 for counts
     and mL, else 4), the best value per column (:func:`best_rows`) passed through ``bold``; a NaN mean is shown
-    as ``missing`` when given. Shared by the Markdown, LaTeX and HTML renderings."""
+    as ``missing`` when given; a mean that left undefined cases out says how many ("(3 undefined)",
+    from the ``<label>_undefined`` column of :func:`main_table`). Shared by the Markdown, LaTeX and
+    HTML renderings."""
     best = best_rows(table, columns)
     rows = []
     for _, r in table.iterrows():
@@ -108,6 +114,9 @@ def mean_sd_cells(
                 cell = missing
             else:
                 cell = f"{value:.{digits}f} {pm} {sd:.{digits}f}"
+            left_out = r.get(f"{label}_undefined", 0)
+            if left_out == left_out and left_out > 0:  # absent or NaN: nothing to say
+                cell += f" ({int(left_out)} undefined)"
             cells.append(bold(cell) if best.get(label) == r["Loss"] else cell)
         rows.append((str(r["Loss"]), cells))
     return rows
@@ -277,9 +286,11 @@ def lesion_detection_table(
     lesions: pd.DataFrame, order: Sequence[str], strata: Sequence[Stratum]
 ) -> pd.DataFrame:
     """Lesion-wise detection by lesion size: every reference lesion of every test case, binned by
-    its *own* volume (same bins as the case strata), and the fraction the matching rule found.
-    Beyond the thesis, whose strata are by the case's total volume. Rows: combination x stratum,
-    with the number of lesions and of detected lesions."""
+    its *own* volume (same bins as the case strata), and the fraction found under each counting
+    rule: the overlap rule (any predicted voxel touches it: the thesis's Det.) and the IoU rule
+    (matched one-to-one at the IoU threshold), pooled over the arm's seeds. Beyond the thesis,
+    whose strata are by the case's total volume. Rows: arm x stratum, with the number of lesions
+    and of detected lesions per rule."""
     rows = []
     for label in map(arm_label, order):
         mine = lesions[lesions["arm"] == label]
@@ -287,11 +298,14 @@ def lesion_detection_table(
             continue
         for stratum in strata:
             sub = in_stratum(mine, stratum, "volume_ml")
-            n, found = len(sub), int(sub["detected"].sum()) if len(sub) else 0
-            rows.append({
-                "Loss": label, "Lesion size": stratum.label, "Subset": stratum.subset,
-                "Lesions": n, "Detected": found, "Detection rate": found / n if n else float("nan"),
-            })  # fmt: skip
+            n = len(sub)
+            row = {"Loss": label, "Lesion size": stratum.label, "Subset": stratum.subset,
+                   "Lesions": n}  # fmt: skip
+            for rule, name in (("overlap", "overlap"), ("iou", "IoU")):
+                found = int(sub[f"detected_{rule}"].sum()) if n else 0
+                row[f"Detected ({name})"] = found
+                row[f"Detection rate ({name})"] = found / n if n else float("nan")
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
