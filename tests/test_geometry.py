@@ -131,9 +131,10 @@ def test_a_lesion_the_crop_cuts_away_is_missed_against_the_whole_original_refere
     assert row["ref_ml"] == pytest.approx(512 * voxel_ml)  # not the cropped 256 voxels
     assert row["stratum"] == "< 5 mL"
     assert row["dice"] == pytest.approx(2 * 256 / (256 + 512))
-    by_lesion = sorted((r["voxels"], r["detected"]) for r in ev.lesions)
-    assert by_lesion == [(256, 0), (256, 1)]  # the lateral lesion is missed
-    missed = [r for r in ev.lesions if not r["detected"]]
+    by_lesion = sorted((r["voxels"], r["detected_overlap"], r["detected_iou"]) for r in ev.lesions)
+    assert by_lesion == [(256, 0, 0), (256, 1, 1)]  # the lateral lesion is missed by both rules
+    assert row["fn_overlap"] == row["fn_iou"] == 1
+    missed = [r for r in ev.lesions if not r["detected_overlap"]]
     assert missed[0]["volume_ml"] == pytest.approx(256 * voxel_ml)
     # The validation Dice is against the original mask too: 2*256 / (256 + 512), not 1.
     assert ev.val_dice[0.5] == pytest.approx(2 / 3)
@@ -206,7 +207,7 @@ def test_73_slices_against_the_presets_72_come_back_on_the_73_slice_grid(tmp_pat
     # The reference is the 73-slice mask at its own 2 mm voxel, whatever the grid trained on.
     assert row["ref_ml"] == pytest.approx(768 * 0.008)
     assert sorted(r["voxels"] for r in ev.lesions) == [48, 720]
-    assert all(r["detected"] for r in ev.lesions)
+    assert all(r["detected_overlap"] and r["detected_iou"] for r in ev.lesions)
     img = nib.load(nifti_dir / f"{cid}_pred.nii.gz")
     assert img.shape == (112, 112, 73)
     np.testing.assert_allclose(img.affine, affine)
