@@ -7,6 +7,7 @@ transforms with MONAI's stock ``Rand3DElasticd`` back in place, seeded per patch
 """
 
 import copy
+import pickle
 
 import numpy as np
 import pytest
@@ -200,3 +201,10 @@ def test_patches_do_not_depend_on_which_items_came_before_or_which_worker_draws_
     for i, (x, y) in enumerate(forward):
         for other in (backward[i], loaded[i]):
             assert torch.equal(x, other[0]) and torch.equal(y, other[1]), i
+    # A built augmentation survives pickling (a spawned worker's copy): the same patches.
+    aug = build_augment()
+    copied = pickle.loads(pickle.dumps(aug))
+    image, mask = _patch((16, 24, 24), 6, zeros=True)
+    for seed in range(8):
+        pairs = zip(augment_patch(aug, image, mask, seed), augment_patch(copied, image, mask, seed))
+        assert all(np.array_equal(a, b) for a, b in pairs), seed

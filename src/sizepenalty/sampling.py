@@ -10,17 +10,20 @@ background cutout applied last that never erases lesion voxels. The mismatch cha
 the augmented DWI/ADC, never augmented itself.
 
 Everything random is seeded by (seed, epoch, item), so an epoch is the same whichever worker
-process draws it and however often it is replayed after a resume.
+process draws it and however often it is replayed after a resume. Each patch reseeds MONAI's
+transforms in place, as MONAI's ``set_random_state`` would seed them (:class:`InPlaceSeeder`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import numpy as np
 import torch
+from monai.data import get_track_meta
+from monai.transforms import Compose, Rand3DElasticd, Randomizable
+from monai.utils import MAX_SEED, convert_to_tensor
 from torch.utils.data import Dataset
 
 from sizepenalty.data.preprocess import mismatch
@@ -104,8 +107,6 @@ class SeedNode:
     @classmethod
     def of(cls, t: Any) -> SeedNode:
         """The seeding tree of transform ``t`` (a ``Compose`` or any ``Randomizable``)."""
-        from monai.transforms import Compose, Randomizable
-
         if isinstance(t, Compose):
             kids = tuple(cls.of(c) for c in t.transforms if isinstance(c, Randomizable))
             return cls((t,), kids)
@@ -123,8 +124,6 @@ class SeedNode:
 
     def seed(self, seed: int) -> None:
         """Reseed every owner's ``R`` in place, deriving the children's seeds as MONAI does."""
-        from monai.utils import MAX_SEED
-
         seed = int(seed) % MAX_SEED
         for t in self.owners:
             t.R.seed(seed)
@@ -179,47 +178,39 @@ def _same_state(a: tuple, b: tuple) -> bool:
     return all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
-@cache
-def _elastic_class() -> type:
+class SkipIdleRand3DElasticd(Rand3DElasticd):
     """MONAI's ``Rand3DElasticd`` minus the work it does when it does not fire.
 
     MONAI's transform, when its coin says no (1 - ``prob`` of the patches: 80 % by default),
     still draws a full-size random offset field and resamples image and label through an
     identity grid (float64 ``grid_sample``, cast back to float32). That resampling returns every
     voxel unchanged except exact zeros next to non-zero voxels, which come back as values up to
-    ~6e-15. This subclass returns its inputs (as float32 tensors, like MONAI) instead. When it
-    fires, MONAI's own ``__call__`` runs from the same random state, so the deformation is
-    MONAI's, bit for bit. Skipping the inner transform's draws changes nothing else because
-    every patch reseeds every transform (:class:`InPlaceSeeder`).
+    ~6e-15. This subclass hands its inputs on (as float32 tensors, like MONAI) instead. When it
+    fires, MONAI's own ``__call__`` runs after the same coin toss, so the deformation is MONAI's,
+    bit for bit. Skipping the inner transform's draws changes nothing else because every patch
+    reseeds every transform (:class:`InPlaceSeeder`). Same arguments as ``Rand3DElasticd``.
     """
-    from monai.data import get_track_meta
-    from monai.transforms import Rand3DElasticd
-    from monai.utils import convert_to_tensor
 
-    class SkipIdleRand3DElasticd(Rand3DElasticd):
-        _drawn = False  # the coin was tossed by __call__: MONAI's __call__ must not toss again
+    _drawn = False  # the coin was tossed by __call__: MONAI's __call__ must not toss it again
 
-        def randomize(self, data: Any = None) -> None:
-            if not self._drawn:
-                super().randomize(data)
+    def randomize(self, data: Any = None) -> None:
+        if not self._drawn:
+            super().randomize(data)
 
-        def __call__(self, data):
-            d = dict(data)
-            if self.first_key(d) == ():
-                return super().__call__(d)
-            self.randomize(None)
-            if not self._do_transform:
-                for key in self.key_iterator(d):
-                    d[key] = convert_to_tensor(d[key], dtype=torch.float32,
-                                               track_meta=get_track_meta())  # fmt: skip
-                return d
-            self._drawn = True
-            try:
-                return super().__call__(d)
-            finally:
-                self._drawn = False
-
-    return SkipIdleRand3DElasticd
+    def __call__(self, data):
+        d = dict(data)
+        if self.first_key(d) == ():
+            return super().__call__(d)
+        self.randomize(None)
+        if not self._do_transform:
+            for key in self.key_iterator(d):
+                d[key] = convert_to_tensor(d[key], dtype=torch.float32, track_meta=get_track_meta())
+            return d
+        self._drawn = True
+        try:
+            return super().__call__(d)
+        finally:
+            self._drawn = False
 
 
 @dataclass
@@ -253,7 +244,7 @@ def build_augment(prob_elastic: float = 0.2, only: tuple[str, ...] | None = None
     background cutout comes last so its holes are true zeros and it never erases a lesion voxel
     (see :func:`augment_patch`). ``only`` keeps just the named steps, each with probability 1
     (for testing them one by one). The elastic step is MONAI's ``Rand3DElasticd`` without its
-    identity resampling when it does not fire (see :func:`_elastic_class`).
+    identity resampling when it does not fire (:class:`SkipIdleRand3DElasticd`).
 
     Turns off MONAI's MetaTensor tracking for the process (plain tensors: ~1/3 less time per
     patch); nothing downstream uses the metadata.
@@ -262,7 +253,6 @@ def build_augment(prob_elastic: float = 0.2, only: tuple[str, ...] | None = None
 
     set_track_meta(False)
     from monai.transforms import (
-        Compose,
         RandAdjustContrastd,
         RandCoarseDropout,
         RandFlipd,
@@ -285,7 +275,7 @@ def build_augment(prob_elastic: float = 0.2, only: tuple[str, ...] | None = None
         "flip_d": lambda p: RandFlipd(keys, prob=p, spatial_axis=0),
         "flip_h": lambda p: RandFlipd(keys, prob=p, spatial_axis=1),
         "flip_w": lambda p: RandFlipd(keys, prob=p, spatial_axis=2),
-        "elastic": lambda p: _elastic_class()(
+        "elastic": lambda p: SkipIdleRand3DElasticd(
             keys,
             sigma_range=(5, 8),
             magnitude_range=(20, 60),
