@@ -86,7 +86,7 @@ def whole_volume_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor
 
 def load_model(cfg: StudyConfig, checkpoint: str | Path, device: torch.device) -> torch.nn.Module:
     """The network of ``cfg.model`` with a checkpoint's weights, in eval mode."""
-    # The default layout: channels-last 3D gave the same logits, bit for bit, in 0.97-1.03x the
+    # The default layout: channels-last 3D gave the same logits, bit for bit, in 0.96-1.08x the
     # time of a CPU inference pass (bench/bench_training.py; training keeps it: ~0.7x a step).
     model = model_from_config(cfg.model).to(device)
     ck = torch.load(checkpoint, map_location=device, weights_only=True)
