@@ -1,6 +1,12 @@
 """Training throughput: can the patch loader keep the model fed?
 
 Prints, on this machine:
+  * the default recipe (config.yaml's network, batch and patch, ``train.threads`` threads):
+    a training step (forward + DTS loss + backward + clipping + AdamW) and an inference forward
+    pass with channels-last 3D against contiguous tensors, and the validation of one volume
+    in one forward pass (what ``sliding_window_probs`` does when the ROI covers the volume)
+    against MONAI's sliding window, with the network and with a trivial predictor (the window
+    machinery's own cost) — each from medians over interleaved repeats in the same run;
   * loader throughput — patches/s of one worker process producing thesis-style patches with the
     full augmentation (flips, elastic, cutout, intensity, noise, gamma; mismatch recomputed), and the
     same with N worker processes through a DataLoader;
@@ -10,20 +16,26 @@ Prints, on this machine:
   * the ratio "patches the loader makes per second / patches a step consumes per second", i.e. how
     many workers it takes to keep the model busy.
 
-Run: .venv/bin/python bench/bench_training.py [--workers 2] [--steps 5]
+Run: .venv/bin/python bench/bench_training.py [--workers 2] [--steps 5] [--default-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
+import statistics
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from sizepenalty.config import load_config
+from sizepenalty.infer import whole_volume_logits
 from sizepenalty.losses import build_loss
-from sizepenalty.model import build_model, count_parameters
+from sizepenalty.model import build_model, count_parameters, model_from_config
 from sizepenalty.sampling import PatchDataset, plan_epoch
 
 
@@ -90,17 +102,116 @@ def step_time(batch: tuple[int, ...], device: torch.device, amp: bool, steps: in
     return float(np.median(times))
 
 
+def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, called in rotating order (after one warm-up)."""
+    names, times = list(fns), {name: [] for name in fns}
+    for name in names:
+        fns[name]()
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def default_recipe(repeats: int) -> None:
+    """Channels-last vs contiguous, and validation with and without windows, for config.yaml."""
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config.yaml")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.train.threads)
+    print(f"default recipe ({cfg.model.base_filters} base filters, depth {cfg.model.depth}), "
+          f"{cfg.train.threads} thread(s), medians of {repeats} interleaved repeats:")  # fmt: skip
+    net = layouts(cfg, repeats)
+    validation(cfg, net, repeats)
+    torch.set_num_threads(threads)
+
+
+def layouts(cfg, repeats: int) -> torch.nn.Module:
+    """Print a training step's and an inference forward pass's time, channels-last 3D against
+    contiguous; return the channels-last network (as training holds it)."""
+    tc = cfg.train
+    loss = build_loss("DTS")
+    x = torch.rand(tc.batch_size, 3, *tc.patch_large)
+    y = (torch.rand(tc.batch_size, 1, *tc.patch_large) > 0.97).float()
+    volume = torch.rand(1, 3, *cfg.infer.roi)
+    nets = {}
+    for layout in ("contiguous", "channels-last"):
+        torch.manual_seed(0)
+        fmt = torch.channels_last_3d if layout == "channels-last" else torch.contiguous_format
+        net = model_from_config(cfg.model).to(memory_format=fmt)
+        opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        nets[layout] = (net, opt, x.to(memory_format=fmt), volume.to(memory_format=fmt))
+
+    def step(layout: str) -> None:
+        net, opt, xb, _ = nets[layout]
+        net.train()
+        opt.zero_grad(set_to_none=True)
+        total, _ = loss(net(xb), y)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
+        opt.step()
+
+    def forward(layout: str) -> None:
+        net, _, _, vol = nets[layout]
+        net.eval()
+        with torch.no_grad():
+            net(vol)
+
+    for what, fn, shape in (("training step", step, tuple(x.shape)),
+                            ("inference forward", forward, tuple(volume.shape))):  # fmt: skip
+        t = interleaved({k: functools.partial(fn, k) for k in nets}, repeats)
+        print(f"  {what} {shape}: contiguous {t['contiguous'] * 1e3:.1f} ms, channels-last "
+              f"{t['channels-last'] * 1e3:.1f} ms = {t['channels-last'] / t['contiguous']:.2f}x")  # fmt: skip
+    return nets["channels-last"][0]
+
+
+def validation(cfg, net: torch.nn.Module, repeats: int) -> None:
+    """Print one validation volume's time through MONAI's sliding window against one forward
+    pass, with the network and with a trivial predictor."""
+    from monai.inferers import sliding_window_inference
+
+    net.eval()
+    ic = cfg.infer
+    volume = torch.rand(1, 3, *ic.roi)
+
+    def trivial(t: torch.Tensor) -> torch.Tensor:  # isolates the window machinery's own cost
+        return t[:, :1] * 2.0
+
+    def windows(predictor) -> None:
+        sliding_window_inference(volume, tuple(ic.roi), ic.sw_batch_size, predictor,
+                                 overlap=ic.overlap, mode="gaussian")  # fmt: skip
+
+    with torch.no_grad():
+        t = interleaved({
+            "window": functools.partial(windows, net),
+            "direct": functools.partial(whole_volume_logits, net, volume),
+            "window-trivial": functools.partial(windows, trivial),
+            "direct-trivial": functools.partial(whole_volume_logits, trivial, volume),
+        }, repeats)  # fmt: skip
+    print(f"  validation of one {tuple(volume.shape)} volume, ROI {tuple(ic.roi)}: MONAI sliding "
+          f"window {t['window'] * 1e3:.1f} ms, one forward pass (whole_volume_logits) "
+          f"{t['direct'] * 1e3:.1f} ms = {t['direct'] / t['window']:.2f}x; without the network "
+          f"(a trivial predictor) {t['window-trivial'] * 1e3:.2f} ms vs "
+          f"{t['direct-trivial'] * 1e3:.2f} ms")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--workers", type=int, default=2, help="DataLoader workers for the second loader figure"
     )
     ap.add_argument("--steps", type=int, default=3, help="timed training steps (after one warm-up)")
+    ap.add_argument("--repeats", type=int, default=21, help="default-recipe repeats per variant")
+    ap.add_argument("--default-only", action="store_true", help="only the default-recipe figures")
     args = ap.parse_args()
     torch.manual_seed(0)
     print(
         f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, CUDA {torch.cuda.is_available()}"
     )
+    default_recipe(args.repeats)
+    if args.default_only:
+        return
     print(f"thesis-width model: {count_parameters(build_model(32, 5, 0.2)):,} parameters")
 
     images, masks = synthetic_volumes(6, (32, 112, 112))

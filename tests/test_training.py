@@ -337,3 +337,97 @@ def test_a_stop_signal_checkpoints_mid_epoch_and_resumes_to_the_same_weights(tin
     _assert_same_weights(straight, stopped)
     record = json.loads((stopped / "run.json").read_text())
     assert record["run_id"] == run_id and record["status"] == "FINISHED"  # the same MLflow run
+
+
+def _sliding_window_reference(model, image, roi, overlap, sw_batch, device, amp, tta=False):
+    """sliding_window_probs as it was: MONAI's sliding window for every volume."""
+    from monai.inferers import sliding_window_inference
+
+    from sizepenalty.infer import _FLIP_AXES
+
+    x = torch.from_numpy(image[None]).to(device)
+    roi = tuple(min(r, s) for r, s in zip(roi, image.shape[1:]))
+    flips = [()]
+    if tta:
+        flips = [tuple(a for a, bit in zip(_FLIP_AXES, (i & 1, i & 2, i & 4)) if bit)
+                 for i in range(8)]  # fmt: skip
+    total = torch.zeros((1, 1, *image.shape[1:]), device=device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=amp.dtype, enabled=amp.enabled):
+        for dims in flips:
+            xi = torch.flip(x, dims) if dims else x
+            logits = sliding_window_inference(xi, roi, sw_batch, model, overlap=overlap,
+                                              mode="gaussian")  # fmt: skip
+            p = torch.sigmoid(logits.float())
+            total += torch.flip(p, dims) if dims else p
+    return (total / len(flips))[0, 0].cpu().numpy()
+
+
+def _trained_like_model():
+    """The default recipe's network with weights moved off their initialisation (varied logits)."""
+    torch.manual_seed(0)
+    model = build_model(4, 3, 0.1, prior_prob=0.03).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p += 0.05 * torch.randn_like(p)
+    return model.to(memory_format=torch.channels_last_3d)  # as training validates it
+
+
+@pytest.mark.parametrize("tta", [False, True], ids=["no-tta", "tta"])
+@pytest.mark.parametrize("precision", ["float32", "bf16-autocast"])
+def test_a_roi_covering_the_volume_gives_the_sliding_windows_probabilities_in_one_pass(
+    tta, precision, monkeypatch
+):
+    import monai.inferers
+
+    from sizepenalty.devices import Amp
+    from sizepenalty.infer import sliding_window_probs
+
+    model, cpu = _trained_like_model(), torch.device("cpu")
+    amp = Amp(precision != "float32", torch.bfloat16, False)  # bf16: MONAI's in-place rounding
+    image = np.random.default_rng(4).random((3, 12, 20, 16)).astype(np.float32)
+    expected = {str(roi): _sliding_window_reference(model, image, roi, 0.5, 4, cpu, amp, tta)
+                for roi in ([12, 20, 16], [16, 32, 32], [12, 20, -1], [8, 16, 16])}  # fmt: skip
+    calls = []
+    window = monai.inferers.sliding_window_inference
+    monkeypatch.setattr(monai.inferers, "sliding_window_inference",
+                        lambda *a, **k: calls.append(a[1]) or window(*a, **k))  # fmt: skip
+    for roi, ref in expected.items():
+        got = sliding_window_probs(model, image, json.loads(roi), 0.5, 4, cpu, amp, tta)
+        # Bit-identical: one window's Gaussian weighting is reproduced in MONAI's order (without
+        # it, ~7 % of the float32 logits move by 1 ulp).
+        assert np.array_equal(got, ref), roi
+    assert calls == [(8, 16, 16)] * (8 if tta else 1)  # only the ROI that does not cover it
+
+
+def test_validation_scores_are_those_of_the_sliding_window(tiny_study, tmp_path, monkeypatch):
+    import sizepenalty.train as train
+    from sizepenalty.data.folds import load_fold
+
+    root, _ = tiny_study
+    cfg = from_dict(dict(TINY, results=str(root)))
+    job = train.TrainJob("DTS", load_fold(root / "folds.json", 0), root / "pre", tmp_path / "run",
+                         "test")  # fmt: skip
+    s = train.setup(cfg, job)
+    train.run_epoch(s, train.StopFlag())
+    with torch.no_grad():
+        for p in s.model.parameters():  # one tiny epoch leaves p ~ prior: spread the scores
+            p += 0.05 * torch.randn_like(p)
+    assert tuple(cfg.infer.roi) == s.val_v.images[0].shape[1:]  # the one-window case
+    score = train.validate(s)
+    monkeypatch.setattr(train, "sliding_window_probs", _sliding_window_reference)
+    assert train.validate(s) == score and not np.isnan(score)
+
+
+def test_inference_probabilities_do_not_depend_on_the_memory_layout():
+    from sizepenalty.devices import Amp
+    from sizepenalty.infer import sliding_window_probs
+
+    channels_last, cpu = _trained_like_model(), torch.device("cpu")
+    contiguous = build_model(4, 3, 0.1, prior_prob=0.03).eval()
+    contiguous.load_state_dict(channels_last.state_dict())  # load_model's layout
+    off = Amp(False, torch.float32, False)
+    image = np.random.default_rng(5).random((3, 12, 20, 16)).astype(np.float32)
+    for roi in ([12, 20, 16], [8, 16, 16]):  # one window; several
+        a = sliding_window_probs(channels_last, image, roi, 0.5, 4, cpu, off)
+        b = sliding_window_probs(contiguous, image, roi, 0.5, 4, cpu, off)
+        assert np.array_equal(a, b), roi  # on CPU, bit for bit (bench_training.py: same time)

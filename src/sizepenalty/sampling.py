@@ -10,7 +10,8 @@ background cutout applied last that never erases lesion voxels. The mismatch cha
 the augmented DWI/ADC, never augmented itself.
 
 Everything random is seeded by (seed, epoch, item), so an epoch is the same whichever worker
-process draws it and however often it is replayed after a resume.
+process draws it and however often it is replayed after a resume. Each patch reseeds MONAI's
+transforms in place, as MONAI's ``set_random_state`` would seed them (:class:`InPlaceSeeder`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import get_track_meta
+from monai.transforms import Compose, Rand3DElasticd, Randomizable
+from monai.utils import MAX_SEED, convert_to_tensor
 from torch.utils.data import Dataset
 
 from sizepenalty.data.preprocess import mismatch
@@ -91,13 +95,145 @@ TRANSFORMS = (*SPATIAL, *INTENSITY, "cutout")
 (image only), then the background cutout."""
 
 
+@dataclass(frozen=True)
+class SeedNode:
+    """Who gets one seed in MONAI's ``set_random_state``: a ``Compose`` (``owners`` is the
+    compose, whose state then draws each child's seed in order) or another transform (``owners``
+    is the transform and its randomizable attributes, recursively: they all get the seed)."""
+
+    owners: tuple[Any, ...]
+    children: tuple[SeedNode, ...] = ()
+
+    @classmethod
+    def of(cls, t: Any) -> SeedNode:
+        """The seeding tree of transform ``t`` (a ``Compose`` or any ``Randomizable``)."""
+        if isinstance(t, Compose):
+            kids = tuple(cls.of(c) for c in t.transforms if isinstance(c, Randomizable))
+            return cls((t,), kids)
+        owners, todo = [], [t]
+        while todo:
+            obj = todo.pop(0)
+            if not any(obj is o for o in owners):
+                owners.append(obj)
+                todo += [v for v in vars(obj).values() if isinstance(v, Randomizable)]
+        return cls(tuple(owners))
+
+    def all_owners(self) -> list[Any]:
+        """Every transform of the tree whose ``R`` gets seeded."""
+        return [*self.owners, *(o for c in self.children for o in c.all_owners())]
+
+    def seed(self, seed: int) -> None:
+        """Reseed every owner's ``R`` in place, deriving the children's seeds as MONAI does."""
+        seed = int(seed) % MAX_SEED
+        for t in self.owners:
+            t.R.seed(seed)
+        for child in self.children:
+            child.seed(int(self.owners[0].R.randint(MAX_SEED, dtype="uint32")))
+
+
+class InPlaceSeeder:
+    """Seeds a MONAI ``Compose`` exactly as ``Compose.set_random_state(seed=...)`` does, but
+    reseeds the ``np.random.RandomState`` each transform already owns instead of building new ones.
+
+    MONAI's ``Randomizable.set_random_state`` constructs a fresh ``RandomState`` per transform
+    and per inner transform (a dictionary transform forwards the seed to its array transform,
+    ``Rand3DElastic`` to its ``RandAffineGrid``): 18 per patch for the default augmentation, each
+    ~200 us spent initialising a new MT19937 that the legacy seeding then overwrites.
+    ``RandomState.seed`` on the existing object gives the same state in ~2 us.
+
+    The seeds are derived as MONAI derives them (:class:`SeedNode`). At construction the seeder
+    runs MONAI's ``set_random_state`` (so every transform owns its state) and checks that its
+    own seeding leaves every state as MONAI's does, raising ``RuntimeError`` otherwise (e.g. a
+    MONAI release that derives seeds differently, or transforms sharing one state).
+
+    Args:
+        compose: the ``monai.transforms.Compose`` to seed (its transforms are not changed).
+    """
+
+    def __init__(self, compose: Any) -> None:
+        self.compose = compose
+        self.tree = SeedNode.of(compose)
+        owners = self.tree.all_owners()
+        compose.set_random_state(seed=0)
+        if len({id(t.R) for t in owners}) != len(owners):
+            raise RuntimeError("MONAI transforms share a RandomState: cannot reseed them in place")
+        for seed in (0, 12345, 2**31 - 2):
+            compose.set_random_state(seed=seed)
+            expected = [t.R.get_state() for t in owners]
+            for t in owners:
+                t.R.random_sample()  # move every state on, so one this seeder misses shows
+            self(seed)
+            if not all(_same_state(t.R.get_state(), e) for t, e in zip(owners, expected)):
+                raise RuntimeError(
+                    "InPlaceSeeder no longer matches MONAI's Compose.set_random_state; "
+                    "seed the transforms with compose.set_random_state(seed=...) instead"
+                )
+
+    def __call__(self, seed: int) -> None:
+        """Seed every transform of the ``Compose`` from ``seed``."""
+        self.tree.seed(seed)
+
+
+def _same_state(a: tuple, b: tuple) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+class SkipIdleRand3DElasticd(Rand3DElasticd):
+    """MONAI's ``Rand3DElasticd`` minus the work it does when it does not fire.
+
+    MONAI's transform, when its coin says no (1 - ``prob`` of the patches: 80 % by default),
+    still draws a full-size random offset field and resamples image and label through an
+    identity grid (float64 ``grid_sample``, cast back to float32). That resampling returns every
+    voxel unchanged except exact zeros next to non-zero voxels, which come back as values up to
+    ~6e-15. This subclass hands its inputs on (as float32 tensors, like MONAI) instead. When it
+    fires, MONAI's own ``__call__`` runs after the same coin toss, so the deformation is MONAI's,
+    bit for bit. Skipping the inner transform's draws changes nothing else because every patch
+    reseeds every transform (:class:`InPlaceSeeder`). Same arguments as ``Rand3DElasticd``.
+    """
+
+    _drawn = False  # the coin was tossed by __call__: MONAI's __call__ must not toss it again
+
+    def randomize(self, data: Any = None) -> None:
+        if not self._drawn:
+            super().randomize(data)
+
+    def __call__(self, data):
+        d = dict(data)
+        if self.first_key(d) == ():
+            return super().__call__(d)
+        self.randomize(None)
+        if not self._do_transform:
+            for key in self.key_iterator(d):
+                d[key] = convert_to_tensor(d[key], dtype=torch.float32, track_meta=get_track_meta())
+            return d
+        self._drawn = True
+        try:
+            return super().__call__(d)
+        finally:
+            self._drawn = False
+
+
 @dataclass
 class Augmentation:
-    """The three stages of :func:`augment_patch`; each is a MONAI ``Compose`` (seeded per item)."""
+    """The three stages of :func:`augment_patch`; each is a MONAI ``Compose`` (seeded per item),
+    with the :class:`InPlaceSeeder` of each."""
 
     spatial: Any
     intensity: Any
     cutout: Any
+
+    def __post_init__(self) -> None:
+        self._seeders = tuple(InPlaceSeeder(c) for c in self.stages())
+
+    def stages(self) -> tuple[Any, Any, Any]:
+        """The ``Compose`` of each stage, in the order applied."""
+        return self.spatial, self.intensity, self.cutout
+
+    def set_random_state(self, seed: int) -> None:
+        """Seed stage ``i`` with ``seed + i``, as ``Compose.set_random_state(seed=seed + i)``
+        would (bit-identical states, in place)."""
+        for i, seeder in enumerate(self._seeders):
+            seeder(seed + i)
 
 
 def build_augment(prob_elastic: float = 0.2, only: tuple[str, ...] | None = None) -> Augmentation:
@@ -107,7 +243,8 @@ def build_augment(prob_elastic: float = 0.2, only: tuple[str, ...] | None = None
     together; intensity steps (scale, shift, Gaussian noise, gamma) touch the image only; the
     background cutout comes last so its holes are true zeros and it never erases a lesion voxel
     (see :func:`augment_patch`). ``only`` keeps just the named steps, each with probability 1
-    (for testing them one by one).
+    (for testing them one by one). The elastic step is MONAI's ``Rand3DElasticd`` without its
+    identity resampling when it does not fire (:class:`SkipIdleRand3DElasticd`).
 
     Turns off MONAI's MetaTensor tracking for the process (plain tensors: ~1/3 less time per
     patch); nothing downstream uses the metadata.
@@ -116,8 +253,6 @@ def build_augment(prob_elastic: float = 0.2, only: tuple[str, ...] | None = None
 
     set_track_meta(False)
     from monai.transforms import (
-        Compose,
-        Rand3DElasticd,
         RandAdjustContrastd,
         RandCoarseDropout,
         RandFlipd,
@@ -140,7 +275,7 @@ def build_augment(prob_elastic: float = 0.2, only: tuple[str, ...] | None = None
         "flip_d": lambda p: RandFlipd(keys, prob=p, spatial_axis=0),
         "flip_h": lambda p: RandFlipd(keys, prob=p, spatial_axis=1),
         "flip_w": lambda p: RandFlipd(keys, prob=p, spatial_axis=2),
-        "elastic": lambda p: Rand3DElasticd(
+        "elastic": lambda p: SkipIdleRand3DElasticd(
             keys,
             sigma_range=(5, 8),
             magnitude_range=(20, 60),
@@ -175,11 +310,10 @@ def augment_patch(
     intensity, then the cutout, whose holes are drawn on a ones-array and applied to the image
     only where the *augmented* label is background.
     """
-    for i, part in enumerate((aug.spatial, aug.intensity, aug.cutout)):
-        part.set_random_state(seed=seed + i)
-    out = aug.spatial(
-        {"image": np.ascontiguousarray(image[:2]), "label": mask[None].astype(np.float32)}
-    )
+    aug.set_random_state(seed)
+    # A copy: steps that do not fire hand their input on, and the crop may be a view of the volume.
+    image = np.array(image[:2], np.float32)
+    out = aug.spatial({"image": image, "label": mask[None].astype(np.float32)})
     lab = (np.asarray(out["label"])[0] > 0.5).astype(np.float32)
     img = np.asarray(aug.intensity({"image": out["image"]})["image"], dtype=np.float32)
     holes = np.asarray(aug.cutout(np.ones((1, *lab.shape), np.float32)))[0] == 0
