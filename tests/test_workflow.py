@@ -10,6 +10,8 @@ import pytest
 import yaml
 from workflow_helpers import SNAKEMAKE, copy_workflow, snakemake_env
 
+from sizepenalty.report.seeds import ONE_SEED, TOO_FEW, VERDICTS
+
 GOLDEN = Path(__file__).parent / "data" / "tiny_study_per_case_metrics.csv"
 
 
@@ -85,11 +87,13 @@ def test_tiny_study_runs_end_to_end_and_is_lint_clean(tmp_path):
     assert set(seeds["Stratum"]) >= {"all cases", "< 5 mL"}
     dice = seeds[(seeds["Metric"] == "Dice") & (seeds["Stratum"] == "all cases")]
     assert len(dice) == 2 and dice["Seed SD (effect)"].notna().all()
-    assert set(seeds["Verdict"]) <= {"CI includes 0", "within seed spread", "effect beyond seed spread", "too few cases"}
+    assert set(seeds["Verdict"]) <= set(VERDICTS)
+    assert not set(dice["Verdict"]) & {ONE_SEED, TOO_FEW}  # every arm has 2 seeds, 12 cases
     variance = pd.read_csv(study / "tables/table_variance.csv")
     assert set(variance["Arm"]) == {"D", "DTS", "DTS@tau300"}
     assert set(variance["Component"]) == {"folds", "seeds", "cases", "seed x case"}
-    assert variance[variance["Component"] == "seeds"]["Variance"].notna().all()
+    seed_parts = variance[(variance["Component"] == "seeds") & (variance["Metric"] == "Dice")]
+    assert len(seed_parts) == 3 and seed_parts["Variance"].notna().all()
     ablation = pd.read_csv(study / "tables/table_ablation.csv")
     assert set(ablation["Candidate"]) == {"D@tau300", "DTS@tau300"}
     assert set(ablation["Setting"]) == {"losses.tau = 300"}
