@@ -93,15 +93,19 @@ def test_thesis_strata_cover_every_case_and_the_sub_ml_table_is_a_subset():
     assert len(size_strata([1.0, 5.0], [1.0])) == 3  # a subset equal to a bin is not repeated
 
 
-def test_strata_table_counts_cases_per_stratum():
+def test_strata_table_has_every_arm_by_stratum_with_its_seeds_averaged():
     cases = fabricated(n_per_fold=6, folds=3)  # references of 0.5, 3 and 12 mL
-    strata = T.strata_table(cases, [("DTF", "DTS")], size_strata([5.0], [1.0, 0.1]))
-    assert list(strata["Stratum"]) == ["< 5 mL", "≥ 5 mL", "< 1 mL", "< 0.1 mL"]
-    assert list(strata["n"]) == [12, 6, 6, 0]  # < 5 mL includes the sub-mL cases
-    row = strata.iloc[1]
-    sub = cases[(cases.ref_ml >= 5) & (cases.arm == "DTF")]
-    assert row["Dice base"] == pytest.approx(sub["dice"].mean())
-    assert row["RVE delta"] == pytest.approx(-0.02)
+    # a second seed of DTS, Dice 0.1 higher: each case's value is the mean over the seeds
+    more = cases[cases.arm == "DTS"].assign(seed=43, dice=lambda f: f["dice"] + 0.1)
+    strata = T.strata_table(pd.concat([cases, more]), ["DTF", "DTS"], size_strata([5.0], [1.0, 0.1]))
+    assert list(strata["Loss"]) == ["DTF"] * 4 + ["DTS"] * 4  # every arm, not only the pairs
+    assert list(strata["Stratum"])[:4] == ["< 5 mL", "≥ 5 mL", "< 1 mL", "< 0.1 mL"]
+    assert list(strata["n"])[:4] == [12, 6, 6, 0]  # < 5 mL includes the sub-mL cases
+    big = strata[strata["Stratum"] == "≥ 5 mL"].set_index("Loss")
+    sub = cases[cases.ref_ml >= 5]
+    assert big.loc["DTF", "Dice"] == pytest.approx(sub[sub.arm == "DTF"]["dice"].mean())
+    assert big.loc["DTS", "Dice"] == pytest.approx(sub[sub.arm == "DTS"]["dice"].mean() + 0.05)
+    assert big.loc["DTS", "RVE"] - big.loc["DTF", "RVE"] == pytest.approx(-0.02)
 
 
 def test_stratum_statistics_and_the_findings_they_state():
@@ -210,7 +214,7 @@ def _is_pdf(path):
 def test_figures_are_valid_png_and_pdf(tmp_path):
     cases = fabricated()
     pairs = T.pair_table(cases, [("DTF", "DTS")], n_boot=200)
-    strata = T.strata_table(cases, [("DTF", "DTS")], size_strata([5.0], [1.0]))
+    strata = T.stratum_stats_table(cases, [("DTF", "DTS")], size_strata([5.0], [1.0]), n_boot=200)
     made = F.fig_spl(tmp_path / "spl") + F.fig_improvement(pairs, strata, tmp_path / "imp")
     run = tmp_path / "runs/DTS/main/seed42/fold0"
     run.mkdir(parents=True)

@@ -206,13 +206,14 @@ def evaluate(args: Namespace) -> None:
 def aggregate(args: Namespace) -> None:
     from sizepenalty.metrics import get_profile
     from sizepenalty.report.aggregate import run_aggregate
-    from sizepenalty.report.tables import frame_markdown, to_markdown
+    from sizepenalty.report.tables import frame_markdown, main_columns, to_markdown
 
     sj = _cfg(args, "aggregate")
     cfg = sj.config
     result = run_aggregate(cfg, sj.plan, args.out_dir, args.parent_run_file)
     print(
-        to_markdown(result.frames["table_main"], get_profile(cfg.metrics.profile).columns("main"))
+        to_markdown(result.frames["table_main"], main_columns(
+            get_profile(cfg.metrics.profile).columns("main"), result.frames["table_main"]))
     )
     pairs = result.frames["table_pairs"]
     if len(pairs):

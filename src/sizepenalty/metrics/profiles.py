@@ -25,11 +25,12 @@ __all__ = ["METRICS", "PROFILES", "Column", "MetricInfo", "Profile", "get_profil
 
 @dataclass(frozen=True)
 class MetricInfo:
-    """A per-case metric as tables show it: column label, whether higher is better, decimals."""
+    """A per-case metric as tables show it: column label, whether higher is better (None: no
+    better direction, never marked best), decimals."""
 
     key: str
     label: str
-    higher: bool
+    higher: bool | None
     digits: int = 4
 
 
@@ -59,6 +60,8 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("avd_ml", "AVD (mL)", False, 2),
         MetricInfo("lesion_count_diff", "Count diff.", False, 2),
         MetricInfo("count_diff", "Count diff.", False, 2),
+        # Not a metric of the prediction: each run's best validation epoch (thesis Table 5.3).
+        MetricInfo("best_epoch", "Epochs", None, 1),
     )
 }
 """Every metric a table can show. ``ccc`` is computed per fold from the case volumes."""

@@ -92,13 +92,18 @@ def collect_runs(plan: StudyPlan, layout: StudyLayout) -> tuple[pd.DataFrame, pd
     with its own key."""
     from sizepenalty.evaluate import lesions_csv
 
+    import json
+
     case_frames, lesion_frames, read = [], [], {}
     for key in plan.runs():
         path = layout.metrics(plan.canonical(key, "evaluate"))
         if path not in read:
             read[path] = (read_metrics([path], CASE_KEYS), read_metrics([lesions_csv(path)], LESION_KEYS))
-        for frame, out in zip(read[path], (case_frames, lesion_frames)):
-            out.append(frame.assign(**key.values()))
+        done = layout.done(plan.canonical(key, "train"))
+        # the epoch whose checkpoint (best.pt) the run was evaluated with (thesis Table 5.3)
+        best = json.loads(done.read_text()).get("best_epoch") if done.exists() else None
+        case_frames.append(read[path][0].assign(**key.values(), best_epoch=best))
+        lesion_frames.append(read[path][1].assign(**key.values()))
     cases = pd.concat(case_frames, ignore_index=True) if case_frames else pd.DataFrame(columns=CASE_KEYS)
     lesions = pd.concat(lesion_frames, ignore_index=True) if lesion_frames else pd.DataFrame(columns=LESION_KEYS)
     return cases, lesions
@@ -120,14 +125,14 @@ def build_tables(
     arms = list(arms)
     order, pairs, strata = arms, cfg.report.pairs, cfg.metrics.strata
     seed = cfg.seeds.bootstrap
-    main = tables.main_table(cases, order, profile.columns("main"))
+    main = tables.main_table(cases, order, tables.main_columns(profile.columns("main"), cases))
     frames = {
         "table_main": main,
         "table_extra": tables.main_table(cases, order, profile.columns("extra")),
         "table_pairs": tables.pair_table(
             cases, pairs, cfg.report.bootstrap, seed=seed, columns=profile.columns("pairs")
         ),
-        "table_strata": tables.strata_table(cases, pairs, strata, profile.columns("strata")),
+        "table_strata": tables.strata_table(cases, order, strata, profile.columns("strata")),
         "table_strata_stats": tables.stratum_stats_table(
             cases, pairs, strata, profile.columns("strata"), cfg.report.bootstrap, seed
         ),
@@ -157,7 +162,8 @@ def write_tables(cfg: StudyConfig, result: StudyTables, out_dir: str | Path) -> 
         out / "per_case_metrics.csv": result.cases.to_csv(index=False),
         out / "per_lesion_metrics.csv": result.lesions.to_csv(index=False),
     }
-    mean_sd = {"table_main": profile.columns("main"), "table_extra": profile.columns("extra")}
+    mean_sd = {"table_main": tables.main_columns(profile.columns("main"), result.cases),
+               "table_extra": profile.columns("extra")}  # fmt: skip
     for name, frame in result.frames.items():
         if name in mean_sd:
             md = tables.to_markdown(frame, mean_sd[name])

@@ -115,8 +115,10 @@ def fig_improvement(
     metrics: Sequence[str] = ("Dice", "RVE", "PQ", "SQ", "RQ", "ASSD"),
 ) -> list[Path]:
     """Fig. 5.1: one panel per (baseline, candidate); grouped bars per metric (labels, default the
-    thesis's), one bar per size stratum (all cases first), hatched so strata stay apart in
-    grayscale."""
+    thesis's: the bold columns of its Tables 5.1-5.3, RVE and ASSD as relative reductions), one
+    bar per size stratum (all cases first), hatched so strata stay apart in grayscale.
+    ``pairs`` is the pair table (Table 5.2 analogue), ``strata`` the stratum statistics
+    (baseline and candidate means per pair, stratum and metric)."""
     plt = _plt()
     metrics = list(metrics)
     # No configured pair: an empty panel (aggregate's pair table then has no columns at all).
@@ -127,10 +129,11 @@ def fig_improvement(
     for ax, (b, c) in zip(axes[0], keys):
         groups = [("all cases", {r["Metric"]: (r["Baseline value"], r["Candidate value"])
                                  for _, r in pairs[(pairs["Baseline"] == b) & (pairs["Candidate"] == c)].iterrows()})]  # fmt: skip
-        sub = strata[(strata["Baseline"] == b) & (strata["Candidate"] == c)]
-        for _, r in sub.iterrows():
-            groups.append((f"{r['Stratum']} (n={int(r['n'])})",
-                           {m: (r.get(f"{m} base", np.nan), r.get(f"{m} cand", np.nan)) for m in metrics}))  # fmt: skip
+        sub = strata[(strata["Baseline"] == b) & (strata["Candidate"] == c)] if len(strata) else strata
+        for stratum, rows in (sub.groupby("Stratum", sort=False) if len(sub) else ()):
+            n = int(rows["n cases"].max())
+            groups.append((f"{stratum} (n={n})", {r["Metric"]: (r["Baseline mean"], r["Candidate mean"])
+                                                  for _, r in rows.iterrows()}))  # fmt: skip
         width = 0.8 / len(groups)
         x = np.arange(len(metrics))
         for i, (name, values) in enumerate(groups):
@@ -364,7 +367,7 @@ def run_figures(cfg, plan, out_dir: str | Path) -> list[Path]:
     names = figure_names(len(cfg.report.pairs))
     cases = _read_table(layout.tables, "per_case_metrics.csv")
     pairs = _read_table(layout.tables, "table_pairs.csv", optional=True)
-    strata = _read_table(layout.tables, "table_strata.csv", optional=True)
+    strata = _read_table(layout.tables, "table_strata_stats.csv", optional=True)
     size = cfg.losses.size
     made = fig_spl(out / names[0], cfg.losses.nominal_tau, size["eps"], size["cap"])
     improvement = [label for label, _, _ in get_profile(cfg.metrics.profile).columns("improvement")]

@@ -213,6 +213,7 @@ def _runs_section(cfg: StudyConfig, tables: Path) -> str:
 def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Path) -> str:
     """The report's HTML text (see the module doc)."""
     from sizepenalty.metrics import get_profile
+    from sizepenalty.report.tables import main_columns
 
     profile = get_profile(cfg.metrics.profile)
     main_cols, extra_cols = profile.columns("main"), profile.columns("extra")
@@ -260,7 +261,7 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
         "<h2>Results (Table 5.1 analogue)</h2>",
         "<p>Mean over folds of each fold's mean over its test cases, ± standard deviation across folds; "
         "best value per column in bold. Lower is better for FP, Missed, RVE and ASSD.</p>",
-        _table(_mean_sd(main, main_cols), escape=False) if main is not None and len(main) else _table(None),
+        _table(_mean_sd(main, main_columns(main_cols, main)), escape=False) if main is not None and len(main) else _table(None),
         "<h3>Further metrics</h3>",
         _table(_mean_sd(extra, extra_cols), escape=False) if extra is not None and len(extra) else _table(None),
         "<h2>Baseline vs candidate (Table 5.2 analogue) with paired statistics</h2>",
@@ -269,9 +270,10 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
         "Wilcoxon signed-rank p, Holm-adjusted over every row of this table. A CI that spans 0 or a "
         "large adjusted p means the difference is within noise.</p>", _table(pairs),
         "<h2>By lesion size (Tables 5.4/5.5 analogue)</h2>",
-        "<p>Strata by the case's total reference volume, as the thesis: the covering bins hold every "
-        "test case; a subset row (e.g. &lt; 1 mL, the thesis's Table 5.5) repeats cases of a bin. "
-        "n = paired test cases in the stratum.</p>",
+        "<p>Every arm the study ran, by the case's total reference volume, as the thesis: the "
+        "covering bins hold every test case; a subset row (e.g. &lt; 1 mL, the thesis's Table 5.5) "
+        "repeats cases of a bin. n = test cases in the stratum; each case's value is the mean over "
+        "the arm's seeds.</p>",
         _table(strata),
         "<h3>Paired statistics by stratum</h3>", _table(stats),
         "<h3>Lesion-wise detection by lesion size</h3>",

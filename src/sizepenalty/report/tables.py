@@ -28,6 +28,17 @@ PAIR_METRICS = _THESIS.columns("pairs")
 STRATUM_METRICS = _THESIS.columns("strata")
 
 
+EPOCHS: Column = ("Epochs", "best_epoch", None)
+"""Table 5.3's "Epochs": each run's best validation epoch (no better direction)."""
+
+
+def main_columns(columns: Sequence[Column], frame: pd.DataFrame) -> tuple[Column, ...]:
+    """The main table's columns: the profile's, and Epochs when ``frame`` (per-case metrics or
+    the main table itself) has the runs' best epochs."""
+    has = EPOCHS[0] in frame.columns or EPOCHS[1] in frame.columns
+    return (*columns, EPOCHS) if has else tuple(columns)
+
+
 def fold_means(cases: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     """Mean of each metric per (arm, fold) over the fold's test cases and the arm's seeds."""
     return cases.groupby(["arm", "fold"], sort=False)[list(metrics)].mean().reset_index()
@@ -85,7 +96,7 @@ def best_rows(table: pd.DataFrame, columns: Sequence[Column] = MAIN_COLUMNS) -> 
     """The best combination per column (direction-aware; NaN ignored)."""
     out = {}
     for label, _, higher in columns:
-        if label in table and table[label].notna().any():
+        if higher is not None and label in table and table[label].notna().any():
             idx = table[label].idxmax() if higher else table[label].idxmin()
             out[label] = str(table.loc[idx, "Loss"])
     return out
@@ -222,32 +233,30 @@ def _by_stratum(cases: pd.DataFrame, pairs: Sequence[Sequence[str]], strata: Seq
 
 def strata_table(
     cases: pd.DataFrame,
-    pairs: Sequence[Sequence[str]],
+    order: Sequence[str],
     strata: Sequence[Stratum],
     columns: Sequence[Column] = STRATUM_METRICS,
 ) -> pd.DataFrame:
-    """Tables 5.4/5.5 analogue: per pair and size stratum (the case's total reference volume:
-    the covering bins, then subsets such as "< 1 mL"), the number of paired test cases and each
-    metric's mean over those cases for baseline and candidate, with the delta (candidate -
-    baseline). Strata with no case are listed with n = 0."""
-    from sizepenalty.report.stats import paired
-
+    """Tables 5.4/5.5 analogue for every arm the study ran: per arm and size stratum (the case's
+    total reference volume: the covering bins, then subsets such as "< 1 mL"), the number of
+    test cases and each metric's mean over them (each case's value the mean over the arm's
+    seeds; undefined values left out). Strata with no case are listed with n = 0. The paired
+    statistics of the compared pairs are :func:`stratum_stats_table`'s."""
+    finite = cases.replace([np.inf, -np.inf], np.nan)
+    metrics = [m for _, m, _ in columns]
+    per_case = finite.groupby(["arm", "fold", "case_id"], sort=False)[[*metrics, "ref_ml"]].mean()
     rows = []
-    for base, cand, stratum, sub in _by_stratum(cases, pairs, strata):
-        row: dict[str, object] = {"Baseline": base, "Candidate": cand,
-                                  "Stratum": stratum.label, "Subset": stratum.subset}  # fmt: skip
-        n = 0
-        for label, metric, _ in columns:
-            d = paired(sub, base, cand, metric)
-            n = max(n, len(d))
-            b, c = (
-                (float(d["base"].mean()), float(d["cand"].mean()))
-                if len(d)
-                else (float("nan"),) * 2
-            )
-            row[f"{label} base"], row[f"{label} cand"], row[f"{label} delta"] = b, c, c - b
-        row["n"] = n
-        rows.append(row)
+    for arm in map(arm_label, order):
+        if arm not in per_case.index.get_level_values("arm"):
+            continue
+        mine = per_case.loc[arm]
+        for stratum in strata:
+            sub = in_stratum(mine, stratum)
+            row: dict[str, object] = {"Loss": arm, "Stratum": stratum.label,
+                                      "Subset": stratum.subset, "n": len(sub)}  # fmt: skip
+            for label, metric, _ in columns:
+                row[label] = float(sub[metric].mean()) if len(sub) else float("nan")
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -315,7 +324,7 @@ def thesis_side_by_side(table: pd.DataFrame) -> pd.DataFrame:
     split (Table 5.3, four combinations). Different data: not expected to agree; labels say so.
     Our ``ASSD`` is the whole-mask ASSD (``assd_mm``). Columns the study's profile does not
     have are left empty for this study."""
-    from sizepenalty.report.thesis import COLUMNS, TABLE_5_1, TABLE_5_3
+    from sizepenalty.report.thesis import COLUMNS, TABLE_5_1, TABLE_5_3, TABLE_5_3_EPOCHS
 
     nan = float("nan")
     rows = []
@@ -328,6 +337,8 @@ def thesis_side_by_side(table: pd.DataFrame) -> pd.DataFrame:
             row[f"{col} (this study)"] = float(r[col]) if col in r else nan
             row[f"{col} (thesis, proprietary)"] = prop[i] if prop else nan
             row[f"{col} (thesis, ISLES 2022)"] = isles[i] if isles else nan
+        row["Epochs (this study)"] = float(r["Epochs"]) if "Epochs" in r else nan
+        row["Epochs (thesis, ISLES 2022)"] = float(TABLE_5_3_EPOCHS.get(str(r["Loss"]), nan))
         rows.append(row)
     return pd.DataFrame(rows)
 
