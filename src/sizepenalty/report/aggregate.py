@@ -90,9 +90,9 @@ def collect_runs(plan: StudyPlan, layout: StudyLayout) -> tuple[pd.DataFrame, pd
     """Every run's per-case and per-lesion metrics, read from the study folder: a run that shares
     another arm's evaluation (:meth:`StudyPlan.canonical`) reads that one's file, relabelled
     with its own key."""
-    from sizepenalty.evaluate import lesions_csv
-
     import json
+
+    from sizepenalty.evaluate import lesions_csv
 
     case_frames, lesion_frames, read = [], [], {}
     for key in plan.runs():
