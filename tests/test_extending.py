@@ -1,5 +1,7 @@
 """The extension paths docs/architecture.md describes, tried for real: a fifth loss term (one
-registry entry + its class), a combination the thesis did not run, a metric of one's own."""
+registry entry + its class), a combination the thesis did not run, a metric of one's own, and a
+new axis of the study (a field of the run key, its entry in AXES and where its values come
+from)."""
 
 import os
 import shutil
@@ -152,3 +154,65 @@ def test_a_dataset_in_another_layout_comes_in_through_a_manifest(tmp_path):
     (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
     good, bad = validate_cohort(read_manifest(tmp_path / "manifest.csv"))
     assert [c.case_id for c in good] == ["p0", "p1", "p2"] and not bad
+
+
+AXIS_FIELD = """    fold: int = 0
+    replicate: int = 0
+"""
+AXIS_ENTRY = """    Axis("fold", "fold{}", r"\\d+", int),
+    Axis("replicate", "rep{}", r"\\d+", int),
+"""
+AXIS_VALUES = """        if axis == "replicate":
+            return (0, 1)
+        raise KeyError(f"no values for axis"""
+
+AXIS_PROBE = """
+import json
+from pathlib import Path
+from sizepenalty.config import from_dict
+from sizepenalty.paths import StudyLayout
+from sizepenalty.runs import KEY_COLUMNS, RunKey, StudyPlan, wildcard_constraints
+
+plan = StudyPlan(from_dict({"losses": {"combinations": ["D", "DTS"]}, "folds": {"run": [0]}}))
+key = plan.runs()[-1]
+print(json.dumps({
+    "runs": len(plan.runs()), "id": key.id, "parsed": RunKey.parse(key.id) == key,
+    "path": str(StudyLayout(Path("r")).metrics(key)), "columns": list(KEY_COLUMNS),
+    "tags": key.tags(), "name": key.name, "wildcards": sorted(wildcard_constraints(["D"])),
+    "pattern": RunKey.wildcards().id,
+}))
+"""
+
+
+def test_a_new_axis_is_a_key_field_its_declaration_and_its_values(tmp_path):
+    # A replicate axis (e.g. repeated data subsampling): the run key's field, its AXES entry
+    # (path segment, wildcard pattern) and where its values come from; paths, CLI ids, rows,
+    # MLflow tags, wildcards and the DAG follow.
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "src/sizepenalty", src / "sizepenalty")
+    runs = src / "sizepenalty/runs.py"
+    text = runs.read_text()
+    for old, new in (("    fold: int = 0\n", AXIS_FIELD), ('    Axis("fold", "fold{}", r"\\d+", int),\n', AXIS_ENTRY),
+                     ('        raise KeyError(f"no values for axis', AXIS_VALUES)):  # fmt: skip
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    runs.write_text(text)
+    env = dict(os.environ, PYTHONPATH=str(src))
+    out = subprocess.run([sys.executable, "-c", AXIS_PROBE], env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = __import__("json").loads(out.stdout)
+    assert got["runs"] == 2 * 2 and got["id"] == "DTS/main/seed42/fold0/rep1" and got["parsed"]
+    assert got["path"] == "r/metrics/DTS/main/seed42/fold0/rep1.csv"
+    assert got["columns"][-1] == "replicate" and got["tags"]["replicate"] == "1"
+    assert "replicate" in got["wildcards"] and got["pattern"].endswith("/rep{replicate}")
+    # The workflow plans one training per replicate, each with its own run id.
+    work = copy_workflow(tmp_path / "wf")
+    (work / "two.yaml").write_text(yaml.safe_dump({"losses": {"combinations": ["D"]},
+                                                   "folds": {"run": [0]}}))  # fmt: skip
+    dry = subprocess.run([str(SNAKEMAKE), "-n", "-p", "--configfile", "two.yaml"], cwd=work,
+                         env=snakemake_env(PYTHONPATH=str(src)), capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    text = dry.stdout + dry.stderr
+    assert "--run D/main/seed42/fold0/rep0" in text and "--run D/main/seed42/fold0/rep1" in text

@@ -431,3 +431,38 @@ def test_inference_probabilities_do_not_depend_on_the_memory_layout():
         a = sliding_window_probs(channels_last, image, roi, 0.5, 4, cpu, off)
         b = sliding_window_probs(contiguous, image, roi, 0.5, 4, cpu, off)
         assert np.array_equal(a, b), roi  # on CPU, bit for bit (bench_training.py: same time)
+
+
+def test_settings_that_cannot_touch_the_arithmetic_give_identical_results(tiny_study, tmp_path):
+    """Loader workers and sliding-window batching are execution settings (no fingerprint holds
+    them): on the CPU they give the very same training and probabilities."""
+    from sizepenalty.cli import main
+    from sizepenalty.runs import StudyPlan
+    from sizepenalty.stages import load_stage_config
+    from workflow_helpers import run_arg
+
+    root, c = tiny_study
+    fast = tmp_path / "fast.yaml"
+    cfg = yaml.safe_load(c.read_text())
+    fast.write_text(yaml.safe_dump(cfg | {"train": cfg["train"] | {"workers": 2},
+                                          "infer": cfg["infer"] | {"sw_batch_size": 1}}))  # fmt: skip
+    key = StudyPlan(from_dict(cfg)).runs()[0]
+    planned = [load_stage_config(p, s, key).fingerprint for p in (c, fast) for s in ("train", "infer")]
+    assert planned[:2] == planned[2:]  # nothing reruns for them
+    runs = {}
+    for name, config in (("slow", c), ("fast", fast)):
+        run_dir = tmp_path / name
+        assert main(train_args(config, root, run_dir, "DTS", 0)) == 0
+        out = tmp_path / f"{name}-probs"
+        assert main(["infer", "-c", str(config), "--run", run_arg("DTS", 0), "--folds",
+                     str(root / "folds.json"), "--pre-dir", str(root / "pre"), "--run-dir",
+                     str(run_dir), "--out-dir", str(out)]) == 0  # fmt: skip
+        runs[name] = (run_dir, out)
+    (a, pa), (b, pb) = runs["slow"], runs["fast"]
+    wa, wb = (torch.load(d / "best.pt", weights_only=True)["model"] for d in (a, b))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    strip = [ln.rsplit(",", 1)[0] for ln in (a / "epochs.csv").read_text().splitlines()]
+    assert strip == [ln.rsplit(",", 1)[0] for ln in (b / "epochs.csv").read_text().splitlines()]
+    maps = sorted(pa.rglob("*.npz"))
+    assert maps and all(np.array_equal(np.load(m)["prob"], np.load(pb / m.relative_to(pa))["prob"])
+                        for m in maps)  # fmt: skip

@@ -438,12 +438,13 @@ def record_test_metrics(cases, plan, layout) -> None:
     record (``cases``: the study's per-case metrics table). A run that shares another arm's
     training (e.g. an inference-only variant) adds its metrics to that record under
     ``<variant>.test_<metric>``."""
-    from sizepenalty.runs import RunKey
+    from sizepenalty.runs import AXES, RunKey
 
     ts = int(time.time() * 1000)
     records: dict = {}
-    for values, group in cases.groupby(["combo", "variant", "seed", "fold"]):
-        key = RunKey(*values)
+    axes = [a.name for a in AXES]
+    for values, group in cases.groupby(axes):
+        key = RunKey(**dict(zip(axes, values)))
         trained = plan.canonical(key, "train")
         run_dir = layout.run_dir(trained)
         if run_dir not in records:
