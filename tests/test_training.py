@@ -436,10 +436,11 @@ def test_inference_probabilities_do_not_depend_on_the_memory_layout():
 def test_settings_that_cannot_touch_the_arithmetic_give_identical_results(tiny_study, tmp_path):
     """Loader workers and sliding-window batching are execution settings (no fingerprint holds
     them): on the CPU they give the very same training and probabilities."""
+    from workflow_helpers import run_arg
+
     from sizepenalty.cli import main
     from sizepenalty.runs import StudyPlan
     from sizepenalty.stages import load_stage_config
-    from workflow_helpers import run_arg
 
     root, c = tiny_study
     fast = tmp_path / "fast.yaml"
