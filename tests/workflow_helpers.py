@@ -116,6 +116,8 @@ def tiny_config(study: str, **sections) -> dict:
         "dataset": {"synthetic": {"cases": 5, "shape": [16, 32, 32]}},
         "preprocess": {"shape": [16, 32, 32]},
         "folds": {"k": 2, "run": None},
+        # one training seed per combination (config.yaml trains 3 of DTF, DTS and FSD)
+        "seeds": {"train_by_combo": {"DTF": [42], "DTS": [42], "FSD": [42]}},
         "model": {"base_filters": 2, "depth": 3},
         "train": {"epochs": 1, "batch_size": 2, "patches_per_volume": 1, "patch_large": [8, 16, 16],
                   "patch_small": [8, 8, 8]},
