@@ -103,7 +103,8 @@ def test_a_job_planned_with_other_settings_than_the_studys_stops_with_exit_2(
     job = s.sizepenalty(*planned[1:])
     assert job.returncode == 2, job.stdout + job.stderr
     (line,) = job.stderr.strip().splitlines()  # one line, no traceback
-    assert "the train settings of DTS changed after the workflow planned this job" in line
+    assert "the train settings of DTS seed 42 fold" in line
+    assert "changed after the workflow planned this job" in line
     assert _snapshot(run_dir) == before
 
 
@@ -111,15 +112,18 @@ def test_a_job_planned_with_other_settings_than_the_studys_stops_with_exit_2(
 @pytest.mark.parametrize(
     ("change", "rerun"),
     [
-        # The validation monitor that picks best.pt runs the sliding window: every training.
-        ({"infer": {"roi": [16, 16, 16]}}, "train"),
-        ({"infer": {"overlap": 0.25}}, "train"),
-        ({"infer": {"sw_batch_size": 2}}, "train"),
+        # The validation monitor that picks best.pt has its own window: every training.
+        ({"train": {"validation": {"overlap": 0.25}}}, "train"),
+        # Inference's window: the inferences and what follows, no training.
+        ({"infer": {"roi": [16, 16, 16]}}, {"infer", "evaluate", "aggregate", "figures", "report", "all"}),
+        ({"infer": {"overlap": 0.25}}, {"infer", "evaluate", "aggregate", "figures", "report", "all"}),
+        # An execution setting (how many windows per forward pass): nothing.
+        ({"infer": {"sw_batch_size": 2}}, set()),
         # A report-only setting: nothing upstream of aggregate.
         ({"report": {"bootstrap": 300}}, {"aggregate", "figures", "report", "all"}),
     ],
-    ids=["infer.roi", "infer.overlap", "infer.sw_batch_size", "report.bootstrap"],
-)
+    ids=["train.validation", "infer.roi", "infer.overlap", "infer.sw_batch_size", "report.bootstrap"],
+)  # fmt: skip
 def test_a_setting_change_reruns_exactly_the_jobs_that_read_it(killed_study, change, rerun):
     s = killed_study
     (s.work / "change.yaml").write_text(yaml.safe_dump(change))

@@ -404,15 +404,18 @@ def test_validation_scores_are_those_of_the_sliding_window(tiny_study, tmp_path,
     from sizepenalty.data.folds import load_fold
 
     root, _ = tiny_study
-    cfg = from_dict(dict(TINY, results=str(root)))
-    job = train.TrainJob("DTS", load_fold(root / "folds.json", 0), root / "pre", tmp_path / "run",
-                         "test")  # fmt: skip
-    s = train.setup(cfg, job)
+    from sizepenalty.devices import Amp
+    from sizepenalty.runs import RunKey
+
+    cfg = from_dict(dict(TINY, results=str(root), train=dict(TINY["train"], validation={"roi": [16, 32, 32]})))
+    job = train.TrainJob(RunKey("DTS"), load_fold(root / "folds.json", 0), root / "pre",
+                         tmp_path / "run", "test")  # fmt: skip
+    s = train.setup(cfg, job, torch.device("cpu"), Amp(False, torch.float32, False))
     train.run_epoch(s, train.StopFlag())
     with torch.no_grad():
         for p in s.model.parameters():  # one tiny epoch leaves p ~ prior: spread the scores
             p += 0.05 * torch.randn_like(p)
-    assert tuple(cfg.infer.roi) == s.val_v.images[0].shape[1:]  # the one-window case
+    assert tuple(cfg.train.validation.roi) == s.val_v.images[0].shape[1:]  # the one-window case
     score = train.validate(s)
     monkeypatch.setattr(train, "sliding_window_probs", _sliding_window_reference)
     assert train.validate(s) == score and not np.isnan(score)
