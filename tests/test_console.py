@@ -241,7 +241,7 @@ def test_running_trainings_show_their_epoch_from_their_log(tmp_path):
     tty.close()
     # The live line is cleared for the last lines.
     assert screen.getvalue().endswith(
-        "\r\x1b[KDone: 1 jobs in 5s. Full Snakemake log: .snakemake/log/x.snakemake.log\n"
+        "\r\x1b[KDone: 1 job in 5s. Full Snakemake log: .snakemake/log/x.snakemake.log\n"
     )
 
 

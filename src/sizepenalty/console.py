@@ -1,7 +1,8 @@
 """The console of a study run (`make run`, which runs `snakemake --logger sizepenalty`).
 
-Snakemake's own console prints every job's inputs, outputs and reason (476 lines for the 29 jobs
-of a tiny study) and, for a failed job, its shell command but not its error. This one prints:
+Snakemake's own console prints every job's inputs, outputs and reason (649 lines for the 40 jobs
+of the tiny test study) and, for a failed job, its shell command but not its error. This one
+prints:
 
 * a header: the jobs planned, whether a checkpoint will add jobs, where the full log is;
 * one progress line: a bar, jobs done / total, elapsed time, an ETA and the running jobs, each
@@ -41,8 +42,9 @@ EPOCH = re.compile(r"\bepoch (\d+)/(\d+)\b")
 START = re.compile(r"^=== \S+ sizepenalty .*: start ===$", re.M)
 """The line each (re)start of a job appends to its log (sizepenalty.commands)."""
 TAIL_BYTES = 64 * 1024
-# Snakemake's messages that add nothing to the console (they stay in its file log). The rest of
-# its plain messages at INFO level is dropped too; warnings and errors are always shown.
+# Snakemake's errors that say a job failed (its shell command, then the run): the console shows
+# the job's own error instead. Its plain messages at INFO level stay in its file log, except
+# KEPT_INFO; its warnings and other errors are always shown.
 JOB_FAILURE_ERRORS = ("CalledProcessError", "At least one job did not complete successfully")
 KEPT_INFO = ("Nothing to be done",)
 
@@ -113,6 +115,10 @@ def duration(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
@@ -508,16 +514,15 @@ class Console:
                 log = f" Full Snakemake log: {self.logfile}" if self.logfile else ""
                 done = f"{self.done} of {self.total}{'+' if self.grows() else ''} jobs done"
                 if self.failures:
-                    n = len(self.failures)
-                    self.println(f"Stopped: {n} job{'s' if n > 1 else ''} failed; {done} in "
-                                 f"{took}.{log}")  # fmt: skip
+                    failed = plural(len(self.failures), "job")
+                    self.println(f"Stopped: {failed} failed; {done} in {took}.{log}")
                     for failure in self.failures:
                         for line in failure.text():
                             self.println(line)
                 elif self.errors:
                     self.println(f"Stopped by the error above; {done} in {took}.{log}")
                 else:
-                    self.println(f"Done: {self.done} jobs in {took}.{log}")
+                    self.println(f"Done: {plural(self.done, 'job')} in {took}.{log}")
                     if self.report:
                         self.println(f"Report: {self.report}")
             self.stream.flush()
