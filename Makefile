@@ -9,6 +9,9 @@ VENV ?= .venv
 TORCH_SPEC ?= $(shell sed -n 's/^\(torch==[^ ]*\)$$/\1/p' envs/requirements.lock)
 CORES ?= all
 SNAKEMAKE_ARGS ?=
+# The study's console (src/sizepenalty/console.py): a progress line, failed jobs' errors, the
+# report's path. `make run CONSOLE=` gives Snakemake's own; its full log is in .snakemake/log/.
+CONSOLE ?= --logger sizepenalty
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sizepenalty-setup
@@ -34,7 +37,7 @@ setup: $(STAMP)
 # does), and --rerun-incomplete reruns the killed jobs (a training resumes from its checkpoint).
 run: setup
 	@PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m sizepenalty.locks $(SNAKEMAKE_ARGS)
-	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_DISABLE_TELEMETRY=true $(BIN)/snakemake --cores $(CORES) --rerun-incomplete $(SNAKEMAKE_ARGS)
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_DISABLE_TELEMETRY=true $(BIN)/snakemake --cores $(CORES) --rerun-incomplete $(CONSOLE) $(SNAKEMAKE_ARGS)
 
 # The SLURM test starts its own single-node cluster and the container test builds the image: each
 # runs separately (needs munge + slurm-wlm; podman, runc, mmdebstrap, uidmap).

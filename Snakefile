@@ -34,11 +34,13 @@ onstart:
     write_effective_config()
     study_started()
     start_worker()
+    announce_study()
 
 
 onsuccess:
     stop_worker()
     study_ended("FINISHED")
+    announce_report()
 
 
 onerror:

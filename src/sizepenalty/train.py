@@ -390,9 +390,12 @@ def train(cfg: StudyConfig, job: TrainJob, on_epoch: Callable[[dict], None], sto
 
 
 def _print_epoch(s: Session, row: dict[str, float]) -> None:
+    """The epoch's log line (the console reads its ``epoch i/n``); ``val_dice`` only on the
+    epochs that validated (the others carry NaN)."""
     terms = " ".join(f"{k} {row[k]:.4f}" for k in LETTERS if k in s.criterion.terms)
+    val = "" if math.isnan(row["val_dice"]) else f" val_dice {row['val_dice']:.4f}"
     print(f"{s.job.key.label} epoch {row['epoch']}/{s.cfg.train.epochs} "
-          f"loss {row['loss']:.4f} {terms} lr {row['lr']:.2e} val_dice {row['val_dice']:.4f} "
+          f"loss {row['loss']:.4f} {terms} lr {row['lr']:.2e}{val} "
           f"({row['epoch_time_s']:.1f} s)", flush=True)  # fmt: skip
 
 

@@ -23,6 +23,8 @@ KEY = RunKey.wildcards()
 def run_id(wildcards):
     """The `--run` argument of a per-run job: its RunKey's id (DTS/main/seed42/fold0)."""
     return RunKey.from_wildcards(wildcards).id
+
+
 # Every job reads the effective configuration (config.yaml + --configfile + --config, defaults
 # filled) from this file. It is written when a run starts (onstart, below), never while the
 # workflow is only parsed or dry-run; each job checks that its stage's settings in it still have
@@ -90,6 +92,27 @@ def study_started():
                   "its record in its run folder; `sizepenalty sync` (or the aggregate step) pushes "
                   "them when the store is back.", file=sys.stderr)  # fmt: skip
     set_study_status(CFG, L.parent_run, "RUNNING")
+
+
+def announce_study():
+    """Tell the console (`--logger sizepenalty`: sizepenalty.console) which checkpoint jobs will
+    add jobs once they ran (the cohort lists the cases: a preprocess job each)."""
+    from snakemake.logging import logger
+
+    jobs = getattr(workflow.dag, "checkpoint_jobs", ())
+    pending = sorted({job.rule.name for job in jobs})
+    msg = f"Study {CFG.study} in {L.root}"
+    if pending:
+        msg += f"; checkpoint {', '.join(pending)} adds the per-case jobs"
+    logger.info(msg, extra={"sizepenalty_plan": {"checkpoints": pending}})
+
+
+def announce_report():
+    """The run's last word on the console: where the report is."""
+    from snakemake.logging import logger
+
+    if L.report.exists():
+        logger.info(f"Report: {L.report}", extra={"sizepenalty_report": str(L.report)})
 
 
 def study_ended(status):
