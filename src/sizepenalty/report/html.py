@@ -192,11 +192,9 @@ def _runs_section(cfg: StudyConfig, tables: Path) -> str:
         for n, e, r in zip(runs["run"], runs["experiment_id"], runs["run_id"])
     ]
     shown = runs.drop(columns=["run_id", "experiment_id"])
-    parts.append(
-        shown.to_html(
-            index=False, escape=False, float_format=lambda v: f"{v:.4f}", na_rep="–", border=0
-        )
-    )
+    parts.append(f"<details><summary>{len(shown)} training runs</summary>"
+                 + shown.to_html(index=False, escape=False, float_format=lambda v: f"{v:.4f}",
+                                 na_rep="–", border=0) + "</details>")  # fmt: skip
     return "".join(parts)
 
 
@@ -528,7 +526,7 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
         "<p>Every arm the study ran, by the case's total reference volume, as the thesis: the "
         "covering bins hold every test case; a subset (e.g. &lt; 1 mL, the thesis's Table 5.5) "
         "repeats cases of a bin. n = test cases in the stratum; each case's value is the mean over "
-        "the arm's seeds.</p>",
+        "the arm's seeds, undefined values (edge cases, above) left out.</p>",
         per_value(strata, "Stratum"),
         "<h3>Paired statistics by stratum</h3>",
         "<p>Per pair, stratum and metric: the mean paired difference, its bootstrap 95% CI, the "
