@@ -31,11 +31,33 @@ TABLES = (
 """The aggregate stage's tables, each written as ``<name>.csv``, ``.md`` and ``.tex``."""
 
 
+FIGURES = {
+    "forest": "fig_forest",
+    "volume": "fig_volume",
+    "bland_altman": "fig_bland_altman",
+    "case_metrics": "fig_case_metrics",
+    "dice_box": "fig_dice_box",
+    "spl": "fig_3_1_spl",
+    "improvement": "fig_5_1_improvement",
+    "curves": "fig_5_2_curves",
+    "tau_ablation": "fig_tau_ablation",
+}
+"""The figures stage's study-level figures, by role: the forest plot of the compared pairs'
+effects by size stratum (the report's first figure), volume fidelity (predicted vs reference
+volume, Bland–Altman, per-case Dice and RVE against reference volume, per-case Dice of every arm),
+Figs. 3.1, 5.1, 5.2 and the τ ablation."""
+
+
+def gallery_figure(pair: int) -> str:
+    """The case gallery of the ``pair``-th comparison pair (1-based): the test cases where its
+    two arms differ most, per size stratum (Figs. 5.3/5.4 analogue)."""
+    return f"fig_gallery_{pair}"
+
+
 def figure_names(n_pairs: int) -> list[str]:
-    """The figures stage's figures (each ``.png`` and ``.pdf``): Figs. 3.1, 5.1, 5.2, the τ
-    ablation (metric vs τ by size stratum) and one case overlay per configured comparison pair."""
-    return ["fig_3_1_spl", "fig_5_1_improvement", "fig_5_2_curves", "fig_tau_ablation",
-            *(f"fig_overlay_{i}" for i in range(1, n_pairs + 1))]  # fmt: skip
+    """Every figure of the figures stage (each ``.png`` and ``.pdf``): :data:`FIGURES` and one
+    case gallery per configured comparison pair."""
+    return [*FIGURES.values(), *(gallery_figure(i) for i in range(1, n_pairs + 1))]
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@ rule report:
     input:
         summary=L.summary("csv"),
         tables=rules.aggregate.output.tables,
+        cases=L.per_case,  # edge-case counts per arm
         figures=rules.figures.output.png,
     output:
         html=report(L.report, caption="../report/report.rst", category="Report"),

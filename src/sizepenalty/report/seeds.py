@@ -426,10 +426,10 @@ def compare_seeds(
     return compare_paired(ps, baseline, candidate, metric, n_boot, level, seed, spread_factor)
 
 
-def _direction(delta: float, higher: bool) -> str:
+def _direction(delta: float, higher: bool, significant: bool) -> str:
     from sizepenalty.report.tables import _direction as direction  # one home for the wording
 
-    return direction(delta, higher)
+    return direction(delta, higher, significant)
 
 
 def _row(cmp: SeedComparison, label: str, higher: bool) -> dict[str, object]:
@@ -440,7 +440,7 @@ def _row(cmp: SeedComparison, label: str, higher: bool) -> dict[str, object]:
         "CI high": cmp.ci_high, "Seed SD (baseline)": cmp.seed_sd_baseline,
         "Seed SD (candidate)": cmp.seed_sd_candidate, "Seed SD (effect)": cmp.seed_sd_effect,
         "CI excludes 0": cmp.ci_excludes_0, "Exceeds seed spread": cmp.exceeds_seed_spread,
-        "Direction": _direction(cmp.effect, higher), "Verdict": cmp.verdict, "p": cmp.p,
+        "Direction": _direction(cmp.effect, higher, cmp.ci_excludes_0), "Verdict": cmp.verdict, "p": cmp.p,
     }  # fmt: skip
 
 
@@ -468,7 +468,8 @@ def seed_table(
     Returns: one row per pair, [stratum,] metric with :data:`TABLE_COLUMNS` ("Stratum" and
     "Subset" after "Candidate" with strata), the fields of :class:`SeedComparison`;
     "Exceeds seed spread" is None where the seed spread is unknown, "Direction" says whether the
-    effect is better for the candidate, "p (Holm)" is Holm-adjusted over the whole table.
+    effect is better for the candidate where its CI excludes 0 ("n.s." where it does not), "p
+    (Holm)" is Holm-adjusted over the whole table.
     """
     from sizepenalty.report.tables import in_stratum
 

@@ -160,9 +160,17 @@ def to_latex(table: pd.DataFrame, columns: Sequence[Column] = MAIN_COLUMNS) -> s
 # ------------------------------------------------------------------ comparisons (Tables 5.2, 5.4/5.5)
 
 
-def _direction(delta: float, higher: bool) -> str:
+ALPHA = 0.05
+"""A difference is significant when its Holm-adjusted p is below this."""
+
+
+def _direction(delta: float, higher: bool, significant: bool) -> str:
+    """What a difference (candidate − baseline) means for the candidate: "better" or "worse"
+    only when it is ``significant``, else "n.s."; "tie" for an exact 0 (or NaN)."""
     if delta != delta or delta == 0:  # nan or exact tie
         return "tie"
+    if not significant:
+        return "n.s."
     return "better" if (delta > 0) == higher else "worse"
 
 
@@ -174,13 +182,17 @@ def _paired_stats(diff: np.ndarray, n_boot: int, seed: int) -> dict[str, float]:
     return {"CI low": lo, "CI high": hi, "p": wilcoxon_p(diff)}
 
 
-def _holm_family(rows: list[dict[str, object]]) -> pd.DataFrame:
-    """The rows as a table, with the Holm-adjusted p over all of them (the table is the family)."""
+def _holm_family(rows: list[dict[str, object]], delta: str) -> pd.DataFrame:
+    """The rows as a table, with the Holm-adjusted p over all of them (the table is the family),
+    and "Direction" (which each row holds as whether higher is better until then) worded from
+    the ``delta`` column and whether that Holm p is below :data:`ALPHA`."""
     from sizepenalty.report.stats import holm
 
     table = pd.DataFrame(rows)
     if len(table):
         table["p (Holm)"] = holm(table["p"].tolist())
+        table["Direction"] = [_direction(d, h, significant=bool(p < ALPHA)) for d, h, p
+                              in zip(table[delta], table["Direction"], table["p (Holm)"])]  # fmt: skip
     return table
 
 
@@ -212,10 +224,10 @@ def pair_table(
             rows.append({
                 "Baseline": base, "Candidate": cand, "Metric": label,
                 "Baseline value": float(means.loc[base, label]), "Candidate value": float(means.loc[cand, label]),
-                "Delta": delta, "Direction": _direction(delta, higher), "n cases": int(d.size),
+                "Delta": delta, "Direction": higher, "n cases": int(d.size),
                 "Case mean diff": float(d.mean()) if d.size else float("nan"),
             } | _paired_stats(d, n_boot, seed))  # fmt: skip
-    return _holm_family(rows)
+    return _holm_family(rows, "Delta")
 
 
 def in_stratum(frame: pd.DataFrame, stratum: Stratum, volume: str = "ref_ml") -> pd.DataFrame:
@@ -286,9 +298,9 @@ def stratum_stats_table(
                 "Subset": stratum.subset, "Metric": label, "n cases": int(diff.size),
                 "Baseline mean": float(d["base"].mean()) if diff.size else float("nan"),
                 "Candidate mean": float(d["cand"].mean()) if diff.size else float("nan"),
-                "Mean diff": mean, "Direction": _direction(mean, higher),
+                "Mean diff": mean, "Direction": higher,
             } | _paired_stats(diff, n_boot, seed))  # fmt: skip
-    return _holm_family(rows)
+    return _holm_family(rows, "Mean diff")
 
 
 def lesion_detection_table(
