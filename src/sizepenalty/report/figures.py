@@ -308,7 +308,8 @@ def _read_table(tables: Path, name: str, optional: bool = False) -> pd.DataFrame
 
 def _overlay(cfg, plan, layout, cases: pd.DataFrame, a: str, b: str, base: Path) -> list[Path]:
     """Figs. 5.3/5.4 for one pair of arms: the small-lesion test case where the two differ most
-    (each arm's first seed), from the probability maps and thresholds its runs used."""
+    (each arm's first seed), from the probability maps and thresholds its runs used (an
+    external method's: its mask)."""
     import json
 
     from sizepenalty.data.preprocess import load_preprocessed
@@ -323,6 +324,11 @@ def _overlay(cfg, plan, layout, cases: pd.DataFrame, a: str, b: str, base: Path)
     pre = load_preprocessed(layout.preprocessed_case(cid))
     preds = []
     for label, suffix in ((a, "_a"), (b, "_b")):
+        if label in cfg.methods:  # an external method's mask, brought to the preprocessed grid
+            from sizepenalty.methods import grid_prediction
+
+            preds.append(grid_prediction(cfg, label, pre))
+            continue
         arm = Arm.parse(label)
         key = RunKey(arm.combo, arm.variant, int(row[f"seed{suffix}"]), fold)
         t = json.loads(layout.threshold(plan.canonical(key, "evaluate")).read_text())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -107,7 +108,10 @@ def _arms_text(cfg: StudyConfig) -> str:
         + (f" ({v.description})" if v.description else "")
         for v in cfg.variants.values()
     )
-    return arms + (f". Variants — {variants}" if variants else "")
+    methods = "; ".join(f"{m.name} ({m.path}" + (f": {m.description}" if m.description else "")
+                        + ")" for m in cfg.methods.values())  # fmt: skip
+    return (arms + (f". Variants — {variants}" if variants else "")
+            + (f". External methods (no training, variant external, seed 0) — {methods}" if methods else ""))  # fmt: skip
 
 
 def seed_findings(table: pd.DataFrame | None) -> list[str]:
@@ -130,9 +134,25 @@ def seed_findings(table: pd.DataFrame | None) -> list[str]:
     return out
 
 
-def _conventions(cfg: StudyConfig) -> str:
-    """How the numbers below were computed, in the study's own settings."""
-    mc, ic = cfg.metrics, cfg.infer
+EXTERNAL_MASKS = ("each method's masks are taken as final binary masks: no threshold, no "
+                  "small-component removal")  # fmt: skip
+
+
+def _post_processing(cfg: StudyConfig, folders: bool) -> str:
+    ic = cfg.infer
+    if folders:
+        return EXTERNAL_MASKS
+    text = (f"threshold chosen on validation from {list(ic.thresholds)}; components < "
+            f"{ic.min_size} voxels removed ({ic.connectivity}-connectivity)")  # fmt: skip
+    if cfg.methods:
+        text += f"; external methods ({', '.join(cfg.methods)}): {EXTERNAL_MASKS}"
+    return text
+
+
+def _conventions(cfg: StudyConfig, folders: bool = False) -> str:
+    """How the numbers below were computed, in the study's own settings (``folders``: of
+    prediction folders, whose masks are final)."""
+    mc = cfg.metrics
     cmp = ">" if mc.strict_threshold else "≥"
     is_panoptica = mc.instance_rule == PANOPTICA_RULE
     matching = (
@@ -142,7 +162,7 @@ def _conventions(cfg: StudyConfig) -> str:
     )
     rows = [
         ("Metric profile", mc.profile),
-        ("Post-processing", f"threshold chosen on validation from {list(ic.thresholds)}; components < {ic.min_size} voxels removed ({ic.connectivity}-connectivity)"),
+        ("Post-processing", _post_processing(cfg, folders)),
         ("Lesion instances", f"3D connected components, {mc.connectivity}-connectivity"),
         ("Matching (PQ, SQ, RQ)", matching + (" — panoptica 2.1's NaiveThresholdMatching default, as the thesis used" if is_panoptica else " — differs from panoptica's default")),
         ("FP / Missed / Det.", "the overlap rule, as the thesis counted them (ISLES 2022's lesion-wise rule): a reference lesion is found when any predicted voxel touches it; FP = predicted components touching no reference lesion; Det. = found / reference lesions. Its Table 5.1 row for S (Det. 0.78 with RQ 0) cannot come from IoU matching"),
@@ -210,8 +230,21 @@ def _runs_section(cfg: StudyConfig, tables: Path) -> str:
     return "".join(parts)
 
 
-def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Path) -> str:
-    """The report's HTML text (see the module doc)."""
+@dataclass(frozen=True)
+class Evaluated:
+    """What a report of prediction folders (``sizepenalty evaluate --reference ... --method``)
+    shows instead of a study's configuration: its title and one (what, value) row per input.
+    Such a report leaves out what only a study has (dataset summary, training curves, the
+    thesis side by side, MLflow runs)."""
+
+    title: str
+    rows: tuple[tuple[str, str], ...]
+
+
+def build_report(
+    cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Path, about: Evaluated | None = None
+) -> str:
+    """The report's HTML text (see the module doc); ``about``: of prediction folders."""
     from sizepenalty.metrics import get_profile
     from sizepenalty.report.tables import main_columns
 
@@ -229,8 +262,21 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
     ablation = _read(tables / "table_ablation.csv")
     seed_found = seed_findings(seed_table)
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    title = about.title if about else f"Size Penalty Loss study: {cfg.study}"
+    if about:  # what was evaluated, instead of how a study ran
+        setup = ["<h2>What was evaluated</h2>",
+                 _table(pd.DataFrame(list(about.rows), columns=["Input", "Value"])),
+                 "<h3>How the metrics are computed</h3>", _conventions(cfg, folders=True)]  # fmt: skip
+    else:
+        setup = [
+            "<h2>Configuration</h2>", _table(_config_summary(cfg)),
+            "<h3>How the metrics are computed</h3>", _conventions(cfg),
+            "<details><summary>Full effective configuration</summary><pre>"
+            + html.escape(yaml.safe_dump(cfg.raw, sort_keys=False)) + "</pre></details>",
+            "<h2>Dataset</h2>", _table(summary),
+        ]  # fmt: skip
     body = [
-        f"<h1>Size Penalty Loss study: {html.escape(cfg.study)}</h1>",
+        f"<h1>{html.escape(title)}</h1>",
         f"<p>Generated {now} by sizepenalty {__version__}. Everything in this file is inline; it needs no network.</p>",
         "<h2>What this study shows about lesion size</h2>",
         "<p>Each comparison of <code>report.pairs</code> within each size stratum: mean paired "
@@ -253,11 +299,7 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
         "<p>Variance components per compared arm and metric (ANOVA method-of-moments estimators "
         "for folds, seeds within folds, test cases within folds and the seed × case residual; "
         "negative estimates set to 0 and flagged).</p>", _table(variance),
-        "<h2>Configuration</h2>", _table(_config_summary(cfg)),
-        "<h3>How the metrics are computed</h3>", _conventions(cfg),
-        "<details><summary>Full effective configuration</summary><pre>"
-        + html.escape(yaml.safe_dump(cfg.raw, sort_keys=False)) + "</pre></details>",
-        "<h2>Dataset</h2>", _table(summary),
+        *setup,
         "<h2>Results (Table 5.1 analogue)</h2>",
         "<p>Mean over folds of each fold's mean over its test cases, ± standard deviation across folds; "
         "best value per column in bold. Lower is better for FP, Missed, RVE and ASSD.</p>",
@@ -281,7 +323,8 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
         "whose strata are by case): how many each rule found (overlap: touched by the prediction; IoU: matched one-to-one).</p>", _table(lesions),
     ]  # fmt: skip
     for stem, caption in FIGURES:
-        body.append(_figure(figures / f"{stem}.png", caption))
+        if about is None or (figures / f"{stem}.png").exists():  # folders: Fig. 5.1 only
+            body.append(_figure(figures / f"{stem}.png", caption))
     if ablation is not None and len(ablation):
         body += [
             "<h2>Ablations: each variant against its main arm</h2>",
@@ -294,6 +337,8 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
     for i, (a, b) in enumerate(cfg.report.pairs):
         body.append(_figure(figures / f"fig_overlay_{i + 1}.png",
                             f"{a} vs {b}: the small-lesion test case where the two differ most in Dice."))  # fmt: skip
+    if about is not None:
+        return _page(about.title, body)
     body += [
         "<h2>Side by side with the thesis</h2>",
         '<p class="note">Different data. The thesis numbers come from its private stroke cohort '
@@ -303,8 +348,12 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
         _table(thesis),
         "<h2>MLflow runs</h2>", _runs_section(cfg, tables),
     ]  # fmt: skip
+    return _page(cfg.study, body)
+
+
+def _page(title: str, body: list[str]) -> str:
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>sizepenalty report: {html.escape(cfg.study)}</title><style>{CSS}</style></head><body>"
+            f"<title>sizepenalty report: {html.escape(title)}</title><style>{CSS}</style></head><body>"
             + "\n".join(body) + "</body></html>\n")  # fmt: skip
 
 
