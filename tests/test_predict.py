@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from test_geometry import affine_for, phantom
 
 from sizepenalty.cli import main
@@ -176,7 +177,9 @@ def test_a_bad_study_arm_run_or_case_is_named(used_study, tmp_path, capsys):
         (L.root, ["--arm", "DTS", "--case", "sub-x"], "--case sub-x: not among the 6 input case(s)"),
         (bare, ["--arm", "DTS"], f"DTS seed 42 fold 0: no trained model {bare}/runs/DTS/main/seed42/fold0/best.pt"),
         (tmp_path / "nowhere", ["--arm", "DTS"], "not a study's results folder"),
-    ]:  # fmt: skip
+    ] + ([] if torch.cuda.is_available() else [
+        (L.root, ["--arm", "DTS", "--device", "cuda"], "--device cuda: no usable CUDA device"),
+    ]):  # fmt: skip
         assert predict(study, tmp_path / "out", *args, *cases) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err

@@ -155,7 +155,7 @@ class Ensemble:
         the same record."""
         ic = self.infer.infer
         return {
-            "config": cfg.digest(), "arm": self.arm,
+            "arm": self.arm,
             "runs": {m.key.id: {"checkpoint_sha256": _sha256(m.checkpoint),
                                 "threshold": m.threshold} for m in self.members},
             "threshold": self.threshold, "threshold_rule": self.rule,
@@ -265,7 +265,11 @@ class EnsembleModel:
         from sizepenalty.infer import load_model
 
         cfg = ensemble.infer
-        self.device = pick_device(device or cfg.train.device)
+        requested = device or cfg.train.device
+        try:
+            self.device = pick_device(requested)
+        except RuntimeError as exc:  # cuda asked for, none there
+            raise PredictError(f"--device {requested}: no usable CUDA device ({exc})") from None
         if self.device.type == "cpu":
             torch.set_num_threads(threads or cfg.train.threads)
         self.amp = amp_settings(cfg.train.amp, self.device)
@@ -472,10 +476,10 @@ def run_predict(job: PredictJob, say: Callable[[str], None] = print,
             if not job.skip_invalid:
                 raise
             invalid.append(exc)
-    claim(out, ens.record(cfg), cases)
     skipped = {e.case_id: e for e in invalid}
     pending = {c.case_id for c in todo} - set(skipped)
     model = EnsembleModel(ens, job.device, job.threads) if pending else None
+    claim(out, ens.record(cfg), cases)
     bar, rows, written, resumed = Progress(len(cases), progress), [], 0, 0
     for files in cases:
         cid = files.case_id
