@@ -106,6 +106,13 @@ def test_without_a_folds_file_every_case_is_one_fold_and_the_first_method_the_ba
     renamed = cases.replace({"arm": {"nnunet": "DTF", "spl-dts": "DTS"}}).set_index(["arm", "case_id"])
     for metric in ("dice", "rve", "pq", "fp_overlap", "assd_mm", "ref_ml"):
         pd.testing.assert_series_equal(renamed[metric].sort_index(), study[metric].sort_index())
+    # Another metric profile runs through the same tables (ISLES 2022's definitions).
+    isles = tmp_path / "isles"
+    assert evaluate("--reference", str(refs), "--method", f"nnunet={base}", "--method",
+                    f"spl-dts={spl}", "--profile", "isles22", "--out", str(isles)) == 0  # fmt: skip
+    main_isles = table(StudyLayout(isles).tables, "table_main")
+    assert {"Dice", "Lesion F1"} <= set(main_isles.columns) and "PQ" not in main_isles
+    assert "avd_ml" in pd.read_csv(StudyLayout(isles).per_case)
 
 
 def test_unmatched_missing_and_off_grid_predictions_are_named(used_study, tmp_path, capsys):

@@ -18,6 +18,7 @@ from sizepenalty.config import open_study
 from sizepenalty.data.cohort import CaseFiles, read_cases_tsv
 from sizepenalty.data.folds import load_fold
 from sizepenalty.data.io import atomic_path
+from sizepenalty.errors import InputError
 from sizepenalty.evaluate import PostProcessing, best_threshold, binarize, validation_counts
 from sizepenalty.metrics.instances import label_instances
 from sizepenalty.paths import StudyLayout
@@ -184,6 +185,41 @@ def test_a_bad_study_arm_run_or_case_is_named(used_study, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_cases_to_predict_come_from_an_isles_root_a_manifest_or_a_folder_of_pairs(tmp_path):
+    from sizepenalty.predict import PredictError, discover_inputs
+
+    isles = tmp_path / "ISLES"  # images only: a new cohort has no derivatives/
+    for cid in ("sub-b", "sub-a"):
+        folder = isles / "rawdata" / cid / "ses-0001" / "dwi"
+        folder.mkdir(parents=True)
+        for kind in ("dwi", "adc"):
+            (folder / f"{cid}_ses-0001_{kind}.nii.gz").touch()
+    found = discover_inputs(isles)
+    assert [c.case_id for c in found] == ["sub-a", "sub-b"] and all(c.mask is None for c in found)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("case_id,dwi,adc,mask\nx,x_dwi.nii.gz,x_adc.nii.gz,\n")  # mask ignored
+    (case,) = discover_inputs(manifest)
+    assert (case.case_id, case.dwi, case.adc, case.mask) == ("x", tmp_path / "x_dwi.nii.gz",
+                                                           tmp_path / "x_adc.nii.gz", None)  # fmt: skip
+    manifest.write_text("case_id,dwi\nx,x_dwi.nii.gz\n")
+    with pytest.raises(InputError, match=r"m.csv: manifest is missing column\(s\) adc; expected case_id,dwi,adc$"):
+        discover_inputs(manifest)
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    for name in ("p1_dwi.nii.gz", "p1_adc.nii.gz", "p2_dwi.nii", "p2_adc.nii.gz", "p3_dwi.nii.gz", "notes.txt"):
+        (pairs / name).touch()
+    found = {c.case_id: c for c in discover_inputs(pairs)}
+    assert sorted(found) == ["p1", "p2", "p3"] and found["p2"].dwi.name == "p2_dwi.nii"
+    assert found["p3"].adc == pairs / "p3_adc.nii.gz"  # missing: its validation names the file
+    (pairs / "p1_dwi.nii").touch()
+    with pytest.raises(PredictError, match="case p1 has two DWI files"):
+        discover_inputs(pairs)
+    with pytest.raises(PredictError, match="no <case>_dwi.nii.gz / <case>_adc.nii.gz files"):
+        discover_inputs(tmp_path / "ISLES" / "rawdata")
+    with pytest.raises(PredictError, match="no such file or folder"):
+        discover_inputs(tmp_path / "nowhere")
 
 
 # ----------------------------------------------------------------------------- the input's geometry
