@@ -31,3 +31,16 @@ def killed_study(tmp_path_factory):
     from fault_study import run_killed_study
 
     return run_killed_study(tmp_path_factory.mktemp("killed"))
+
+
+# ----------------------------------------------------------------------------- a study that ran
+
+
+@pytest.fixture(scope="session")
+def used_study(tmp_path_factory):
+    """A tiny study that ran, stage by stage through the CLI (tests/study_helpers.py): DTF and DTS
+    x 2 folds, one epoch each, with their test predictions and tables. Read-only: a test that
+    changes it works on a copy. Shared by tests/test_predict.py and tests/test_methods.py."""
+    from study_helpers import run_study
+
+    return run_study(tmp_path_factory.mktemp("used"))

@@ -144,3 +144,56 @@ def test_cli_rejects_bad_config_before_work(tmp_path, capsys):
     assert main(["validate-config", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "folds.k" in err and str(bad) in err
+
+
+def test_both_schema_copies_are_one_file_with_the_methods_section():
+    package = ROOT / "src/sizepenalty/schemas/config.schema.yaml"
+    assert package.read_text() == (ROOT / "workflow/schemas/config.schema.yaml").read_text()
+    methods = yaml.safe_load(package.read_text())["properties"]["methods"]
+    assert methods["default"] == {} and methods["additionalProperties"]["required"] == ["path"]
+
+
+def test_external_methods_are_arms_of_the_tables_and_comparisons_but_never_combinations():
+    import jsonschema
+
+    raw = {"losses": {"combinations": ["DTF", "DTS"]},
+           "methods": {"nnunet": {"path": "/data/nnunet", "description": "nnU-Net 3d_fullres"}},
+           "report": {"pairs": [["DTF", "nnunet"]], "curves": ["DTS"]}}  # fmt: skip
+    cfg = from_dict(raw)
+    assert cfg.methods["nnunet"].path == "/data/nnunet"
+    assert cfg.methods["nnunet"].description == "nnU-Net 3d_fullres"
+    assert cfg.report.pairs == (("DTF", "nnunet"),)
+    assert from_dict({}).methods == {}
+    # The default pairs keep those whose arms (methods included) the study has.
+    assert from_dict({"losses": {"combinations": ["DTF"]}, "methods": {"dts-copy": {"path": "x"}},
+                      "report": {"curves": []}}).report.pairs == ()  # fmt: skip
+    arm = load_schema()["$defs"]["arm"]
+    for label in ("DTS", "F+S", "DTS@tau300", "nnunet", "nn-unet_2"):
+        jsonschema.validate(label, arm)
+    for label in ("NNUNET", "DXS", "dts@", "2d"):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(label, arm)
+    msg = _error(raw | {"methods": {"tfs": {"path": "x"}}, "report": {"pairs": []}})
+    assert "methods.tfs: the name reads as the loss combination TFS" in msg
+    assert "methods: 'NN' does not match" in _error({"methods": {"NN": {"path": "x"}}})
+    assert "methods.nnunet: 'path' is a required property" in _error({"methods": {"nnunet": {}}})
+    msg = _error(raw | {"report": {"pairs": [], "curves": ["nnunet"]}})
+    assert "report.curves[0]: 'nnunet' is an external method: it has no training curves" in msg
+    msg = _error(raw | {"report": {"pairs": [["DTF", "nnunt"]]}})
+    assert "report.pairs[0][1]: 'nnunt' is not an arm of this study (arms: DTF, DTS, nnunet)" in msg
+
+
+def test_a_study_opens_from_its_folder_or_file_wherever_its_data_went(tmp_path):
+    from sizepenalty.config import open_study
+
+    raw = {"results": "elsewhere", "dataset": {"source": "manifest", "path": str(tmp_path / "m.csv")}}
+    (tmp_path / "m.csv").write_text("case_id,dwi,adc,mask\n")
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "config.effective.yaml").write_text(yaml.safe_dump(from_dict(raw).raw))
+    (tmp_path / "m.csv").unlink()  # the study's data is gone: its models are still usable
+    for where in (study, study / "config.effective.yaml"):
+        cfg, root = open_study(where)
+        assert root == study and cfg.dataset.affine_atol == 1e-3
+    with pytest.raises(ConfigError, match="not a study's results folder"):
+        open_study(tmp_path)

@@ -394,3 +394,46 @@ def test_tiny_study_runs_every_rule_inside_the_image_and_matches_the_host(tmp_pa
     for npz in predictions:
         with np.load(npz) as a, np.load(host / npz.relative_to(study)) as b:
             assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files), npz
+
+
+@pytest.mark.container
+def test_the_image_runs_predict_with_a_studys_models_as_the_host_does(tmp_path, built_image):
+    """`sizepenalty predict` in the image through `apptainer exec` (the podman shim) on a study
+    the host ran: a fold's model on its test cases gives the study's own test predictions, as
+    the host's predict does."""
+    import nibabel as nib
+
+    ref, image_id, _ = built_image
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    work = copy_workflow(tmp_path / "wf")
+    (work / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "results": str(shared)}))
+    cmd = [str(SNAKEMAKE), "--cores", "2", "--configfile", "tiny.yaml"]
+    out = subprocess.run(cmd, cwd=work, env=snakemake_env(), capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-4000:]
+    study = shared / "ctr"
+    test = json.loads((study / "data/folds.json").read_text())["folds"][0]["test"]
+    args = ["predict", "--study", str(study), "--arm", "DTS", "--fold", "0",
+            "--cases", str(study / "data/raw"), *(a for c in test for a in ("--case", c))]  # fmt: skip
+    env = dict(snakemake_env(), PATH=f"{SHIM_DIR}:/usr/sbin:/usr/bin:/sbin:/bin",
+               SIZEPENALTY_APPTAINER_SHIM="force")  # fmt: skip
+    assert shutil.which("sizepenalty", path=env["PATH"]) is None  # only the image has it
+    simg = work / "image.simg"
+    pull = subprocess.run(["apptainer", "pull", "--name", str(simg), f"docker://{ref}"], cwd=work,
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert pull.returncode == 0 and json.loads(simg.read_text())["id"] == image_id, pull.stderr
+    inside = subprocess.run(["apptainer", "exec", "--bind", str(shared), str(simg), "sizepenalty",
+                             *args, "--out", str(shared / "image")], cwd=work, env=env,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert inside.returncode == 0, inside.stderr[-3000:]
+    host = subprocess.run([str(SNAKEMAKE.parent / "sizepenalty"), *args, "--out", str(shared / "host")],
+                          cwd=work, env=snakemake_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert host.returncode == 0, host.stderr[-3000:]
+    assert (shared / "image/predictions.csv").read_text() == (shared / "host/predictions.csv").read_text()
+    for cid in test:
+        own = nib.load(study / "predictions/DTS/main/seed42/fold0" / f"{cid}_pred.nii.gz")
+        for where in ("image", "host"):
+            mask = nib.load(shared / where / f"{cid}_pred.nii.gz")
+            assert mask.shape == own.shape and np.array_equal(mask.affine, own.affine), where
+            assert np.array_equal(np.asarray(mask.dataobj), np.asarray(own.dataobj)), (where, cid)
+        assert np.asarray(own.dataobj).any()  # model-dependent (thresholds [0.1])

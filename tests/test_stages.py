@@ -60,6 +60,9 @@ def test_a_stage_sees_its_declared_settings_and_no_others():
         ({"seeds": {"cohort": 7}}, {("synth", None)}),
         ({"seeds": {"bootstrap": 7}}, {("aggregate", None)}),
         ({"seeds": {"train": [1, 2]}}, {("aggregate", None), ("figures", None)}),
+        # an external method is scored, tabled and drawn; no run reruns
+        ({"methods": {"nnunet": {"path": "/data/nnunet"}}},
+         {("method", None), ("aggregate", None), ("figures", None)}),
     ],
 )  # fmt: skip
 def test_a_fingerprint_changes_with_exactly_the_settings_its_stage_declares(change, reruns):

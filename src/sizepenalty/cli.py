@@ -73,17 +73,40 @@ VERBS: dict[str, tuple[str, tuple]] = {
         a("--out", required=True, help="per-case metrics CSV (per-lesion rows go beside it)"),
         a("--threshold-out", required=True, help="JSON with the validation-selected threshold"),
         a("--nifti-dir", default=None, help="write thresholded test predictions as NIfTI here"))),
-    "evaluate": ("metrics for one reference/prediction mask pair", (
-        a("--gt", required=True, help="reference mask (NIfTI)"),
-        a("--pred", required=True, help="predicted mask (NIfTI), same grid as --gt"),
-        a("--connectivity", type=int, choices=CONN, default=26, help="lesion instances (default: %(default)s, as panoptica)"),
-        a("--matching", choices=("iou", "overlap"), default="iou"),
-        a("--iou-threshold", type=float, default=0.5),
-        a("--strict", action="store_true", help="match at IoU > threshold (default: >=, as panoptica)"),
-        a("--min-size", type=int, default=0, help="drop predicted components smaller than N voxels"),
+    "evaluate": ("metrics for one mask pair (--gt/--pred), or the study's tables, statistics, figures "
+                 "and report for the prediction folders of any methods (--reference/--method)", (
+        a("--gt", default=None, help="one pair: the reference mask (NIfTI)"),
+        a("--pred", default=None, help="one pair: the predicted mask (NIfTI), same grid as --gt"),
+        a("--reference", default=None, help="folders: the references, an ISLES 2022 root, a manifest CSV (case_id,dwi,adc,mask) or a folder of <case>.nii.gz masks"),
+        a("--method", action="append", default=None, metavar="NAME=DIR", help="folders: a method's masks, <case>.nii.gz or <case>_pred.nii.gz on each reference's grid, taken as final (repeatable; NAME: a lowercase name or a combination's)"),
+        a("--out", default=None, help="folders: writes metrics/, tables/, figures/ and report.html here"),
+        a("--folds", default=None, help="folders: a folds JSON (`sizepenalty folds`, a study's data/folds.json): each test case in its fold (default: every case, one fold)"),
+        a("--fold", type=int, action="append", default=None, help="folders: only this fold of --folds (repeatable; default: the study's folds.run with --config, else all)"),
+        a("--pair", nargs=2, action="append", default=None, metavar=("BASELINE", "CANDIDATE"), help="folders: a paired comparison (repeatable; default: the first method against each other)"),
+        a("--config", "-c", default=None, help="folders: a study (results folder or config file) whose metric settings, strata and bootstrap to use (default: the defaults)"),
+        a("--connectivity", type=int, choices=CONN, default=None, help="lesion instances (default: 26, as panoptica)"),
+        a("--matching", choices=("iou", "overlap"), default=None, help="(default: iou)"),
+        a("--iou-threshold", type=float, default=None, help="(default: 0.5)"),
+        a("--strict", action="store_const", const=True, default=None, help="match at IoU > threshold (default: >=, as panoptica)"),
+        a("--min-size", type=int, default=0, help="one pair: drop predicted components smaller than N voxels"),
         a("--removal-connectivity", type=int, choices=CONN, default=18, help="of --min-size (default: %(default)s, thesis §4.5)"),
-        a("--profile", choices=("thesis", "isles22"), default="thesis"),
-        a("--json", action="store_true", help="print one JSON object (default: key = value lines)"))),
+        a("--profile", choices=("thesis", "isles22"), default=None, help="(default: thesis)"),
+        a("--json", action="store_true", help="one pair: print one JSON object (default: key = value lines)"))),
+    "evaluate-method": ("score an external method's masks of one fold's test cases (the study's methods:)", (
+        CONFIG, PLANNED, a("--method", required=True, help="the method's name (methods.<name>)"),
+        a("--fold", type=int, required=True), a("--folds", required=True, help="folds JSON from `sizepenalty folds`"),
+        a("--pre-dir", required=True, help="preprocessed cases (their original masks are the references)"),
+        a("--out", required=True, help="per-case metrics CSV (per-lesion rows go beside it)"))),
+    "predict": ("apply a study's trained models to new cases: masks and probability maps as NIfTI on each input's grid", (
+        a("--study", required=True, help="the study: its results folder (holding config.effective.yaml) or that file"),
+        a("--arm", required=True, help="the arm to apply: a combination (DTS), optionally @variant (DTS@tau300)"),
+        a("--seed", type=int, action="append", default=None, help="only this training seed's models (repeatable; default: all the arm's)"),
+        a("--fold", type=int, action="append", default=None, help="only this fold's model (repeatable; default: every fold: the ensemble)"),
+        a("--cases", required=True, help="an ISLES 2022 root, a manifest CSV (case_id,dwi,adc) or a folder of <case>_dwi/<case>_adc NIfTI pairs"),
+        a("--case", action="append", default=None, help="only this case id (repeatable; default: all)"),
+        a("--out", required=True, help="writes <case>_pred.nii.gz, <case>_prob.nii.gz and predictions.csv here (resumes)"),
+        DEVICE, a("--threads", type=int, default=None, help="CPU threads (default: the study's train.threads)"),
+        a("--skip-invalid", action="store_true", help="name and skip invalid cases instead of stopping"))),
     "aggregate": ("thesis-style tables, paired statistics and the thesis side-by-side", (
         CONFIG, PLANNED, a("--out-dir", required=True, help="tables folder to write (the runs' metrics are read from the study folder)"),
         a("--parent-run-file", default=None, help="attach the tables to this MLflow run; every run record is pushed to MLflow"))),
@@ -126,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Verbs a warm worker may run (sizepenalty.worker); everything else starts as usual.
 WARM = {"synth", "cohort", "preprocess", "folds", "summary", "study-run", "train", "infer",
-        "evaluate-fold", "aggregate", "figures", "report", "explainer", "sync"}  # fmt: skip
+        "evaluate-fold", "evaluate-method", "aggregate", "figures", "report", "explainer", "sync"}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -185,19 +185,78 @@ def evaluate_fold(args: Namespace) -> None:
 
 
 def evaluate(args: Namespace) -> None:
+    from sizepenalty.errors import InputError
+
+    folders = [n for n in ("reference", "method", "out", "folds", "fold", "pair", "config")
+               if getattr(args, n) is not None]  # fmt: skip
+    if args.gt is None and args.pred is None and folders:
+        return evaluate_folders(args)
+    if args.gt is None or args.pred is None:
+        raise InputError("give --gt and --pred (one mask pair), or --reference, --method NAME=DIR "
+                         "and --out (prediction folders)")  # fmt: skip
+    if folders:
+        raise InputError(f"--{folders[0].replace('_', '-')} is for prediction folders, not for "
+                         "one --gt/--pred pair")  # fmt: skip
     import json
 
     from sizepenalty.evaluate import evaluate_pair
     from sizepenalty.metrics import InstanceRule
 
-    rule = InstanceRule(args.connectivity, args.matching, args.iou_threshold, args.strict)
-    result = evaluate_pair(args.gt, args.pred, args.profile, rule, args.min_size,
+    rule = InstanceRule(args.connectivity or 26, args.matching or "iou",
+                        0.5 if args.iou_threshold is None else args.iou_threshold,
+                        bool(args.strict))  # fmt: skip
+    result = evaluate_pair(args.gt, args.pred, args.profile or "thesis", rule, args.min_size,
                            args.removal_connectivity)  # fmt: skip
     if args.json:  # strict JSON: undefined values (NaN) are written as null
         print(json.dumps({k: None if v != v else v for k, v in result.items()}))
     else:
         for key, value in result.items():
             print(f"{key} = {value}")
+
+
+def evaluate_folders(args: Namespace) -> None:
+    from sizepenalty.report.folders import FolderJob, folder_config, parse_method, run_folders
+
+    methods = tuple(parse_method(m) for m in args.method or ())
+    metrics = {"connectivity": args.connectivity, "matching": args.matching,
+               "iou_threshold": args.iou_threshold, "strict_threshold": args.strict,
+               "profile": args.profile}  # fmt: skip
+    cfg = folder_config(args.config, methods, args.pair,
+                        {k: v for k, v in metrics.items() if v is not None})  # fmt: skip
+    folds = args.fold or (cfg.folds.trained if args.config and args.folds else None)
+    job = FolderJob(Path(args.reference) if args.reference else None, methods,
+                    Path(args.out) if args.out else None, Path(args.folds) if args.folds else None,
+                    tuple(folds) if folds else None)  # fmt: skip
+    result = run_folders(cfg, job)
+    print(f"{len(methods)} method(s), {result.cases['case_id'].nunique()} case(s) -> "
+          f"{job.out}/tables, {job.out}/figures, {job.out}/report.html")  # fmt: skip
+
+
+def evaluate_method(args: Namespace) -> None:
+    from sizepenalty.data.folds import load_fold
+    from sizepenalty.methods import MethodJob, run_method
+
+    cfg = _cfg(args, "method").config
+    job = MethodJob(args.method, load_fold(args.folds, args.fold), Path(args.pre_dir),
+                    Path(args.out))  # fmt: skip
+    rows = run_method(cfg, job)
+    print(f"method {args.method} fold {args.fold}: {len(rows)} test case(s) -> {args.out}")
+
+
+def predict(args: Namespace) -> None:
+    from sizepenalty.predict import PredictJob, run_predict
+
+    job = PredictJob(
+        Path(args.study), args.arm, Path(args.cases), Path(args.out),
+        tuple(args.seed) if args.seed else None, tuple(args.fold) if args.fold else None,
+        tuple(args.case) if args.case else None, args.device, args.threads, args.skip_invalid,
+    )  # fmt: skip
+    result = run_predict(job)
+    ens = result.ensemble
+    runs = ", ".join(m.key.id for m in ens.members)
+    print(f"{ens.arm}: {len(ens.members)} model(s) ({runs}), threshold {ens.threshold:g} "
+          f"({ens.rule}); {result.written} case(s) predicted, {result.resumed} written before, "
+          f"{len(result.invalid)} invalid -> {job.out}")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- tables, figures, report, runs

@@ -38,10 +38,14 @@ def load_schema() -> dict[str, Any]:
     fragment = schema_fragment()
     schema["$defs"]["combo"]["pattern"] = fragment["combo_pattern"]
     schema["$defs"]["combo"]["description"] = fragment["combo_description"]
+    from sizepenalty.runs import METHOD_PATTERN, VARIANT_PATTERN
+
     core = fragment["combo_pattern"].strip("^$")
-    schema["$defs"]["arm"]["pattern"] = f"^{core}(@[a-z][a-z0-9_]*)?$"
+    # an arm (a combination, optionally @variant) or an external method's name (methods:)
+    schema["$defs"]["arm"]["pattern"] = f"^(({core})(@{VARIANT_PATTERN})?|{METHOD_PATTERN})$"
     schema["$defs"]["arm"]["description"] = (
-        fragment["combo_description"] + ", optionally followed by @<variant>"
+        fragment["combo_description"] + ", optionally followed by @<variant>; or the name of "
+        "one of the study's external methods (methods:)"
     )
     schema["properties"]["losses"]["properties"].update(fragment["losses"])
     return schema
@@ -166,7 +170,7 @@ def _arm_labels(data: dict[str, Any]) -> set[str]:
     arms = {_arm(c) for c in data["losses"]["combinations"]}
     for name, variant in data["variants"].items():
         arms |= {_arm(f"{c}@{name}") for c in variant["combinations"]}
-    return arms - {None}
+    return (arms | set(data["methods"])) - {None}
 
 
 def _semantic_checks(data: dict[str, Any], source: str) -> None:
@@ -189,8 +193,15 @@ def _semantic_checks(data: dict[str, Any], source: str) -> None:
                 problems.append(f"report.pairs[{i}][{j}]: {code!r} is not an arm of this study "
                                 f"(arms: {', '.join(sorted(arms))})")  # fmt: skip
     for i, code in enumerate(data["report"]["curves"]):
-        if _arm(code) is not None and _arm(code) not in arms:
+        if code in data["methods"]:
+            problems.append(f"report.curves[{i}]: {code!r} is an external method: it has no "
+                            "training curves")  # fmt: skip
+        elif _arm(code) is not None and _arm(code) not in arms:
             problems.append(f"report.curves[{i}]: {code!r} is not an arm of this study")
+    for name in data["methods"]:
+        if _parses(name):  # a name that reads as a loss code would be taken for that combination
+            problems.append(f"methods.{name}: the name reads as the loss combination "
+                            f"{canonical_name(name)}; give the method another name")  # fmt: skip
     for name, variant in data["variants"].items():
         problems += _variant_problems(name, variant)
     ds = data["dataset"]
@@ -320,6 +331,16 @@ class VariantConfig:
     combinations: tuple[str, ...]
     set: dict[str, Any]
     seeds: tuple[int, ...] | None
+    description: str
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """An external method (``methods.<name>``): a folder of its binary masks, one per case on the
+    case's original grid, scored beside the study's arms (:mod:`sizepenalty.methods`)."""
+
+    name: str
+    path: str
     description: str
 
 
@@ -518,6 +539,7 @@ class StudyConfig:
     seed: int
     seeds: SeedsConfig
     variants: dict[str, VariantConfig]
+    methods: dict[str, MethodConfig]
     dataset: DatasetConfig
     preprocess: PreprocessConfig
     folds: FoldsConfig
@@ -597,11 +619,19 @@ def _variants(data: Any) -> Any:
     }  # fmt: skip
 
 
+def _methods(data: Any) -> Any:
+    if not isinstance(data, dict):  # a stage's view that does not declare the methods
+        return data
+    return {name: MethodConfig(name, m["path"], m.get("description", "")) for name, m in data.items()}
+
+
 def _build(cls: type, data: dict[str, Any]) -> Any:
     if cls is LossesConfig:
         return _losses(data)
     if cls is VariantConfig:
         return _variants(data)
+    if cls is MethodConfig:
+        return _methods(data)
     if cls is SeedsConfig:
         by_combo = data["train_by_combo"]
         if isinstance(by_combo, dict):
@@ -625,6 +655,7 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
 _SECTION_TYPES: dict[tuple[type, str], type] = {
     (StudyConfig, "seeds"): SeedsConfig,
     (StudyConfig, "variants"): VariantConfig,
+    (StudyConfig, "methods"): MethodConfig,
     (StudyConfig, "dataset"): DatasetConfig,
     (DatasetConfig, "synthetic"): SyntheticConfig,
     (StudyConfig, "preprocess"): PreprocessConfig,
@@ -680,6 +711,31 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> St
     if overrides:
         raw = deep_merge(raw, overrides)
     return from_dict(raw, source=str(path))
+
+
+def open_study(path: str | Path) -> tuple[StudyConfig, Path]:
+    """A study that ran: its configuration and its folder, from the folder
+    (``<results>/<study>``, holding ``config.effective.yaml``) or from that file. The folder is
+    the one the file lies in, wherever the config's ``results`` pointed when the study ran.
+
+    The study's own data need not be reachable (a study copied to another machine, or read in a
+    container without its dataset bound): the dataset is read as a synthetic one's, whose path
+    is never checked; its validation settings (``affine_atol``, ``binarize_labels``) are kept.
+    Nothing that reads a study this way (``predict``, ``evaluate --config``) reads its cohort."""
+    from sizepenalty.paths import StudyLayout
+
+    path = Path(path)
+    file = StudyLayout(path).effective_config if path.is_dir() else path
+    if not file.is_file():
+        raise ConfigError(f"{path}: not a study's results folder (no {file.name}) nor its "
+                          "effective config file")  # fmt: skip
+    try:
+        raw = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    if isinstance(raw, dict) and isinstance(raw.get("dataset"), dict):
+        raw["dataset"] = dict(raw["dataset"], source="synthetic")
+    return from_dict(raw, source=str(file)), file.parent
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -103,10 +103,35 @@ def score_case(pre: Preprocessed, pred: np.ndarray, mc: MetricsConfig) -> CaseSc
             f"{pre.case_id}: prediction shape {pred.shape} is not the original grid "
             f"{pre.orig_mask.shape}; map it with predict_original"
         )
+    return score_mask(pre.orig_mask, pred, pre.orig_spacing, mc)
+
+
+def score_mask(
+    ref: np.ndarray, pred: np.ndarray, spacing: tuple[float, float, float], mc: MetricsConfig
+) -> CaseScore:
+    """Score a binary (D, H, W) prediction against a reference on the same grid of voxel
+    ``spacing`` (mm, D, H, W) with the study's metric profile, instance rule and strata."""
     profile = get_profile(mc.profile)
-    result = profile.compute(pre.orig_mask, pred, pre.orig_spacing, mc.instance_rule, mc.eps)
-    ref_ml = float(pre.orig_mask.sum()) * pre.orig_voxel_ml
+    result = profile.compute(ref, pred, spacing, mc.instance_rule, mc.eps)
+    ref_ml = float(ref.sum()) * (float(np.prod(spacing)) / 1000.0)
     return CaseScore(ref_ml, bin_of(ref_ml, mc.strata_ml), result)
+
+
+def case_rows(
+    values: dict[str, Any], cid: str, score: CaseScore, extra: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The per-case metrics row and the per-lesion rows of a scored case: the run's (or method's)
+    key columns ``values``, the case id, ``extra`` columns (a run's threshold), the reference
+    volume and stratum, then the profile's metrics; one row per reference lesion."""
+    row = values | {"case_id": cid}
+    case = row | (extra or {}) | {"ref_ml": score.ref_ml, "stratum": score.stratum}
+    lesions = [
+        row | {"lesion": r.lesion, "voxels": r.voxels, "volume_ml": r.volume_ml,
+               "detected_overlap": int(r.detected_overlap),
+               "detected_iou": int(r.detected_iou), "iou": r.iou}
+        for r in score.result.lesions
+    ]  # fmt: skip
+    return case | score.result.metrics, lesions
 
 
 def _prob(prob_dir: Path, split: str, cid: str) -> np.ndarray:
@@ -119,6 +144,20 @@ def select_threshold(
     """The candidate threshold maximising pooled Dice over the validation cases
     (sum 2|P∩G| / sum(|P|+|G|) in voxels, on each case's original grid against its original
     mask, after post-processing there). Ties go to the threshold closest to 0.5."""
+    return best_threshold(validation_counts(cfg, val_ids, prob_dir, pre_dir))
+
+
+DiceCounts = dict[float, tuple[int, int]]
+"""Candidate threshold -> (|P∩G|, |P| + |G|) in voxels, summed over validation cases: the pooled
+Dice is 2|P∩G| / (|P| + |G|)."""
+
+
+def validation_counts(
+    cfg: StudyConfig, val_ids: list[str], prob_dir: Path, pre_dir: Path
+) -> DiceCounts:
+    """Per candidate threshold, the voxel counts of pooled Dice over the validation cases
+    (|P∩G| and |P| + |G|, on each case's original grid after post-processing there): what
+    :func:`best_threshold` picks from; counts of several runs add up (``predict``'s ensemble)."""
     post = PostProcessing.from_config(cfg)
     inter = {t: 0 for t in cfg.infer.thresholds}
     denom = {t: 0 for t in cfg.infer.thresholds}
@@ -130,7 +169,13 @@ def select_threshold(
             p = binarize(prob, t, post) > 0
             inter[t] += int((p & g).sum())
             denom[t] += int(p.sum()) + int(g.sum())
-    scores = {t: (2 * inter[t] / denom[t] if denom[t] else 1.0) for t in cfg.infer.thresholds}
+    return {t: (inter[t], denom[t]) for t in cfg.infer.thresholds}
+
+
+def best_threshold(counts: DiceCounts) -> tuple[float, dict[float, float]]:
+    """The threshold of the highest pooled Dice (1 where nothing is predicted or referenced;
+    ties go to the threshold closest to 0.5) and the Dice of every candidate."""
+    scores = {t: (2 * i / d if d else 1.0) for t, (i, d) in counts.items()}
     best = max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))
     return best, scores
 
@@ -154,18 +199,10 @@ def evaluate_fold(
         pred = predict_original(pre, _prob(prob_dir, "test", cid), t, post)
         if nifti_dir is not None:
             save_nifti_atomic(original_nifti(pred, pre), Path(nifti_dir) / f"{cid}_pred.nii.gz")
-        score = score_case(pre, pred, cfg.metrics)
-        row = key.values() | {"case_id": cid}
-        cases.append(
-            row | {"threshold": t, "ref_ml": score.ref_ml, "stratum": score.stratum}
-            | score.result.metrics
-        )  # fmt: skip
-        lesions += [
-            row | {"lesion": r.lesion, "voxels": r.voxels, "volume_ml": r.volume_ml,
-                   "detected_overlap": int(r.detected_overlap),
-                   "detected_iou": int(r.detected_iou), "iou": r.iou}
-            for r in score.result.lesions
-        ]  # fmt: skip
+        case, found = case_rows(key.values(), cid, score_case(pre, pred, cfg.metrics),
+                                {"threshold": t})  # fmt: skip
+        cases.append(case)
+        lesions += found
     return FoldEvaluation(t, scores, cases, lesions)
 
 

@@ -133,6 +133,14 @@ class StudyLayout:
     def threshold(self, key: RunKey) -> Path:
         return self.metrics_root / f"{key.id}_threshold.json"
 
+    def method_metrics(self, name: str, fold: int | str) -> Path:
+        """An external method's per-case metrics on one fold's test cases (``methods:``; the
+        per-lesion rows go beside it, ``fold<k>_lesions.csv``)."""
+        return self.metrics_root / "methods" / name / f"fold{fold}.csv"
+
+    def method_lesions(self, name: str, fold: int | str) -> Path:
+        return self.metrics_root / "methods" / name / f"fold{fold}_lesions.csv"
+
     def predictions(self, key: RunKey) -> Path:
         """Thresholded test predictions as NIfTI in each case's original geometry."""
         return self.root / "predictions" / key.id

@@ -16,11 +16,12 @@ makes. No torch, no Snakemake, no MLflow: the Snakefile, the CLI and every stage
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from sizepenalty.combos import canonical_name, combo_id
+from sizepenalty.combos import LossCodeError, canonical_name, combo_id
 from sizepenalty.errors import InputError
 
 if TYPE_CHECKING:
@@ -31,6 +32,10 @@ MAIN = "main"
 
 VARIANT_PATTERN = r"[a-z][a-z0-9_]*"
 """What a variant name may be (an identifier: it is a path segment and a tag)."""
+
+METHOD_PATTERN = r"[a-z][a-z0-9_-]*"
+"""What an external method's name may be (``methods:``, ``evaluate --method``): lowercase, so
+that it never reads as a combination's thesis name; it is its arm label in every table."""
 
 PER_RUN_STAGES = ("train", "infer", "evaluate")
 """The stages that run once per run, in the order each one's output feeds the next."""
@@ -181,8 +186,14 @@ class Arm:
 
 
 def arm_label(label: str) -> str:
-    """The canonical label of an arm label (``"dst@tau300"`` -> ``"DTS@tau300"``)."""
-    return Arm.parse(label).label
+    """The canonical label of an arm label (``"dst@tau300"`` -> ``"DTS@tau300"``); an external
+    method's name (:data:`METHOD_PATTERN`, not a loss code) is its own label (``"nnunet"``)."""
+    try:
+        return Arm.parse(label).label
+    except LossCodeError:
+        if re.fullmatch(METHOD_PATTERN, str(label)):
+            return str(label)
+        raise
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -325,6 +336,6 @@ class StudyPlan:
 
 
 __all__ = [
-    "AXES", "KEY_COLUMNS", "MAIN", "PER_RUN_STAGES", "Arm", "Axis", "Job", "RunKey",
-    "RunKeyError", "StudyPlan", "Wildcard", "arm_label", "wildcard_constraints",
+    "AXES", "KEY_COLUMNS", "MAIN", "METHOD_PATTERN", "PER_RUN_STAGES", "Arm", "Axis", "Job",
+    "RunKey", "RunKeyError", "StudyPlan", "Wildcard", "arm_label", "wildcard_constraints",
 ]  # fmt: skip

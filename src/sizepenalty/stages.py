@@ -79,6 +79,8 @@ STAGES: dict[str, Stage] = {
     "evaluate": Stage(
         ("infer.thresholds", "infer.min_size", "infer.connectivity", *_SEGMENT, "metrics.strata_ml")
     ),  # fmt: skip
+    # An external method's masks of one fold's test cases, scored as a run's (no threshold).
+    "method": Stage(("methods", "dataset.affine_atol", *_SEGMENT, "metrics.strata_ml")),
     # Tables of every arm: the run plan (combinations, variants, seeds) and the statistics.
     "aggregate": Stage(
         (
@@ -87,6 +89,7 @@ STAGES: dict[str, Stage] = {
             "seeds.train_by_combo",
             "losses.combinations",
             "variants",
+            "methods",
             "report.pairs",
             "report.bootstrap",
             "metrics.profile",
@@ -100,6 +103,7 @@ STAGES: dict[str, Stage] = {
             "seeds.train_by_combo",
             "losses.combinations",
             "variants",
+            "methods",
             "losses.tau",
             "losses.eps",
             "losses.cap",

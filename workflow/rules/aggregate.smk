@@ -5,6 +5,11 @@ rule aggregate:
         # arm's evaluation reads that one's)
         metrics=every("evaluate", L.metrics),
         lesions=every("evaluate", L.lesions),
+        # the external methods' metrics (methods.smk) of every trained fold, beside the runs'
+        methods=[L.method_metrics(m, f) for m in CFG.methods for f in CFG.folds.trained],
+        method_lesions=[
+            L.method_lesions(m, f) for m in CFG.methods for f in CFG.folds.trained
+        ],
         parent=L.parent_run,
         # each training's record (run.json) gets its test metrics and is pushed to MLflow
         done=every("train", L.done),

@@ -42,7 +42,7 @@ class CaseFiles:
     case_id: str
     dwi: Path
     adc: Path
-    mask: Path
+    mask: Path | None  # None: a case to predict, without a reference (sizepenalty.predict)
 
 
 @dataclass
@@ -94,18 +94,20 @@ def discover_isles22(root: str | Path) -> list[CaseFiles]:
 MANIFEST_COLUMNS = ("case_id", "dwi", "adc", "mask")
 
 
-def read_manifest(path: str | Path) -> list[CaseFiles]:
-    """Cases of a manifest CSV with columns ``case_id,dwi,adc,mask`` (paths relative to the CSV)."""
+def read_manifest(path: str | Path, masks: bool = True) -> list[CaseFiles]:
+    """Cases of a manifest CSV with columns ``case_id,dwi,adc,mask`` (paths relative to the CSV).
+    ``masks=False`` (cases to predict): the ``mask`` column is optional and not read."""
     path = Path(path)
+    required = MANIFEST_COLUMNS if masks else MANIFEST_COLUMNS[:3]
     try:
         # utf-8-sig: spreadsheets save CSV with a byte-order mark, which would glue onto case_id.
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = [h.strip() for h in (reader.fieldnames or [])]
-            missing = [c for c in MANIFEST_COLUMNS if c not in header]
+            missing = [c for c in required if c not in header]
             if missing:
                 raise CohortError(
-                    f"{path}: manifest is missing column(s) {', '.join(missing)}; expected case_id,dwi,adc,mask"
+                    f"{path}: manifest is missing column(s) {', '.join(missing)}; expected {','.join(required)}"
                 )
             rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
     except OSError as exc:
@@ -127,10 +129,11 @@ def read_manifest(path: str | Path) -> list[CaseFiles]:
                 f"{path}:{line}: duplicate case_id {cid!r} (first on line {seen[cid]})"
             )
         seen[cid] = line
-        empty = [c for c in ("dwi", "adc", "mask") if not row[c]]
+        empty = [c for c in required[1:] if not row[c]]
         if empty:
             raise CohortError(f"{path}:{line}: case {cid} has no {', '.join(empty)} path")
-        cases.append(CaseFiles(cid, *(path.parent / row[c] for c in ("dwi", "adc", "mask"))))
+        files = [path.parent / row[c] for c in required[1:]]
+        cases.append(CaseFiles(cid, *files) if masks else CaseFiles(cid, *files, None))
     if not cases:
         raise CohortError(f"{path}: manifest lists no cases")
     return cases
@@ -171,15 +174,18 @@ def load_case(
     Checks: files exist and are readable NIfTI; 3D (a trailing singleton 4th dimension is accepted);
     ADC and mask have the DWI's shape and affine (within ``affine_atol``); every value finite; mask
     binary, or — with ``binarize_labels`` — a non-negative label map turned into lesion > 0.
+    A case without a mask (``files.mask`` None: a case to predict) gets an empty one.
     """
     cid = files.case_id
     dwi_img, dwi = _load_volume(cid, "DWI", files.dwi)
     adc_img, adc = _load_volume(cid, "ADC", files.adc)
-    msk_img, msk = _load_volume(cid, "mask", files.mask)
-    for role, img, data, path in (
-        ("ADC", adc_img, adc, files.adc),
-        ("mask", msk_img, msk, files.mask),
-    ):
+    checked = [("ADC", adc_img, adc, files.adc)]
+    if files.mask is not None:
+        msk_img, msk = _load_volume(cid, "mask", files.mask)
+        checked.append(("mask", msk_img, msk, files.mask))
+    else:
+        msk = np.zeros(dwi.shape, np.float32)
+    for role, img, data, path in checked:
         if data.shape != dwi.shape:
             raise CaseError(
                 cid,
@@ -193,11 +199,7 @@ def load_case(
                 f"{role} affine differs from the DWI affine by up to {diff:.4g} (tolerance {affine_atol:g})",
                 path,
             )
-    for role, data, path in (
-        ("DWI", dwi, files.dwi),
-        ("ADC", adc, files.adc),
-        ("mask", msk, files.mask),
-    ):
+    for role, _, data, path in [("DWI", dwi_img, dwi, files.dwi), *checked]:
         bad = ~np.isfinite(data)
         if bad.any():
             raise CaseError(cid, f"{role} has {int(bad.sum())} non-finite value(s) (NaN/inf)", path)

@@ -97,6 +97,17 @@ class Geometry:
         out[src] = volume[dst]
         return out
 
+    def to_grid(self, mask: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+        """A mask on the original (D, H, W) grid brought to the preprocessed grid of ``shape``
+        as preprocessing brings the reference there (the box for ``crop_pad``, nearest
+        neighbour for ``resample``): e.g. an external method's mask for a case overlay."""
+        if tuple(mask.shape) != self.orig_shape_dhw:
+            raise ValueError(f"expected a mask on the original grid {self.orig_shape_dhw}, "
+                             f"got shape {mask.shape}")  # fmt: skip
+        if self.mode == "resample":
+            return resize(mask, tuple(shape), order=0)
+        return apply_box(mask, self.box, tuple(shape))
+
 
 def resize(volume: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
     """Resize to exactly ``shape`` (order 0 for masks, 1 for images)."""

@@ -41,6 +41,8 @@ def ablation_pairs(cfg: StudyConfig, arms: Sequence[str]) -> list[tuple[str, str
     combination also runs its main arm."""
     out = []
     for label in arms:
+        if label in cfg.methods:  # an external method: no variant, no main arm
+            continue
         arm = Arm.parse(label)
         if arm.variant != MAIN and Arm(arm.combo).label in arms:
             sets = cfg.variants[arm.variant].set
@@ -189,8 +191,16 @@ def run_aggregate(
     from sizepenalty.tracking import track_study_tables
 
     layout = StudyLayout(plan.cfg.study_dir)
-    cases, lesions = collect_runs(plan, layout)
-    result = build_tables(cfg, cases, lesions, [a.label for a in plan.arms])
+    runs, lesions = collect_runs(plan, layout)
+    cases, arms = runs, [a.label for a in plan.arms]
+    if cfg.methods:  # external methods' rows beside the runs' (sizepenalty.methods)
+        from sizepenalty.methods import collect_methods
+
+        extra = collect_methods(layout, list(cfg.methods), plan.cfg.folds.trained)
+        cases = pd.concat([runs, extra[0]], ignore_index=True)
+        lesions = pd.concat([lesions, extra[1]], ignore_index=True)
+        arms += list(cfg.methods)
+    result = build_tables(cfg, cases, lesions, arms)
     write_tables(cfg, result, out_dir)
-    track_study_tables(cfg, plan, cases, layout, parent_run_file, out_dir)
+    track_study_tables(cfg, plan, runs, layout, parent_run_file, out_dir)
     return result

@@ -763,7 +763,7 @@ def _read_table(tables: Path, name: str, optional: bool = False) -> pd.DataFrame
 def _gallery(cfg, plan, layout, cases: pd.DataFrame, a: str, b: str, base: Path) -> list[Path]:
     """The case gallery of one pair of arms (:func:`fig_gallery`): per covering size stratum the
     test cases where the two differ most (each arm's first seed), from the probability maps and
-    thresholds its runs used."""
+    thresholds its runs used (an external method's: its mask)."""
     import json
 
     from sizepenalty.data.preprocess import load_preprocessed
@@ -779,6 +779,11 @@ def _gallery(cfg, plan, layout, cases: pd.DataFrame, a: str, b: str, base: Path)
         pre = load_preprocessed(layout.preprocessed_case(cid))
         preds = []
         for label, suffix in ((a, "_a"), (b, "_b")):
+            if label in cfg.methods:  # an external method's mask, brought to the preprocessed grid
+                from sizepenalty.methods import grid_prediction
+
+                preds.append(grid_prediction(cfg, label, pre))
+                continue
             arm = Arm.parse(label)
             key = RunKey(arm.combo, arm.variant, int(row[f"seed{suffix}"]), fold)
             t = json.loads(layout.threshold(plan.canonical(key, "evaluate")).read_text())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -97,7 +98,10 @@ def _arms_text(cfg: StudyConfig) -> str:
         + (f" ({v.description})" if v.description else "")
         for v in cfg.variants.values()
     )
-    return arms + (f". Variants — {variants}" if variants else "")
+    methods = "; ".join(f"{m.name} ({m.path}" + (f": {m.description}" if m.description else "")
+                        + ")" for m in cfg.methods.values())  # fmt: skip
+    return (arms + (f". Variants — {variants}" if variants else "")
+            + (f". External methods (no training, variant external, seed 0) — {methods}" if methods else ""))  # fmt: skip
 
 
 def seed_findings(table: pd.DataFrame | None) -> list[str]:
@@ -120,9 +124,25 @@ def seed_findings(table: pd.DataFrame | None) -> list[str]:
     return out
 
 
-def _conventions(cfg: StudyConfig) -> str:
-    """How the numbers below were computed, in the study's own settings."""
-    mc, ic = cfg.metrics, cfg.infer
+EXTERNAL_MASKS = ("each method's masks are taken as final binary masks: no threshold, no "
+                  "small-component removal")  # fmt: skip
+
+
+def _post_processing(cfg: StudyConfig, folders: bool) -> str:
+    ic = cfg.infer
+    if folders:
+        return EXTERNAL_MASKS
+    text = (f"threshold chosen on validation from {list(ic.thresholds)}; components < "
+            f"{ic.min_size} voxels removed ({ic.connectivity}-connectivity)")  # fmt: skip
+    if cfg.methods:
+        text += f"; external methods ({', '.join(cfg.methods)}): {EXTERNAL_MASKS}"
+    return text
+
+
+def _conventions(cfg: StudyConfig, folders: bool = False) -> str:
+    """How the numbers below were computed, in the study's own settings (``folders``: of
+    prediction folders, whose masks are final)."""
+    mc = cfg.metrics
     cmp = ">" if mc.strict_threshold else "≥"
     is_panoptica = mc.instance_rule == PANOPTICA_RULE
     matching = (
@@ -132,7 +152,7 @@ def _conventions(cfg: StudyConfig) -> str:
     )
     rows = [
         ("Metric profile", mc.profile),
-        ("Post-processing", f"threshold chosen on validation from {list(ic.thresholds)}; components < {ic.min_size} voxels removed ({ic.connectivity}-connectivity)"),
+        ("Post-processing", _post_processing(cfg, folders)),
         ("Lesion instances", f"3D connected components, {mc.connectivity}-connectivity"),
         ("Matching (PQ, SQ, RQ)", matching + (" — panoptica 2.1's NaiveThresholdMatching default, as the thesis used" if is_panoptica else " — differs from panoptica's default")),
         ("FP / Missed / Det.", "the overlap rule, as the thesis counted them (ISLES 2022's lesion-wise rule): a reference lesion is found when any predicted voxel touches it; FP = predicted components touching no reference lesion; Det. = found / reference lesions. Its Table 5.1 row for S (Det. 0.78 with RQ 0) cannot come from IoU matching"),
@@ -434,9 +454,23 @@ def _h(text: str) -> str:
     return html.escape(text)
 
 
-def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Path) -> str:
+@dataclass(frozen=True)
+class Evaluated:
+    """What a report of prediction folders (``sizepenalty evaluate --reference ... --method``)
+    shows instead of a study's configuration: its title and one (what, value) row per input.
+    Such a report leaves out what only a study has (dataset summary, training curves, the
+    thesis side by side, MLflow runs) and the figures it did not draw."""
+
+    title: str
+    rows: tuple[tuple[str, str], ...]
+
+
+def build_report(
+    cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Path, about: Evaluated | None = None
+) -> str:
     """The report's HTML text (see the module doc): the forest plot first, then one sentence
-    per compared pair, the volume-fidelity figures, and the tables and figures below."""
+    per compared pair, the volume-fidelity figures, and the tables and figures below;
+    ``about``: a report of prediction folders instead of a study."""
     from sizepenalty.metrics import get_profile
     from sizepenalty.paths import FIGURES, gallery_figure
     from sizepenalty.report.tables import main_columns
@@ -459,8 +493,21 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
     fig = {role: figures / f"{name}.png" for role, name in FIGURES.items()}
     no_pair = "<p><em>No comparison pair is configured for this study.</em></p>"
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    title = about.title if about else f"Size Penalty Loss study: {cfg.study}"
+    if about:  # what was evaluated, instead of how a study ran
+        setup = ["<h2>What was evaluated</h2>",
+                 _table(pd.DataFrame(list(about.rows), columns=["Input", "Value"]), css="text"),
+                 "<h3>How the metrics are computed</h3>", _conventions(cfg, folders=True)]  # fmt: skip
+    else:
+        setup = [
+            "<h2>Configuration</h2>", _table(_config_summary(cfg), css="text"),
+            "<h3>How the metrics are computed</h3>", _conventions(cfg),
+            "<details><summary>Full effective configuration</summary><pre>"
+            + _h(yaml.safe_dump(cfg.raw, sort_keys=False)) + "</pre></details>",
+            "<h2>Dataset</h2>", _table(summary, css="text"),
+        ]  # fmt: skip
     body = [
-        f"<h1>Size Penalty Loss study: {_h(cfg.study)}</h1>",
+        f"<h1>{_h(title)}</h1>",
         f"<p>Generated {now} by sizepenalty {__version__}. Everything in this file is inline; it needs no network.</p>",
         "<h2>Does the loss help small lesions? The size question at a glance</h2>",
         _figure(fig["forest"], _forest_caption(seed_table)),
@@ -499,11 +546,7 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
         "SD and share of the arm's total; 0* = a negative estimate set to 0; – = not estimable "
         "(notes in <code>tables/table_variance.csv</code>).</p>",
         "<details><summary>Variance components</summary>", _table(variance_pivot(variance)), "</details>",
-        "<h2>Configuration</h2>", _table(_config_summary(cfg), css="text"),
-        "<h3>How the metrics are computed</h3>", _conventions(cfg),
-        "<details><summary>Full effective configuration</summary><pre>"
-        + _h(yaml.safe_dump(cfg.raw, sort_keys=False)) + "</pre></details>",
-        "<h2>Dataset</h2>", _table(summary, css="text"),
+        *setup,
         "<h2>Results (Table 5.1 analogue)</h2>",
         "<p>Mean over folds of each fold's mean over its test cases, ± standard deviation across folds; "
         "best value per column in bold. Lower is better for FP, Missed, RVE and ASSD.</p>",
@@ -541,6 +584,8 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
         _figure(fig["improvement"], "Fig. 5.1 — relative improvement of each candidate over its baseline, by size stratum; whiskers: the paired bootstrap 95 % CI of the difference relative to the baseline mean; pale bars labelled n<5: strata with fewer than 5 paired test cases (unreliable)."),
         _figure(fig["curves"], "Fig. 5.2 — training curves (loss terms and validation Dice, mean over folds and seeds)."),
     ]  # fmt: skip
+    if about is not None:  # folders: only the figures it drew, nothing only a study has
+        return _page(title, [part for part in body if not part.startswith("<p><em>missing figure")])
     if ablation is not None and len(ablation):
         body += [
             "<h2>Ablations: each variant against its main arm</h2>",
@@ -565,8 +610,12 @@ def build_report(cfg: StudyConfig, tables_dir: str | Path, figures_dir: str | Pa
         thesis_tables(thesis),
         "<h2>MLflow runs</h2>", _runs_section(cfg, tables),
     ]  # fmt: skip
+    return _page(cfg.study, body)
+
+
+def _page(title: str, body: list[str]) -> str:
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>sizepenalty report: {_h(cfg.study)}</title><style>{CSS}</style></head><body>"
+            f"<title>sizepenalty report: {_h(title)}</title><style>{CSS}</style></head><body>"
             + "\n".join(body) + "</body></html>\n")  # fmt: skip
 
 
