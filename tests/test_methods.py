@@ -69,7 +69,7 @@ def test_two_method_folders_give_the_studys_own_tables_with_its_folds_file(used_
                                   theirs.drop(columns=RUN_ONLY))  # fmt: skip
     lesions = pd.read_csv(mine.per_lesion).drop(columns=["combo", "variant", "seed"])
     pd.testing.assert_frame_equal(lesions, pd.read_csv(study.per_lesion).drop(columns=["combo", "variant", "seed"]))
-    for name in ("fig_5_1_improvement", "fig_overlay_1"):
+    for name in ("fig_forest", "fig_volume", "fig_5_1_improvement", "fig_gallery_1"):
         assert mine.figure(name).stat().st_size > 1000
     report = mine.report.read_text()
     assert "Evaluation of DTF, DTS" in report and "taken as final binary masks" in report
@@ -203,7 +203,7 @@ def test_an_external_method_in_a_study_appears_beside_its_arms(used_study, tmp_p
     run_stage("figures", "-c", c, "--out-dir", str(L.figures))
     run_stage("report", "-c", c, "--tables-dir", str(L.tables), "--figures-dir", str(L.figures),
               "--out", str(L.report))  # fmt: skip
-    assert L.figure("fig_overlay_2").stat().st_size > 1000
+    assert L.figure("fig_gallery_2").stat().st_size > 1000
     report = L.report.read_text()
     assert "External methods" in report and "DTS&#x27;s own masks" in report
 
