@@ -35,7 +35,8 @@ RUN python3 -m venv /opt/venv
 WORKDIR /opt/sizepenalty
 
 # Dependencies first (exact versions, torch included): this layer is rebuilt only when the lock
-# changes, not on every source edit.
+# changes, not on every source edit. The lock is the closure of the core and of the [all] extra
+# (study + synthetic cohort; envs/lock.py): the image has everything a study run needs.
 COPY envs/requirements.lock envs/check_torch.py envs/
 RUN set -eu; \
     case "${TORCH_VARIANT}" in \

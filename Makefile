@@ -18,14 +18,15 @@ STAMP := $(VENV)/.sizepenalty-setup
 
 .PHONY: setup run test test-slurm image test-container lint clean-results print-%
 
-# Re-runs pip only when the dependency declaration changed (or the venv is new). The lock file
+# Re-runs pip only when the dependency declaration changed (or the venv is new). Everything: the
+# core, the study and synthetic-cohort extras and the test tools (`.[dev]`, pyproject.toml). The lock file
 # constrains every runtime dependency to the versions CI and the container use (a fresh resolve
 # once picked an older Snakemake whose apptainer handling differs).
 $(STAMP): pyproject.toml envs/requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)" > $(VENV)/pip.log 2>&1 \
 	  || (grep -v '^WARNING: Location' $(VENV)/pip.log; exit 1)
-	@$(BIN)/python -m pip install -q -e ".[test]" -c envs/requirements.lock > $(VENV)/pip.log 2>&1 \
+	@$(BIN)/python -m pip install -q -e ".[dev]" -c envs/requirements.lock > $(VENV)/pip.log 2>&1 \
 	  || (grep -v '^WARNING: Location' $(VENV)/pip.log; exit 1)
 	@$(BIN)/python -c "import torch, monai, sizepenalty; print('sizepenalty', sizepenalty.__version__, '| torch', torch.__version__, '| monai', monai.__version__)"
 	@touch $(STAMP)

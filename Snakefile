@@ -49,9 +49,13 @@ onerror:
     study_ended("FAILED")
 
 
+# Every training's done marker is a target of its own: a deleted run folder (or one cleared by
+# `sizepenalty retrain`) trains again, and what depends on it reruns, although the later outputs
+# are still there (Snakemake does not remake a missing file that only feeds up-to-date ones).
 rule all:
     default_target: True
     input:
+        every("train", L.done),
         L.summary("md"),
         L.table("table_main", "md"),
         L.per_case,

@@ -197,3 +197,143 @@ def test_a_study_opens_from_its_folder_or_file_wherever_its_data_went(tmp_path):
         assert root == study and cfg.dataset.affine_atol == 1e-3
     with pytest.raises(ConfigError, match="not a study's results folder"):
         open_study(tmp_path)
+
+
+# ----------------------------------------------------------------------------- --config overrides
+
+
+def test_text_values_take_the_schema_type_they_spell_exactly():
+    from sizepenalty.config import type_text_values
+
+    raw = {"train": {"epochs": "2", "lr": "1e-3", "augment": "false", "amp": "off",
+                     "patch_large": ["8", "16", "16"], "validation": {"roi": ["8", "16", "16"]}},
+           "folds": {"run": "null", "k": "3"}, "losses": {"tau": "300"},
+           "infer": {"connectivity": "6", "overlap_by_combo": {"DTS": "0.75"}},
+           "study": "2024", "dataset": {"path": "123"},
+           "variants": {"t": {"combinations": ["DTS"], "set": {"losses.tau": "150"}}}}  # fmt: skip
+    typed = type_text_values(raw)
+    assert typed["train"] == {"epochs": 2, "lr": 1e-3, "augment": False, "amp": "off",
+                              "patch_large": [8, 16, 16], "validation": {"roi": [8, 16, 16]}}  # fmt: skip
+    assert typed["folds"] == {"run": None, "k": 3} and typed["losses"] == {"tau": 300}
+    assert typed["infer"] == {"connectivity": 6, "overlap_by_combo": {"DTS": 0.75}}
+    assert typed["study"] == "2024" and typed["dataset"]["path"] == "123"  # text in the schema
+    assert typed["variants"]["t"]["set"] == {"losses.tau": 150}
+    assert raw["train"]["epochs"] == "2"  # a copy
+    # Only exact spellings: "auto" stays text, "2.5" is no integer, "two" is no number.
+    kept = type_text_values({"losses": {"tau": "auto"}, "train": {"epochs": "2.5", "batch_size": "two"}})
+    assert kept == {"losses": {"tau": "auto"}, "train": {"epochs": "2.5", "batch_size": "two"}}
+
+
+def test_nested_command_line_values_validate_like_the_same_yaml(tmp_path):
+    from sizepenalty.config import workflow_config
+
+    # What Snakemake hands the Snakefile for --config train='{epochs: 2, lr: 1e-3}'.
+    as_text = workflow_config({"train": {"epochs": "2", "lr": "1e-3"}}, [])
+    as_yaml = from_dict({"train": {"epochs": 2, "lr": 1e-3}})
+    assert as_text.train.epochs == 2 and as_text.digest() == as_yaml.digest()
+    with pytest.raises(ConfigError, match="train.epochs: '2.5' is not of type 'integer'"):
+        workflow_config({"train": {"epochs": "2.5"}}, [])
+    # A configfile's own values stay strict: a quoted number there is named with its file.
+    quoted = tmp_path / "quoted.yaml"
+    quoted.write_text('train: {epochs: "2"}\n')
+    with pytest.raises(ConfigError, match=f"{quoted}: train.epochs: '2' is not of type"):
+        workflow_config({"train": {"epochs": "2"}}, [quoted])
+
+
+def _dry_run(work: Path, *args: str):
+    import subprocess
+
+    from workflow_helpers import SNAKEMAKE, snakemake_env
+
+    return subprocess.run([str(SNAKEMAKE), "-n", "--quiet", "rules", *args], cwd=work,
+                          env=snakemake_env(PYTHONPATH=str(ROOT / "src")), capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_snakemake_config_overrides_of_nested_numbers_work_as_the_readme_says(tmp_path):
+    from workflow_helpers import copy_workflow
+
+    work = copy_workflow(tmp_path / "wf")
+    (work / "two.yaml").write_text("train: {epochs: 2}\n")
+    for args in (["--config", "train={epochs: 2}"], ["--configfile", "two.yaml"]):
+        out = _dry_run(work, *args)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "train" in out.stdout and "total" in out.stdout
+    out = _dry_run(work, "--config", "train={epochs: two}")
+    assert out.returncode != 0
+    assert "merged configuration (configfiles + --config): train.epochs: 'two' is not of type " \
+           "'integer'" in out.stderr  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- what validation adds
+
+
+def test_patches_and_the_validation_window_must_fit_the_volume():
+    msg = _error({"preprocess": {"shape": [16, 32, 32]},
+                  "train": {"patch_large": [16, 48, 32], "patch_small": [8, 8, 8],
+                            "validation": {"roi": [32, 32, 40]}}})  # fmt: skip
+    assert ("study.yaml: train.patch_large: [16, 48, 32] is larger than the preprocessed volume "
+            "(preprocess.shape [16, 32, 32]) on H (48 > 32)") in msg  # fmt: skip
+    assert "train.validation.roi: [32, 32, 40] is larger than" in msg and "D (32 > 16), W (40 > 32)" in msg
+    assert "patch_small" not in msg
+    # The patches mode validates on training-sized patches: its roi is not used.
+    patches = {"preprocess": {"shape": [16, 32, 32]},
+               "train": {"patch_large": [8, 16, 16], "patch_small": [8, 8, 8],
+                         "validation": {"mode": "patches", "roi": [32, 112, 112]}}}  # fmt: skip
+    assert from_dict(patches).train.validation.roi == (32, 112, 112)
+    # The schema's own defaults fit each other (thesis: 32x128x128 patches of 256x256x32 volumes).
+    cfg = from_dict({})
+    assert cfg.preprocess.shape == (32, 256, 256) and cfg.train.patch_large == (32, 128, 128)
+
+
+def test_default_pairs_left_out_are_named_in_the_notes():
+    two = from_dict({"losses": {"combinations": ["DTF", "DTS"]}})
+    assert two.report.pairs == (("DTF", "DTS"),)
+    assert two.notes[0] == ("report.pairs: the default comparison(s) DTF vs FSD are left out: FSD "
+                            "is not an arm of this study (arms: DTF, DTS)")  # fmt: skip
+    none = from_dict({"losses": {"combinations": ["D", "DTS"]}})
+    assert none.report.pairs == () and "no comparison pair is left" in none.notes[0]
+    assert any(n.startswith("report.curves: the default curve(s) of DTF, FSD") for n in none.notes)
+    assert from_dict({}).notes == () and load_config(ROOT / "config.yaml").notes == ()
+
+
+def test_the_workflow_prints_the_notes_once(capsys):
+    from sizepenalty.config import workflow_config
+
+    workflow_config({"losses": {"combinations": ["DTF", "DTS"]}}, [])
+    err = capsys.readouterr().err
+    assert err.count("warning: report.pairs: the default comparison(s) DTF vs FSD") == 1
+
+
+def test_a_study_effective_config_finds_its_study_from_anywhere(tmp_path, monkeypatch):
+    from sizepenalty.config import study_config
+
+    study = tmp_path / "wf/results/demo"
+    study.mkdir(parents=True)
+    effective = study / "config.effective.yaml"
+    effective.write_text(yaml.safe_dump(from_dict({"study": "demo"}).raw))
+    monkeypatch.chdir(tmp_path)
+    cfg = study_config(effective)
+    assert cfg.study_dir == study and cfg.tracking_uri() == f"sqlite:///{study / 'mlflow.db'}"
+    assert cfg.digest() == load_config(effective).digest()  # the same configuration
+    other = tmp_path / "mine.yaml"  # any other config names its study as the workflow does
+    other.write_text("study: demo\n")
+    assert study_config(other).study_dir == Path("results/demo")
+
+
+def test_preset_comments_name_only_files_of_the_repository():
+    import re
+
+    top = {p.name for p in ROOT.iterdir()} - {"results"}  # a run's outputs are not shipped
+    for preset in sorted((ROOT / "presets").glob("*.yaml")):
+        for number, line in enumerate(preset.read_text().splitlines(), 1):
+            comment = line.partition("#")[2]
+            where = f"{preset.name}:{number}: {comment.strip()!r}"
+            # Nothing outside the repository: the specification, the shared notes, sibling folders.
+            assert not re.search(r"SPEC|/work/|shared/|seeds/|\.\./", comment), where
+            for token in re.findall(r"[\w.-]*/[\w./*<>-]+|[\w-]+\.(?:md|txt|py|yaml|smk)\b", comment):
+                path = token.rstrip("/.,;")
+                is_file = re.search(r"\.(md|txt|py|yaml|smk|toml)$", path) and not path.startswith("/")
+                if "*" not in path and (is_file or path.split("/")[0] in top):
+                    assert (ROOT / path).exists(), f"{where}: {token} is not in the repository"

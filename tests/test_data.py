@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from workflow_helpers import cli_cohort
+from workflow_helpers import cli_cohort, train_within
 
 from sizepenalty.cli import main
 from sizepenalty.data.cohort import (
@@ -422,6 +422,7 @@ def test_preprocess_stops_before_writing_on_a_bad_case(tmp_path, capsys, cohort)
             {
                 "dataset": {"source": "isles22", "path": str(copy)},
                 "preprocess": {"shape": [16, 40, 32]},
+                "train": train_within([16, 40, 32]),
             }
         )
     )
@@ -557,6 +558,7 @@ def test_sequential_folds_of_a_20_case_manifest_are_its_blocks_in_manifest_order
             "results": str(tmp_path / "results"),
             "dataset": {"source": "manifest", "path": str(_manifest_cohort(tmp_path, ids))},
             "preprocess": {"shape": [4, 6, 6]},
+            "train": train_within([4, 6, 6]),
             "folds": {"k": 10, "val_fraction": 0.1, "assignment": "sequential"},
         }
     )
@@ -683,6 +685,7 @@ def test_cli_data_chain(tmp_path, capsys):
         "results": str(tmp_path),
         "dataset": {"synthetic": {"cases": 6, "shape": [16, 40, 32]}},
         "preprocess": {"shape": [16, 40, 32]},
+        "train": train_within([16, 40, 32]),
         "folds": {"k": 3, "run": None},
     }
     c = tmp_path / "c.yaml"

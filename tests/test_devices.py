@@ -103,7 +103,7 @@ CONFIG = tiny_config(
     "dev",
     losses={"combinations": ["D"]},
     train={"epochs": 1, "batch_size": 2, "patches_per_volume": 2, "patch_large": [8, 16, 16],
-           "patch_small": [8, 8, 8], "workers": 0, "threads": 1},
+           "patch_small": [8, 8, 8], "workers": 0, "threads": 1, "validation": {"roi": [16, 32, 32]}},
 )  # fmt: skip
 
 

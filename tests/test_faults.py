@@ -316,7 +316,8 @@ COHORT = tiny_config(
     "faults",
     losses={"combinations": ["D", "DTS"]},
     train={"epochs": 2, "batch_size": 2, "patches_per_volume": 2, "patch_large": [8, 16, 16],
-           "patch_small": [8, 8, 8], "workers": 0, "threads": 1, "val_every": 1},
+           "patch_small": [8, 8, 8], "workers": 0, "threads": 1, "val_every": 1,
+           "validation": {"roi": [16, 32, 32]}},
 )  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from workflow_helpers import train_within
 
 from sizepenalty.config import from_dict
 from sizepenalty.data.cohort import discover_isles22, load_case, run_cohort
@@ -69,6 +70,7 @@ def prepare(tmp_path, root, shape, mode="crop_pad", thresholds=(0.5,)):
             "results": str(tmp_path / "results"),
             "dataset": {"source": "isles22", "path": str(root)},
             "preprocess": {"shape": list(shape), "mode": mode},
+            "train": train_within(shape),
             "infer": {"thresholds": list(thresholds)},
         }
     )

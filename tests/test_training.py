@@ -32,7 +32,7 @@ TINY = {
     "losses": {"combinations": ["D", "S", "DTS"]},
     "model": {"base_filters": 2, "depth": 3},
     "train": {"epochs": 2, "batch_size": 2, "patches_per_volume": 2, "patch_large": [8, 16, 16], "patch_small": [8, 8, 8],
-              "workers": 0, "threads": 1, "val_every": 1, "lr": 3e-3},
+              "workers": 0, "threads": 1, "val_every": 1, "lr": 3e-3, "validation": {"roi": [16, 32, 32]}},
     "infer": {"roi": [16, 32, 32], "tta": False},
 }  # fmt: skip
 
@@ -307,6 +307,59 @@ def test_an_unreadable_done_marker_is_moved_aside_and_the_run_restarts(
     assert _train_cli(c, root, run, "D", "1") == 0
     assert "done.json is unreadable" in capsys.readouterr().err
     assert list(run.glob("done.json.unreadable-*")) and json.loads((run / "done.json").read_text())
+
+
+def test_a_finished_training_run_again_without_its_done_marker_trains_from_scratch(
+    tiny_study, tmp_path, capsys
+):
+    # What `snakemake --forcerun train` does: the job's done.json is removed, then the job runs.
+    from sizepenalty.train import FINISHED_RERUN
+
+    root, c = tiny_study
+    run = tmp_path / "run"
+    assert _train_cli(c, root, run, "D", "1") == 0
+    first = json.loads((run / "run.json").read_text())
+    (run / "done.json").unlink()
+    capsys.readouterr()
+    assert _train_cli(c, root, run, "D", "1") == 0
+    out = capsys.readouterr().out
+    assert f"{FINISHED_RERUN}; starting from epoch 0" in out
+    assert "epoch 1/2" in out and "epoch 2/2" in out and "resuming" not in out
+    second = json.loads((run / "run.json").read_text())
+    assert second["run_id"] != first["run_id"] and second["status"] == "FINISHED"
+    assert sorted(step for step, *_ in second["metrics"]["train_loss"]) == [1, 2]
+    (archived,) = (run / "superseded").glob("*/run.json")
+    assert json.loads(archived.read_text())["run_id"] == first["run_id"]
+    # An unfinished checkpoint is a killed training's: it resumes.
+    assert _train_cli(c, root, tmp_path / "part", "D", "1", "--max-epochs", "1") == 0
+    capsys.readouterr()
+    assert _train_cli(c, root, tmp_path / "part", "D", "1") == 0
+    out = capsys.readouterr().out
+    assert "resuming after epoch 1" in out and "epoch 1/2" not in out and "epoch 2/2" in out
+
+
+def test_retrain_then_train_starts_a_new_run_from_epoch_zero(tiny_study, capsys):
+    from sizepenalty.cli import main
+    from sizepenalty.paths import StudyLayout
+    from sizepenalty.runs import RunKey
+
+    root, c = tiny_study  # the study "tiny" in root: run folders under root/tiny/runs
+    key = RunKey("S", "main", 42, 2)
+    run = StudyLayout(root / "tiny").run_dir(key)
+    assert _train_cli(c, root, run, "S", "2") == 0
+    first = json.loads((run / "run.json").read_text())
+    assert main(["retrain", "-c", str(c), "S/main/seed42/fold2"]) == 0
+    assert not (run / "done.json").exists() and not (run / "last.pt").exists()
+    capsys.readouterr()
+    assert _train_cli(c, root, run, "S", "2") == 0
+    out = capsys.readouterr().out
+    assert "epoch 1/2" in out and "resuming" not in out
+    second = json.loads((run / "run.json").read_text())
+    assert second["run_id"] != first["run_id"]
+    cfg = from_dict(dict(TINY, results=str(root)))
+    runs = {r.info.run_id: r for r in _runs(cfg, key.name)}
+    assert runs[first["run_id"]].data.tags["sizepenalty.superseded_why"].startswith("retrain")
+    assert "sizepenalty.superseded" not in runs[second["run_id"]].data.tags
 
 
 def test_a_stop_signal_checkpoints_mid_epoch_and_resumes_to_the_same_weights(tiny_study, tmp_path):

@@ -108,6 +108,14 @@ def isles22_study(tmp: Path, n: int) -> tuple[Path, list[str]]:
     return work, [str(SNAKEMAKE), "--configfile", str(ROOT / "presets/isles22.yaml"), "data.yaml"]
 
 
+def train_within(shape) -> dict:
+    """``train`` settings whose patches and validation window fit a preprocessed volume of
+    ``shape`` (the config rejects any larger than ``preprocess.shape``): for tests of the data
+    stages, which never train."""
+    shape = list(shape)
+    return {"patch_large": shape, "patch_small": shape, "validation": {"roi": shape}}
+
+
 def tiny_config(study: str, **sections) -> dict:
     """A study small enough for a test: 16x32x32 volumes, 2 folds (both run), a base-2 network,
     one epoch of 8x16x16 patches; ``sections`` replace or extend whole sections."""
@@ -120,7 +128,7 @@ def tiny_config(study: str, **sections) -> dict:
         "seeds": {"train_by_combo": {"DTF": [42], "DTS": [42], "FSD": [42]}},
         "model": {"base_filters": 2, "depth": 3},
         "train": {"epochs": 1, "batch_size": 2, "patches_per_volume": 1, "patch_large": [8, 16, 16],
-                  "patch_small": [8, 8, 8]},
+                  "patch_small": [8, 8, 8], "validation": {"roi": [16, 32, 32]}},
         "infer": {"roi": [16, 32, 32], "tta": False},
     }  # fmt: skip
     return base | sections

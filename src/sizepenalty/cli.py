@@ -3,13 +3,16 @@
 Each verb's arguments are declared here and handed to the function of the same name in
 :mod:`sizepenalty.commands`, which calls the stage. Input problems
 (:class:`~sizepenalty.errors.InputError`: a config key, a case, a file) become one line on stderr
-and exit code 2.
+and exit code 2; a verb that needs an optional dependency the installation lacks says which
+extra brings it; output to a reader that stopped reading (``sizepenalty losses | head -1``)
+ends the command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -21,25 +24,35 @@ def a(*flags: str, **kwargs) -> tuple[tuple[str, ...], dict]:
 
 
 CONFIG = a("--config", "-c", default="config.yaml", help="study config YAML (default: %(default)s)")
+STUDY = a("--config", "-c", default="config.yaml", help="the study's config: its effective config "
+          "results/<study>/config.effective.yaml (found from any folder), or a config file "
+          "read as the workflow reads it, relative to this folder (default: %(default)s)")  # fmt: skip
 PLANNED = a("--fingerprint", default=None, help="the stage's settings hash the workflow planned "
             "this job with; the job stops if the configuration it reads has other settings")  # fmt: skip
 RUN = (CONFIG, a("--run", required=True, metavar="COMBO/VARIANT/seedS/foldK",
                  help="the run, e.g. DTS/main/seed42/fold0 (variant main = no overrides)"),
        PLANNED, a("--folds", required=True, help="folds JSON from `sizepenalty folds`"),
        a("--pre-dir", required=True, help="preprocessed cases"))  # fmt: skip
-DEVICE = a("--device", choices=("auto", "cpu", "cuda"), default=None)
+DEVICE = a("--device", choices=("auto", "cpu", "cuda"), default=None,
+           help="where to compute (default: the config's train.device)")
 CONN = (6, 18, 26)
 
 VERBS: dict[str, tuple[str, tuple]] = {
-    "validate-config": ("validate a study config and print it with defaults filled", (CONFIG,)),
+    "validate-config": ("print the configuration a workflow run would use, defaults filled, or "
+                        "every problem in it", (
+        a("--config", "-c", action="append", default=[], metavar="FILE",
+          help="a --configfile of the run (repeatable; merged in order over ./config.yaml, the "
+               "Snakefile's own configfile, as `snakemake --configfile FILE ...` merges them)"),)),
     "schema": ("print the complete config schema (with the loss terms' keys) as YAML", ()),
     "losses": ("list the loss combinations with their terms and weights", (CONFIG,)),
     "synth": ("write the embedded synthetic stroke cohort (ISLES 2022 BIDS layout)", (
         a("--out", required=True, help="cohort root to write (ISLES 2022 layout)"),
-        a("--cases", type=int, default=20), a("--seed", type=int, default=42),
-        a("--shape", type=int, nargs=3, metavar=("D", "H", "W"), default=None),
-        a("--spacing", type=float, nargs=3, metavar=("D", "H", "W"), default=None, help="mm"),
-        a("--mean-lesions", type=float, default=None), a("--no-shine-through", action="store_true"),
+        a("--cases", type=int, default=20, help="number of cases (default: %(default)s, at least 3)"),
+        a("--seed", type=int, default=42, help="the cohort's random seed (default: %(default)s)"),
+        a("--shape", type=int, nargs=3, metavar=("D", "H", "W"), default=None, help="volume shape in voxels (default: the config's, else 24 48 40)"),
+        a("--spacing", type=float, nargs=3, metavar=("D", "H", "W"), default=None, help="voxel spacing in mm (default: the config's, else 2 2 2)"),
+        a("--mean-lesions", type=float, default=None, help="mean number of lesions per case (default: the config's, else 5.9)"),
+        a("--no-shine-through", action="store_true", help="no T2 shine-through regions (bright on both DWI and ADC, not lesions)"),
         a("--config", "-c", default=None, help="take shape/spacing/lesions from this config"),
         PLANNED)),
     "cohort": ("discover and validate every case of the configured dataset", (CONFIG, PLANNED,
@@ -50,18 +63,20 @@ VERBS: dict[str, tuple[str, tuple]] = {
         CONFIG, PLANNED, a("--cases", required=True, help="case list from `sizepenalty cohort`"),
         a("--case", action="append", default=None, help="case id (repeatable; default: all)"),
         a("--out-dir", required=True, help="writes <case>.npz and <case>.json here"),
-        a("--skip-invalid", action="store_true"))),
+        a("--skip-invalid", action="store_true", help="list and skip bad cases instead of stopping"))),
     "folds": ("deterministic k-fold train/val/test splits, written once as JSON", (CONFIG, PLANNED,
         a("--stats-dir", required=True, help="folder of per-case statistics from preprocess"),
         a("--cases", default=None, help="restrict to the cases of this list"),
         a("--out", required=True, help="folds JSON to write"))),
     "summary": ("dataset summary table (thesis Table 4.1 analogue) as CSV and Markdown", (
-        CONFIG, PLANNED, a("--stats-dir", required=True), a("--cases", default=None),
+        CONFIG, PLANNED, a("--stats-dir", required=True, help="folder of per-case statistics from preprocess"),
+        a("--cases", default=None, help="restrict to the cases of this list"),
         a("--folds", default=None, help="folds JSON: add each fold's train/val/test counts"),
-        a("--out-csv", required=True), a("--out-md", required=True))),
+        a("--out-csv", required=True, help="the table as CSV"),
+        a("--out-md", required=True, help="the table as Markdown"))),
     "study-run": ("create the study's MLflow parent run once and store its id", (
         CONFIG, a("--out", required=True, help="file to store the parent run id in"))),
-    "train": ("train one run (combination, variant, seed, fold); resumes from its checkpoint", (*RUN,
+    "train": ("train one run (combination, variant, seed, fold); resumes an unfinished checkpoint", (*RUN,
         a("--run-dir", required=True, help="checkpoints, epoch log, run record and done marker"),
         a("--parent-run-file", default=None, help="the study's MLflow parent-run file"), DEVICE,
         a("--max-epochs", type=int, default=None, help=argparse.SUPPRESS))),
@@ -85,12 +100,12 @@ VERBS: dict[str, tuple[str, tuple]] = {
         a("--pair", nargs=2, action="append", default=None, metavar=("BASELINE", "CANDIDATE"), help="folders: a paired comparison (repeatable; default: the first method against each other)"),
         a("--config", "-c", default=None, help="folders: a study (results folder or config file) whose metric settings, strata and bootstrap to use (default: the defaults)"),
         a("--connectivity", type=int, choices=CONN, default=None, help="lesion instances (default: 26, as panoptica)"),
-        a("--matching", choices=("iou", "overlap"), default=None, help="(default: iou)"),
-        a("--iou-threshold", type=float, default=None, help="(default: 0.5)"),
+        a("--matching", choices=("iou", "overlap"), default=None, help="matching behind PQ, SQ and RQ: one-to-one at an IoU threshold (panoptica's) or by any shared voxel (default: iou)"),
+        a("--iou-threshold", type=float, default=None, help="IoU a matched pair needs (default: 0.5)"),
         a("--strict", action="store_const", const=True, default=None, help="match at IoU > threshold (default: >=, as panoptica)"),
         a("--min-size", type=int, default=0, help="one pair: drop predicted components smaller than N voxels"),
         a("--removal-connectivity", type=int, choices=CONN, default=18, help="of --min-size (default: %(default)s, thesis §4.5)"),
-        a("--profile", choices=("thesis", "isles22"), default=None, help="(default: thesis)"),
+        a("--profile", choices=("thesis", "isles22"), default=None, help="metric set (default: thesis)"),
         a("--json", action="store_true", help="one pair: print one JSON object (default: key = value lines)"))),
     "evaluate-method": ("score an external method's masks of one fold's test cases (the study's methods:)", (
         CONFIG, PLANNED, a("--method", required=True, help="the method's name (methods.<name>)"),
@@ -113,35 +128,58 @@ VERBS: dict[str, tuple[str, tuple]] = {
     "figures": ("Figs. 3.1, 5.1, 5.2 and the case overlays (PNG + PDF)", (CONFIG, PLANNED,
         a("--out-dir", required=True, help="figures folder to write (tables, runs and probability maps are read from the study folder)"))),
     "report": ("one self-contained HTML report: config, data, tables, figures, statistics, runs", (
-        CONFIG, PLANNED, a("--tables-dir", required=True), a("--figures-dir", required=True),
+        CONFIG, PLANNED, a("--tables-dir", required=True, help="the aggregate stage's tables"),
+        a("--figures-dir", required=True, help="the figures stage's figures"),
         a("--out", required=True, help="the HTML report (self-contained)"))),
     "explainer": ("the interactive SPL explainer as one offline HTML page", (CONFIG, PLANNED,
         a("--out", required=True, help="the explainer page (one offline HTML file)"))),
     "sync": ("push every training's run record to the tracking store (missing runs and steps)", (
-        CONFIG, a("--runs-dir", default=None, help="training run folders (default: <study>/runs)"))),
-    "worker": ("serve jobs from a warm process (the workflow starts one per run; see sizepenalty.worker)", (
+        STUDY, a("--runs-dir", default=None, help="training run folders (default: <study>/runs)"))),
+    "retrain": ("clear runs' trainings so that the next `make run` (or snakemake) trains them from epoch 0", (
+        STUDY, a("runs", nargs="+", metavar="RUN", help="a run (DTS/main/seed42/fold0), or a prefix "
+                 "of one (DTS/main/seed42: its folds), or an arm (DTS, DTS@tau300: all its runs)"),
+        a("--dry-run", "-n", action="store_true", help="only list the run folders it would clear"))),
+    "worker": (None, (  # internal: the workflow starts one per run (sizepenalty.worker)
         a("--name", required=True, help="the worker's socket name (abstract unix socket)"),
         a("--idle", type=float, default=900.0, help="exit after this many seconds without a job"),
         a("--parent", type=int, default=None, help="exit when this process is gone"))),
-    "compare": ("table of the study's MLflow runs (one per combination and fold)", (CONFIG,
+    "compare": ("table of the study's MLflow runs (one per combination and fold)", (STUDY,
         a("--uri", default=None, help="tracking URI (default: from the config)"),
         a("--parent", default=None, help="parent run id (default: the study's, from its results folder)"),
-        a("--metrics", nargs="+", default=["best_val_dice", "test_dice", "test_pq", "test_rve", "test_fn_overlap", "test_fp_overlap"]),
+        a("--metrics", nargs="+", default=["best_val_dice", "test_dice", "test_pq", "test_rve", "test_fn_overlap", "test_fp_overlap"], help="MLflow metrics to show, one column each (default: %(default)s)"),
         a("--all", action="store_true", help="also list runs superseded by a rerun with other settings"),
-        a("--format", choices=("markdown", "csv"), default="markdown"))),
+        a("--format", choices=("markdown", "csv"), default="markdown", help="table format (default: %(default)s)"))),
 }  # fmt: skip
-"""Every verb: its help and its arguments (flags, argparse keyword arguments)."""
+"""Every verb: its help (None: internal, left out of the listing) and its arguments (flags,
+argparse keyword arguments)."""
+
+DESCRIPTION = """\
+Size Penalty Loss study: data, training, inference, metrics and report stages.
+
+Run a study from the repository's folder (its Snakefile and config.yaml):
+  make run                                   set up .venv, then the default study
+  snakemake --cores all                      the same with the environment active
+  snakemake --cores all --configfile presets/isles22.yaml my.yaml
+                                             another study (files merged over config.yaml)
+Results go to <results>/<study>/ (report.html first). `sizepenalty validate-config -c FILE`
+shows the configuration a run would use; the README's "Running a study" has the rest."""
+
+EPILOG = """\
+The workflow calls one stage per job; each also runs by hand (`sizepenalty <stage> --help`).
+After a study: `compare` lists its MLflow runs, `retrain` clears runs to train them again,
+`sync` pushes run records to a tracking server that was down."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sizepenalty",
-        description="Size Penalty Loss study: data, training, inference, metrics and report stages.",
-    )
+    parser = argparse.ArgumentParser(prog="sizepenalty", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--version", action="version", version=f"sizepenalty {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="<stage>")
+    sub = parser.add_subparsers(dest="command", metavar="<stage>", title="stages")
     for name, (help_text, arguments) in VERBS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        # A verb without help (the internal worker) is not listed: argparse lists a sub-command
+        # only when it is given a help text.
+        listed = {"help": help_text} if help_text else {}
+        p = sub.add_parser(name, description=help_text, **listed)
         for flags, kwargs in arguments:
             p.add_argument(*flags, **kwargs)
     return parser
@@ -173,12 +211,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sizepenalty.errors import InputError
 
     try:
-        return int(getattr(commands, args.command.replace("-", "_"))(args) or 0)
+        rc = int(getattr(commands, args.command.replace("-", "_"))(args) or 0)
+        sys.stdout.flush()  # here, so that a closed pipe is met inside the try
+        return rc
     except InputError as exc:
         print(f"sizepenalty {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"sizepenalty {args.command}: error: needs {exc.name}, which this installation "
+              f"lacks: pip install 'sizepenalty[{extra}]'", file=sys.stderr)  # fmt: skip
+        return 2
+    except BrokenPipeError:
+        return _reader_gone()
     except KeyboardInterrupt:
         return 130
+
+
+EXTRAS = {"yaml": "study", "jsonschema": "study", "mlflow": "study", "snakemake": "study",
+          "matplotlib": "study", "tabulate": "study", "nilearn": "synthetic"}  # fmt: skip
+"""The optional dependencies a verb may import, and the extra that brings each (pyproject.toml);
+the core install (losses, metrics, strata, statistics) has none of them."""
+
+
+def _reader_gone() -> int:
+    """The reader of stdout stopped reading (``sizepenalty losses | head -1``): end quietly,
+    with the status of a process that SIGPIPE ended (the output is incomplete)."""
+    # What is still buffered cannot be written: point stdout at /dev/null so that Python's
+    # final flush does not report the closed pipe again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

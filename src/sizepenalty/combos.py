@@ -77,3 +77,7 @@ def canonical_name(code: str) -> str:
 def combo_id(code: str) -> str:
     """Path-safe id of a combination: the thesis name without ``+`` (``"F+S"`` -> ``"FS"``)."""
     return canonical_name(code).replace("+", "")
+
+
+__all__ = ["COMBINATIONS", "LETTERS", "LossCodeError", "canonical_name", "combo_id", "parse_combo",
+           "terms_of"]  # fmt: skip

@@ -42,11 +42,14 @@ def _fold(args: Namespace, key) -> dict:
 def validate_config(args: Namespace) -> None:
     import yaml
 
-    from sizepenalty.config import load_config
+    from sizepenalty.config import stacked_config
+    from sizepenalty.errors import InputError
 
-    cfg = load_config(args.config)
+    cfg, files = stacked_config(args.config)
+    if not files:
+        raise InputError("no configuration: ./config.yaml is not here and no -c FILE was given")
     print(yaml.safe_dump(cfg.raw, sort_keys=False), end="")
-    print(f"# {args.config}: valid (config hash {cfg.digest()})", file=sys.stderr)
+    print(f"# {' + '.join(map(str, files))}: valid (config hash {cfg.digest()})", file=sys.stderr)
 
 
 def schema(args: Namespace) -> None:
@@ -312,13 +315,17 @@ def explainer(args: Namespace) -> None:
 
 
 def sync(args: Namespace) -> None:
-    from sizepenalty.config import load_config
+    from sizepenalty.config import study_config
     from sizepenalty.errors import InputError
     from sizepenalty.paths import StudyLayout
     from sizepenalty.tracking import sync_study
 
-    cfg = load_config(args.config)
-    result = sync_study(cfg, args.runs_dir or StudyLayout(cfg.study_dir).runs)
+    cfg = study_config(args.config)
+    runs = Path(args.runs_dir) if args.runs_dir else StudyLayout(cfg.study_dir).runs
+    if not runs.is_dir():
+        raise InputError(f"{runs}: no training run folders there (is {args.config} the config "
+                         "of a study that ran?)")  # fmt: skip
+    result = sync_study(cfg, runs)
     if result.unreachable:
         raise InputError(
             f"{cfg.tracking_uri()}: tracking store not reachable ({result.unreachable})"
@@ -327,17 +334,40 @@ def sync(args: Namespace) -> None:
           f"created, {result.metric_values} metric value(s) added")  # fmt: skip
 
 
+def retrain(args: Namespace) -> None:
+    from sizepenalty.config import study_config
+    from sizepenalty.retrain import clear_training, select_runs, trained, training_dirs
+    from sizepenalty.runs import StudyPlan
+    from sizepenalty.tracking import tracker_for
+
+    cfg = study_config(args.config)
+    dirs = training_dirs(cfg, select_runs(StudyPlan(cfg), args.runs))
+    tracker = tracker_for(cfg)
+    cleared = 0
+    for run_dir in dirs:
+        if args.dry_run:
+            print(f"would clear {run_dir}" if trained(run_dir) else f"{run_dir}: not trained yet")
+        elif clear_training(run_dir, tracker):
+            cleared += 1
+            print(f"cleared {run_dir}")
+        else:
+            print(f"{run_dir}: not trained yet")
+    if cleared:
+        print(f"{cleared} run(s) cleared: the next `make run` (or snakemake with the study's "
+              "options) trains them from epoch 0 and reruns what depends on them")  # fmt: skip
+
+
 def compare(args: Namespace) -> None:
-    from sizepenalty.config import load_config
+    from sizepenalty.config import study_config
     from sizepenalty.errors import InputError
     from sizepenalty.paths import StudyLayout
     from sizepenalty.tracking import Tracker, read_run_id, run_table
 
-    cfg = load_config(args.config)
+    cfg = study_config(args.config)
     uri, parent = args.uri or cfg.tracking_uri(), args.parent
     if parent is None:
         parent = read_run_id(StudyLayout(cfg.study_dir).parent_run)
-    client = Tracker(uri, cfg.tracking.experiment).client()
+    client = Tracker(uri, cfg.tracking.experiment).reader()  # never creates a store
     table = run_table(client, cfg.tracking.experiment, parent, args.metrics, args.all)
     if table is None:
         raise InputError(f"{uri}: no experiment {cfg.tracking.experiment!r} in this tracking store")

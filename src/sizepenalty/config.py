@@ -10,7 +10,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -99,6 +102,12 @@ def validate_dict(raw: dict[str, Any], source: str = "config") -> dict[str, Any]
 
     Raises :class:`ConfigError` listing every problem as ``<source>: <key.path>: <problem>``.
     """
+    return _validate(raw, source)[0]
+
+
+def _validate(raw: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
+    """:func:`validate_dict`, plus the notes on what validation left out (dropped default
+    comparison pairs and curves: :func:`_drop_unlisted_defaults`)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -115,9 +124,9 @@ def validate_dict(raw: dict[str, Any], source: str = "config") -> dict[str, Any]
         lines = [f"{source}: {_describe(e)}" for e in errors]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     _resolve_seeds(data)
-    _drop_unlisted_defaults(data, user_report)
+    notes = _drop_unlisted_defaults(data, user_report)
     _semantic_checks(data, source)
-    return data
+    return data, notes
 
 
 def _resolve_seeds(data: dict[str, Any]) -> None:
@@ -130,10 +139,11 @@ def _resolve_seeds(data: dict[str, Any]) -> None:
         seeds["train"] = [data["seed"]]
 
 
-def _drop_unlisted_defaults(data: dict[str, Any], user_report: dict[str, Any]) -> None:
+def _drop_unlisted_defaults(data: dict[str, Any], user_report: dict[str, Any]) -> list[str]:
     # The default comparison pairs/curves name thesis combinations; a study that runs fewer
-    # combinations keeps only those it has. Explicitly configured ones are checked strictly
-    # (a list is replaced whole by a later configfile, so the user can always restate it).
+    # combinations keeps only those it has, and is told which were left out (the returned
+    # notes). Explicitly configured ones are checked strictly (a list is replaced whole by a
+    # later configfile, so the user can always restate it).
     # Per-combination overrides keyed by name (infer.overlap_by_combo, seeds.train_by_combo)
     # merge key by key, so a
     # study that runs a subset of a preset's combinations cannot remove the others' keys: those
@@ -147,12 +157,37 @@ def _drop_unlisted_defaults(data: dict[str, Any], user_report: dict[str, Any]) -
             k: v for k, v in data[section][key].items() if not _parses(k) or combo_id(k) in ids
         }
     arms = _arm_labels(data)
+    notes = []
     if "pairs" not in user_report:
-        data["report"]["pairs"] = [
-            p for p in data["report"]["pairs"] if all(_arm(c) in arms for c in p)
-        ]
+        pairs = data["report"]["pairs"]
+        data["report"]["pairs"] = [p for p in pairs if all(_arm(c) in arms for c in p)]
+        notes += _dropped_pairs_note(pairs, data["report"]["pairs"], arms)
     if "curves" not in user_report:
-        data["report"]["curves"] = [c for c in data["report"]["curves"] if _arm(c) in arms]
+        curves = data["report"]["curves"]
+        data["report"]["curves"] = [c for c in curves if _arm(c) in arms]
+        left_out = [c for c in curves if c not in data["report"]["curves"]]
+        if left_out:
+            notes.append(f"report.curves: the default curve(s) of {', '.join(left_out)} are left "
+                         f"out: not arms of this study (arms: {', '.join(sorted(arms))})")  # fmt: skip
+    return notes
+
+
+def _dropped_pairs_note(pairs: list, kept: list, arms: set[str]) -> list[str]:
+    """What leaving default comparison pairs out means for the report, in one note (or none)."""
+    dropped = [p for p in pairs if p not in kept]
+    if not dropped:
+        return []
+    names = "; ".join(f"{a} vs {b}" for a, b in dropped)
+    missing = sorted({c for p in dropped for c in p if _arm(c) not in arms})
+    verb = "is not an arm" if len(missing) == 1 else "are not arms"
+    why = (f"report.pairs: the default comparison(s) {names} are left out: {', '.join(missing)} "
+           f"{verb} of this study (arms: {', '.join(sorted(arms))})")  # fmt: skip
+    if kept:
+        return [why]
+    example = sorted(arms)[:2]
+    hint = f", e.g. report.pairs: [[{', '.join(example)}]]" if len(example) == 2 else ""
+    return [f"{why}; no comparison pair is left, so the report has no paired statistics: set "
+            f"report.pairs to the (baseline, candidate) arms to compare{hint}"]  # fmt: skip
 
 
 def _arm(label: str) -> str | None:
@@ -216,6 +251,7 @@ def _semantic_checks(data: dict[str, Any], source: str) -> None:
                 problems.append(
                     f"dataset.path: {str(path)!r} is not an ISLES 2022 root (no rawdata/ folder)"
                 )
+    problems += _fit_problems(data)
     lo, hi = data["preprocess"]["clip_percentiles"]
     if not lo < hi:
         problems.append(
@@ -235,6 +271,24 @@ def _semantic_checks(data: dict[str, Any], source: str) -> None:
         raise ConfigError(
             "invalid configuration:\n  " + "\n  ".join(f"{source}: {p}" for p in problems)
         )
+
+
+def _fit_problems(data: dict[str, Any]) -> list[str]:
+    """Training patches (and the validation window of ``validation.mode: volume``) that do not
+    fit in the preprocessed volume, whose shape is ``preprocess.shape`` (a patch is cropped from
+    it; one larger than it on an axis would be cut short there)."""
+    shape, train = data["preprocess"]["shape"], data["train"]
+    sizes = {"train.patch_large": train["patch_large"], "train.patch_small": train["patch_small"]}
+    if train["validation"]["mode"] == "volume":
+        sizes["train.validation.roi"] = train["validation"]["roi"]
+    problems = []
+    for key, size in sizes.items():
+        over = [f"{axis} ({s} > {d})" for axis, s, d in zip("DHW", size, shape) if s > d]
+        if over:
+            problems.append(f"{key}: {list(size)} is larger than the preprocessed volume "
+                            f"(preprocess.shape {list(shape)}) on {', '.join(over)}; it must fit "
+                            "in the volume (shapes are depth-first: D, H, W)")  # fmt: skip
+    return problems
 
 
 VARIANT_SECTIONS = ("losses", "model", "train", "infer")
@@ -552,6 +606,10 @@ class StudyConfig:
     tracking: TrackingConfig
     container: ContainerConfig
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    notes: tuple[str, ...] = field(repr=False, compare=False, default=())
+    """What validation left out of the configuration as given (default comparison pairs and
+    curves of arms the study does not run), one sentence each; ``validate-config`` and the
+    workflow print them as warnings."""
 
     @property
     def study_dir(self) -> Path:
@@ -640,7 +698,7 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
                            _tuples(data["train"]), by_combo)  # fmt: skip
     kwargs = {}
     for f in fields(cls):
-        if f.name == "raw":
+        if f.name in ("raw", "notes"):
             continue
         value = data[f.name]
         sub = _SECTION_TYPES.get((cls, f.name))
@@ -674,15 +732,18 @@ _SECTION_TYPES: dict[tuple[type, str], type] = {
 
 def from_dict(raw: dict[str, Any], source: str = "config") -> StudyConfig:
     """Validate ``raw`` and return the typed configuration."""
-    data = validate_dict(raw, source)
+    data, notes = _validate(raw, source)
     cfg = _build(StudyConfig, data)
     object.__setattr__(cfg, "raw", data)
+    object.__setattr__(cfg, "notes", tuple(notes))
     return cfg
 
 
-def workflow_config(merged: dict[str, Any], configfiles: list[str | Path]) -> StudyConfig:
+def workflow_config(merged: dict[str, Any], configfiles: Sequence[str | Path]) -> StudyConfig:
     """The Snakefile's view: each configfile validated on its own first (so a problem names the
-    file it is in), then the merged configuration (``--config`` overrides included)."""
+    file it is in), then the merged configuration (``--config`` overrides included, their text
+    values typed by the schema: :func:`type_text_values`). Its notes go to stderr, once per
+    workflow run."""
     problems = []
     validator = jsonschema.Draft202012Validator(load_schema())
     for path in configfiles:
@@ -696,18 +757,136 @@ def workflow_config(merged: dict[str, Any], configfiles: list[str | Path]) -> St
             problems.append(f"{path}: {_describe(error)}")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
-    return from_dict(merged, source="merged configuration (configfiles + --config)")
+    cfg = from_dict(type_text_values(merged), source="merged configuration (configfiles + --config)")
+    for note in cfg.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    return cfg
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
-    """Read a YAML config file (optionally deep-merged with ``overrides``) and validate it."""
-    path = Path(path)
+BASE_CONFIGFILE = "config.yaml"
+"""The Snakefile's own ``configfile:``, read from the working directory when it is there; every
+``--configfile`` is merged over it, in order."""
+
+
+def stacked_config(configfiles: Sequence[str | Path], base: str | Path | None = BASE_CONFIGFILE
+                   ) -> tuple[StudyConfig, list[Path]]:  # fmt: skip
+    """The configuration a workflow run with these ``--configfile`` files would use: ``base``
+    (when the file exists), then each file in order, merged as Snakemake merges them, then
+    validated as the Snakefile validates it (:func:`workflow_config`). Returns it and the files
+    it was made of."""
+    base_files = [Path(base)] if base is not None and Path(base).is_file() else []
+    overrides: dict[str, Any] = {}
+    for path in configfiles:
+        overrides = deep_merge(overrides, _read_yaml(Path(path)))
+    merged = overrides
+    if base_files:
+        # Snakemake's order: its config starts as the command line's (the --configfile files
+        # merged), then the Snakefile's configfile is merged in and the command line's again
+        # over it; the keys keep that order (the effective config is written in it).
+        merged = deep_merge(deep_merge(overrides, _read_yaml(base_files[0])), overrides)
+    files = base_files + [Path(f) for f in configfiles]
+    return workflow_config(merged, files), files
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def study_config(path: str | Path) -> StudyConfig:
+    """A config file as the commands that read a study's outputs (``compare``, ``sync``,
+    ``retrain``) use it: a study's effective config (``<study folder>/config.effective.yaml``,
+    which names its ``results`` folder relative to the workflow's directory) finds its study in
+    the folder it lies in, wherever the command runs; any other config names it as the
+    workflow does, relative to the current directory."""
+    from sizepenalty.paths import StudyLayout
+
+    path = Path(path)
+    cfg = load_config(path)
+    if path.name == StudyLayout(Path()).effective_config.name and path.parent.name == cfg.study:
+        cfg = replace(cfg, results=str(path.parent.parent))
+    return cfg
+
+
+# ----------------------------------------------------------------------------- --config text values
+
+_INT = re.compile(r"[-+]?[0-9]+")
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_LITERALS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False,
+             "FALSE": False, "null": None, "Null": None, "NULL": None, "~": None}  # fmt: skip
+_TEXT = object()  # a text that is no number, boolean or null
+
+
+def _scalar(text: str) -> Any:
+    """What ``text`` is as a YAML 1.2 core-schema scalar (int, float, bool, None), or _TEXT."""
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    return _LITERALS.get(text, _TEXT)
+
+
+def type_text_values(raw: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``raw`` in which every text value the schema rejects as text but accepts as the
+    number, boolean or null it spells exactly (``"2"`` -> 2, ``"1e-3"``, ``"false"``, ``"null"``)
+    takes that type. Snakemake's ``--config key={...}`` passes nested values as text
+    (``--config train='{epochs: 2}'`` gives ``{"epochs": "2"}``); top-level values it types
+    itself. A text the schema accepts, or one that spells no such value, is kept as given."""
+    schema = load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    out = _typed(copy.deepcopy(raw), schema, validator)
+    variants = out.get("variants")
+    if isinstance(variants, dict):  # a variant's settings have the schema of the key they set
+        for variant in variants.values():
+            settings = variant.get("set") if isinstance(variant, dict) else None
+            if isinstance(settings, dict):
+                for key, value in settings.items():
+                    node = _schema_node(key)
+                    if node is not None:
+                        settings[key] = _typed(value, node, validator)
+    return out
+
+
+def _typed(value: Any, node: dict[str, Any], validator: Any) -> Any:
+    node = _resolved(node, validator.schema)
+    if isinstance(value, str):
+        typed = _scalar(value)
+        check = validator.evolve(schema=node)
+        if typed is not _TEXT and not check.is_valid(value) and check.is_valid(typed):
+            return typed
+        return value
+    if isinstance(value, dict):
+        props = node.get("properties", {})
+        extra = node.get("additionalProperties")
+        for key, item in value.items():
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                value[key] = _typed(item, sub, validator)
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        value[:] = [_typed(item, node["items"], validator) for item in value]
+    return value
+
+
+def _resolved(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """A schema node with its local ``$ref`` (``#/$defs/<name>``) merged in."""
+    ref = node.get("$ref")
+    if not isinstance(ref, str) or not ref.startswith("#/$defs/"):
+        return node
+    target = root["$defs"][ref.removeprefix("#/$defs/")]
+    return {**_resolved(target, root), **{k: v for k, v in node.items() if k != "$ref"}}
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Read a YAML config file (optionally deep-merged with ``overrides``) and validate it."""
+    path = Path(path)
+    raw = _read_yaml(path)
     if overrides:
         raw = deep_merge(raw, overrides)
     return from_dict(raw, source=str(path))

@@ -139,3 +139,7 @@ def count_parameters(model: nn.Module) -> int:
 
 THESIS_PARAMETERS = 14.54e6
 """The thesis reports ~14.54 M trainable parameters at base 32 (§4.3)."""
+
+
+__all__ = ["THESIS_PARAMETERS", "AttentionUNetASPP", "build_model", "count_parameters",
+           "model_from_config"]  # fmt: skip

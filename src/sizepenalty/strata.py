@@ -58,3 +58,6 @@ def bin_of(volume_ml: float, edges_ml: Sequence[float]) -> str:
         if stratum.contains(volume_ml):
             return stratum.label
     raise ValueError(f"volume {volume_ml!r} mL is in no bin (negative or NaN?)")
+
+
+__all__ = ["Stratum", "bin_of", "size_bins", "size_strata"]

@@ -180,3 +180,7 @@ def schema_fragment() -> dict[str, Any]:
     letters_text = ", ".join(f"{t.letter} ({t.title})" for t in TERMS)
     description = f"thesis loss name, letters from {letters_text}, optionally joined by '+'"
     return {"losses": props, "combo_pattern": pattern, "combo_description": description}
+
+
+__all__ = ["BY_LETTER", "BY_NAME", "LETTERS", "TERMS", "LossTerm", "TermContext", "alone_key",
+           "nominal_tau", "schema_fragment", "term_settings", "weight_key", "weight_of"]  # fmt: skip

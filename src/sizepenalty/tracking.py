@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sizepenalty.errors import InputError
+
 
 def _http_defaults() -> None:
     # A dead tracking server must cost a job seconds, not MLflow's default 2 minutes per call.
@@ -119,11 +121,22 @@ class Tracker:
         return self._unreachable
 
     def client(self):
+        """The MLflow client (a local store is created on its first call when missing)."""
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
             self._client = MlflowClient(tracking_uri=self.uri)
         return self._client
+
+    def reader(self):
+        """:meth:`client`, for reading an existing store: a local store (SQLite file, file
+        store folder) that is not there raises :class:`StoreMissing` instead of being
+        created."""
+        path = local_store(self.uri)
+        if path is not None and not path.exists():
+            raise StoreMissing(f"{path}: no MLflow store there (tracking URI {self.uri}): the "
+                               "study logged no run yet, or the config names another study")  # fmt: skip
+        return self.client()
 
     def experiment_id(self) -> str:
         client = self.client()
@@ -202,6 +215,26 @@ class Tracker:
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id:
             self.guard("end run", lambda: self.client().set_terminated(self.run_id, status=status))
+
+
+class StoreMissing(InputError):
+    """A local tracking store that was to be read is not there (it is never created by reading)."""
+
+
+def local_store(uri: str) -> Path | None:
+    """The file or folder of a local tracking URI (``sqlite:///path``, ``file:`` or a plain
+    path: MLflow's file store); None for a server or another scheme."""
+    import re
+    from urllib.parse import unquote, urlparse
+
+    if uri.startswith("sqlite:"):
+        path = uri.removeprefix("sqlite:").removeprefix("///")  # sqlite:////abs, sqlite:///rel
+        return Path(path) if path and path != ":memory:" else None
+    if uri.startswith("file:"):
+        return Path(unquote(urlparse(uri).path))
+    if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", uri):
+        return Path(uri)
+    return None
 
 
 def tracker_for(cfg) -> Tracker:
@@ -614,7 +647,7 @@ def compare_runs(tracker: Tracker, parent_id: str, metrics: list[str] | None = N
     """:func:`run_table` for a study's parent run, or ``None`` when tracking fails."""
     metrics = metrics or ["best_val_dice", "test_dice", "test_pq", "test_rve"]
     return tracker.guard(
-        "compare runs", run_table, tracker.client(), tracker.experiment, parent_id, metrics
+        "compare runs", lambda: run_table(tracker.reader(), tracker.experiment, parent_id, metrics)
     )
 
 

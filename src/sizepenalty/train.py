@@ -411,38 +411,48 @@ def _write_log(path: Path, history: list[dict[str, float]]) -> None:
 # ----------------------------------------------------------------------------- restarting a run
 
 
-def _stored_fingerprint(run_dir: Path) -> tuple[str | None, str | None]:
-    """(fingerprint of the run folder's state, or why it cannot be read)."""
+def _stored_state(run_dir: Path) -> tuple[str | None, tuple[int, int] | None, str | None]:
+    """(fingerprint of the run folder's state, the (epoch, step) its ``last.pt`` stands at (None
+    when the run is done or has no checkpoint), or why it cannot be read)."""
     import json
 
     if (run_dir / "done.json").exists():
         try:
-            return json.loads((run_dir / "done.json").read_text()).get("fingerprint"), None
+            return json.loads((run_dir / "done.json").read_text()).get("fingerprint"), None, None
         except (ValueError, AttributeError) as exc:
-            return None, f"done.json: {exc}"
+            return None, None, f"done.json: {exc}"
     last = run_dir / "last.pt"
     try:
-        # Memory-mapped: only the small fingerprint string is read, not the weights.
-        return torch.load(last, map_location="cpu", weights_only=True, mmap=True).get(
-            "fingerprint"
-        ), None
+        # Memory-mapped: only the small fingerprint and position are read, not the weights.
+        ck = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+        return ck.get("fingerprint"), (int(ck.get("epoch", 0)), int(ck.get("step", 0))), None
     except Exception as exc:  # noqa: BLE001 - truncated, empty or foreign file
-        return None, f"{type(exc).__name__}: {exc}".strip()
+        return None, None, f"{type(exc).__name__}: {exc}".strip()
 
 
-def reset_if_stale(run_dir: str | Path, fingerprint: str) -> str | None:
-    """Clear a run folder whose state cannot be resumed, before its training starts over:
-    made with other settings or numerics (``fingerprint``: :func:`run_state`), or an unreadable
-    ``last.pt`` (moved aside, with one warning line naming the file, never deleted). Returns why
-    it was cleared, or None."""
+FINISHED_RERUN = "a rerun of a finished training (done.json removed, e.g. by snakemake --forcerun)"
+"""Why a run folder whose ``last.pt`` is at its final epoch, without ``done.json``, starts over:
+Snakemake removes a job's done marker before it runs the job again (``--forcerun``, a forced or
+incomplete job), and a finished training has nothing to resume."""
+
+
+def reset_if_stale(run_dir: str | Path, fingerprint: str, epochs: int | None = None) -> str | None:
+    """Clear a run folder whose state is not to be resumed, before its training starts over:
+    made with other settings or numerics (``fingerprint``: :func:`run_state`), an unreadable
+    ``last.pt`` (moved aside, with one warning line naming the file, never deleted), or — given
+    the run's ``epochs`` — a ``last.pt`` at its final epoch without ``done.json``
+    (:data:`FINISHED_RERUN`; an unfinished ``last.pt``, a killed training's, is resumed).
+    Returns why it was cleared, or None."""
     run_dir = Path(run_dir)
     if not (run_dir / "done.json").exists() and not (run_dir / "last.pt").exists():
         return None
-    found, unreadable = _stored_fingerprint(run_dir)
+    found, position, unreadable = _stored_state(run_dir)
     if unreadable is None and found == fingerprint:
-        return None
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    if unreadable:
+        if epochs is None or position != (epochs, 0):
+            return None
+        why = FINISHED_RERUN
+    elif unreadable:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
         name = "done.json" if unreadable.startswith("done.json") else "last.pt"
         kept = run_dir / f"{name}.unreadable-{stamp}"
         (run_dir / name).rename(kept)
@@ -451,13 +461,20 @@ def reset_if_stale(run_dir: str | Path, fingerprint: str) -> str | None:
         why = "unreadable checkpoint"
     else:
         why = "settings changed"
+    clear_run(run_dir)
+    return why
+
+
+def clear_run(run_dir: str | Path) -> None:
+    """Delete a run folder's training state (:data:`RUN_FILES`: checkpoints, epoch log, done
+    marker), so that its next training starts from epoch 0. Its tracking record is the caller's
+    (:func:`sizepenalty.tracking.supersede` moves it aside)."""
     for name in RUN_FILES:
-        path = run_dir / name
+        path = Path(run_dir) / name
         if path.is_dir():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-    return why
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -485,7 +502,7 @@ def run_train(
     dev = pick_device(job.device or cfg.train.device)
     amp = amp_settings(cfg.train.amp, dev)
     state = run_state(job, amp)
-    why = reset_if_stale(run_dir, state)
+    why = reset_if_stale(run_dir, state, cfg.train.epochs)
     tracker = tracker_for(cfg)
     record_key = f"{cfg.study}/{key.id}/{state}"
     if why:
@@ -536,4 +553,5 @@ def run_train(
     return result
 
 
-__all__ = ["Interrupted", "TrainJob", "TrainResult", "reset_if_stale", "run_train", "train"]
+__all__ = ["Interrupted", "TrainJob", "TrainResult", "clear_run", "reset_if_stale", "run_train",
+           "train"]

@@ -72,3 +72,6 @@ def holm(pvalues: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p[i]))
         out[i] = running
     return out.tolist()
+
+
+__all__ = ["bootstrap_ci", "holm", "paired", "wilcoxon_p"]
