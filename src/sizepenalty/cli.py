@@ -109,7 +109,8 @@ VERBS: dict[str, tuple[str, tuple]] = {
         a("--json", action="store_true", help="one pair: print one JSON object (default: key = value lines)"))),
     "evaluate-method": ("score an external method's masks of one fold's test cases (the study's methods:)", (
         CONFIG, PLANNED, a("--method", required=True, help="the method's name (methods.<name>)"),
-        a("--fold", type=int, required=True), a("--folds", required=True, help="folds JSON from `sizepenalty folds`"),
+        a("--fold", type=int, required=True, help="the fold whose test cases to score"),
+        a("--folds", required=True, help="folds JSON from `sizepenalty folds`"),
         a("--pre-dir", required=True, help="preprocessed cases (their original masks are the references)"),
         a("--out", required=True, help="per-case metrics CSV (per-lesion rows go beside it)"))),
     "predict": ("apply a study's trained models to new cases: masks and probability maps as NIfTI on each input's grid", (
