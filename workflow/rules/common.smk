@@ -16,7 +16,7 @@ except ConfigError as exc:
 L = StudyLayout(CFG.study_dir)
 # The study's runs (combination x variant x seed x fold) and which of them share a job.
 PLAN = StudyPlan(CFG)
-# A run key whose values are the rule wildcards: per-run paths made from it are patterns.
+# A run key whose values are the wildcards of the rules: per-run paths made from it are patterns.
 KEY = RunKey.wildcards()
 
 
