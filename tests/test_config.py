@@ -269,19 +269,17 @@ def test_snakemake_config_overrides_of_nested_numbers_work_as_the_readme_says(tm
 # ----------------------------------------------------------------------------- what validation adds
 
 
-def test_patches_and_the_validation_window_must_fit_the_volume():
+def test_patches_must_fit_the_volume_and_windows_are_clipped_to_it():
     msg = _error({"preprocess": {"shape": [16, 32, 32]},
-                  "train": {"patch_large": [16, 48, 32], "patch_small": [8, 8, 8],
-                            "validation": {"roi": [32, 32, 40]}}})  # fmt: skip
+                  "train": {"patch_large": [16, 48, 32], "patch_small": [8, 8, 8]}})  # fmt: skip
     assert ("study.yaml: train.patch_large: [16, 48, 32] is larger than the preprocessed volume "
             "(preprocess.shape [16, 32, 32]) on H (48 > 32)") in msg  # fmt: skip
-    assert "train.validation.roi: [32, 32, 40] is larger than" in msg and "D (32 > 16), W (40 > 32)" in msg
     assert "patch_small" not in msg
-    # The patches mode validates on training-sized patches: its roi is not used.
-    patches = {"preprocess": {"shape": [16, 32, 32]},
+    # A sliding window larger than the volume is one whole-volume pass (as infer.roi): valid.
+    windows = {"preprocess": {"shape": [16, 32, 32]},
                "train": {"patch_large": [8, 16, 16], "patch_small": [8, 8, 8],
-                         "validation": {"mode": "patches", "roi": [32, 112, 112]}}}  # fmt: skip
-    assert from_dict(patches).train.validation.roi == (32, 112, 112)
+                         "validation": {"roi": [32, 112, 112]}}, "infer": {"roi": [32, 112, 112]}}  # fmt: skip
+    assert from_dict(windows).train.validation.roi == (32, 112, 112)
     # The schema's own defaults fit each other (thesis: 32x128x128 patches of 256x256x32 volumes).
     cfg = from_dict({})
     assert cfg.preprocess.shape == (32, 256, 256) and cfg.train.patch_large == (32, 128, 128)

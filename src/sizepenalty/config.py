@@ -274,13 +274,12 @@ def _semantic_checks(data: dict[str, Any], source: str) -> None:
 
 
 def _fit_problems(data: dict[str, Any]) -> list[str]:
-    """Training patches (and the validation window of ``validation.mode: volume``) that do not
-    fit in the preprocessed volume, whose shape is ``preprocess.shape`` (a patch is cropped from
-    it; one larger than it on an axis would be cut short there)."""
+    """Training patches that do not fit in the preprocessed volume, whose shape is
+    ``preprocess.shape`` (a patch is cropped from it; one larger than it on an axis would be cut
+    short there). Sliding windows (``train.validation.roi``, ``infer.roi``) are clipped to the
+    volume instead: a window larger than it is one whole-volume pass."""
     shape, train = data["preprocess"]["shape"], data["train"]
     sizes = {"train.patch_large": train["patch_large"], "train.patch_small": train["patch_small"]}
-    if train["validation"]["mode"] == "volume":
-        sizes["train.validation.roi"] = train["validation"]["roi"]
     problems = []
     for key, size in sizes.items():
         over = [f"{axis} ({s} > {d})" for axis, s, d in zip("DHW", size, shape) if s > d]
