@@ -100,10 +100,14 @@ def synth(args: Namespace) -> None:
 def cohort(args: Namespace) -> None:
     from sizepenalty.data.cohort import run_cohort
 
-    good, bad = run_cohort(_cfg(args, "cohort").config, args.out, args.root, args.skip_invalid)
-    for err in bad:
+    found = run_cohort(_cfg(args, "cohort").config, args.out, args.root, args.skip_invalid)
+    for err in found.bad:
         print(f"skipped invalid case: {err}", file=sys.stderr)
-    print(f"{len(good)} valid case(s), {len(bad)} skipped -> {args.out}")
+    # Lesion-free cases are valid but change what several metrics mean: say so where it shows.
+    free = found.lesion_free
+    named = f" ({', '.join(free[:10])}{', ...' if len(free) > 10 else ''})" if free else ""
+    print(f"{len(found.good)} valid case(s), {len(found.bad)} skipped, {len(free)} lesion-free"
+          f"{named} -> {args.out}")  # fmt: skip
 
 
 def preprocess(args: Namespace) -> None:
