@@ -264,6 +264,12 @@ def sync(args: Namespace) -> None:
 
     cfg = load_config(args.config)
     result = sync_study(cfg, args.runs_dir or StudyLayout(cfg.study_dir).runs)
+    for note in result.notes:
+        print(note)
+    if result.parent_created:
+        print(f"the study's parent run was made again ({result.parent}): the store had lost it")
+    if result.relinked:
+        print(f"{result.relinked} run(s) linked to the study's parent run {result.parent}")
     if result.unreachable:
         raise InputError(
             f"{cfg.tracking_uri()}: tracking store not reachable ({result.unreachable})"
