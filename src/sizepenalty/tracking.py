@@ -109,7 +109,8 @@ class Tracker:
         self.failure = exc
         if not self._warned:
             if _damaged(exc):
-                print(f"warning: the MLflow store {self.uri} is damaged ({what}: {exc}); tracking "
+                why = (str(exc).strip().splitlines() or [""])[0]  # SQLAlchemy appends the SQL
+                print(f"warning: the MLflow store {self.uri} is damaged ({what}: {why}); tracking "
                       "is disabled for this job and the run folder keeps the record: `sizepenalty "
                       "sync -c <study>/config.effective.yaml` (the aggregate step runs it) moves "
                       "the damaged file aside and rebuilds the store from the run records",
