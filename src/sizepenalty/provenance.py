@@ -78,7 +78,8 @@ def listing(cfg: StudyConfig, study_dir: Path) -> str | None:
     except InputError as exc:
         return digest(["unlisted", str(exc)])
     tsv = study_dir / "data" / "cases.tsv"
-    parts: list[Any] = [[c.case_id, shown_paths(c, tsv, study_dir)] for c in cases]
+    # The files as the dataset names them (from the configured path: as stable as it is).
+    parts: list[Any] = [[c.case_id, str(c.dwi), str(c.adc), str(c.mask)] for c in cases]
     if ds.source == "manifest":
         parts.append(["manifest", file_sha256(ds.path)])
     if ds.skip_invalid:  # validity depends on the content
@@ -114,6 +115,7 @@ class DataPlan:
     sources: dict[str, CaseSource] = field(default_factory=dict)
     folds: dict[str, Any] | None = None
     unplanned: str | None = None
+    _content: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, cfg: StudyConfig, layout: StudyLayout, preprocess: str) -> DataPlan:
@@ -161,7 +163,9 @@ class DataPlan:
 
     def content(self, case_id: str) -> str:
         """A case's content as the stages after preprocessing see it."""
-        return digest([self.preprocess, self.sources[case_id].fingerprint])
+        if case_id not in self._content:
+            self._content[case_id] = digest([self.preprocess, self.sources[case_id].fingerprint])
+        return self._content[case_id]
 
     def case(self, case_id: str) -> str:
         """The data part of a case's preprocess job: its files' content."""

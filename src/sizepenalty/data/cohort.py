@@ -8,6 +8,8 @@ message is one line naming the case, the file and the problem, e.g.
 from __future__ import annotations
 
 import csv
+import fnmatch
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +72,28 @@ class CaseData:
 _SUBJECT = re.compile(r"^sub-[A-Za-z0-9]+$")
 
 
+def _session_files(folder: Path) -> list[Path]:
+    """Every file at any depth below the folder's ``ses-*`` folders, sorted (what the glob
+    ``ses-*/**/*`` finds, symbolic links to folders not followed)."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for ses in folder.iterdir():
+        if ses.is_dir() and fnmatch.fnmatchcase(ses.name, "ses-*"):
+            for top, _, names in os.walk(ses):
+                found += [Path(top) / name for name in names]
+    return sorted(found)
+
+
+def _find(files: list[Path], folder: Path, cid: str, suffix: str) -> Path:
+    """The first of ``files`` named ``<cid>_*<suffix>``, else the canonical name in ``folder``
+    (so that the error message shows where it was expected)."""
+    head = f"{cid}_"  # the glob <cid>_*<suffix>, without compiling a pattern per case
+    hits = [p for p in files if len(p.name) >= len(head) + len(suffix)
+            and p.name.startswith(head) and p.name.endswith(suffix)]  # fmt: skip
+    return hits[0] if hits else folder / "ses-0001" / "dwi" / f"{cid}_ses-0001{suffix}"
+
+
 def discover_isles22(root: str | Path) -> list[CaseFiles]:
     """Cases of an ISLES 2022 root: ``rawdata/sub-*/ses-*/**/*_{dwi,adc}.nii.gz`` with masks in
     ``derivatives/sub-*/ses-*/*_msk.nii.gz``. FLAIR (another space) is ignored. Missing files are
@@ -82,16 +106,12 @@ def discover_isles22(root: str | Path) -> list[CaseFiles]:
     cases = []
     for subj in sorted(p for p in raw.iterdir() if p.is_dir() and _SUBJECT.match(p.name)):
         cid = subj.name
-
-        def find(folder: Path, suffix: str, cid: str = cid) -> Path:
-            hits = sorted(folder.glob(f"ses-*/**/{cid}_*{suffix}")) if folder.is_dir() else []
-            # Fall back to the canonical name so the error message shows where it was expected.
-            return hits[0] if hits else folder / "ses-0001" / "dwi" / f"{cid}_ses-0001{suffix}"
-
-        dwi = find(subj, "_dwi.nii.gz")
-        adc = find(subj, "_adc.nii.gz")
         deriv = root / "derivatives" / cid
-        mask = find(deriv, "_msk.nii.gz")
+        # One walk per folder (the workflow lists the dataset whenever it plans).
+        images, masks = _session_files(subj), _session_files(deriv)
+        dwi = _find(images, subj, cid, "_dwi.nii.gz")
+        adc = _find(images, subj, cid, "_adc.nii.gz")
+        mask = _find(masks, deriv, cid, "_msk.nii.gz")
         if not mask.exists():
             mask = deriv / "ses-0001" / f"{cid}_ses-0001_msk.nii.gz"
         cases.append(CaseFiles(cid, dwi, adc, mask))
