@@ -19,6 +19,7 @@ container: CFG.container.image
 report: "workflow/report/workflow.rst"
 
 
+include: "workflow/rules/fingerprints.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/folds.smk"
@@ -61,3 +62,5 @@ rule all:
         L.per_case,
         L.report,
         L.explainer,
+        # every job's stamp (workflow/rules/common.smk): a changed one reruns its job
+        every_stamp,

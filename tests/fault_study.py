@@ -20,7 +20,7 @@ TINY = {
     "preprocess": {"shape": [16, 32, 32]},
     "folds": {"k": 2, "run": None},
     "losses": {"combinations": ["D", "DTS"]},
-    "seeds": {"train_by_combo": {"DTS": [42]}},  # one training each (config.yaml: 3 of DTS)
+    "seeds": {"train": [42], "train_by_combo": {"DTS": [42]}},  # config.yaml gives DTS 3 seeds
     "model": {"base_filters": 4, "depth": 3, "prior_prob": 0.1},
     # 16 patches per volume: epochs long enough (~0.3 s) to kill a training inside its second.
     "train": {"epochs": 3, "batch_size": 2, "patches_per_volume": 16, "patch_large": [8, 16, 16],

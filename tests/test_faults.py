@@ -4,6 +4,7 @@ config file, a dead tracking server, a setting change that supersedes runs."""
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -58,7 +59,8 @@ def _snapshot(folder):
 def _planned(out, rule="train"):
     """The jobs a dry run (`-n`) lists, by rule name, and the shell commands it prints (`-p`)."""
     text = out.stdout + out.stderr
-    jobs = re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):", text, re.M)
+    jobs = [job for job in re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):", text, re.M)
+            if job != "fingerprint"]  # each job's stamp (sizepenalty.provenance)  # fmt: skip
     commands = [line[line.index("sizepenalty ") :] for line in text.splitlines()
                 if f"sizepenalty {rule} " in line]  # fmt: skip
     return jobs, commands
@@ -98,7 +100,7 @@ def test_a_job_planned_with_other_settings_than_the_studys_stops_with_exit_2(
     # The job that plan would run, started while the study's effective configuration still has
     # tau 600 (as when a dry run or another configuration planned it): it must not train.
     planned = shlex.split(trainings[0].split(" >> ")[0])
-    run_dir = s.work / planned[planned.index("--run-dir") + 1]
+    (run_dir,) = [s.work / a.split("=", 1)[1] for a in planned if a.startswith("--run-dir=")]
     before = _snapshot(run_dir)
     job = s.sizepenalty(*planned[1:])
     assert job.returncode == 2, job.stdout + job.stderr
@@ -108,16 +110,19 @@ def test_a_job_planned_with_other_settings_than_the_studys_stops_with_exit_2(
     assert _snapshot(run_dir) == before
 
 
+INFERENCE = {"infer", "evaluate", "aggregate", "figures", "report", "all"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "rerun"),
     [
         # The validation monitor that picks best.pt has its own window: every training.
         ({"train": {"validation": {"overlap": 0.25}}}, "train"),
-        # Inference's window: the inferences and what follows, no training.
-        ({"infer": {"roi": [16, 16, 16]}}, {"infer", "evaluate", "aggregate", "figures", "report", "all"}),
-        ({"infer": {"overlap": 0.25}}, {"infer", "evaluate", "aggregate", "figures", "report", "all"}),
-        # An execution setting (how many windows per forward pass): nothing.
+        # Inference's window: the inferences and what reads them, no training.
+        ({"infer": {"roi": [16, 16, 16]}}, INFERENCE),
+        ({"infer": {"overlap": 0.25}}, INFERENCE),
+        # How fast, not what: nothing.
         ({"infer": {"sw_batch_size": 2}}, set()),
         # A report-only setting: nothing upstream of aggregate.
         ({"report": {"bootstrap": 300}}, {"aggregate", "figures", "report", "all"}),
@@ -197,18 +202,35 @@ def test_superseded_runs_leave_compare_and_an_extended_study_reopens_its_parent_
     }
 
 
-def _fake(folder, name, cwd, *args, lives=600):
+def _fake(folder, name, cwd, *args, lives=600, out=None):
     """A process whose command line runs a program called ``name``, working in ``cwd``, for
-    ``lives`` seconds."""
+    ``lives`` seconds (its stdout to the file ``out``, when given)."""
     import subprocess
     import sys
 
     script = folder / name
-    script.write_text(f"import sys, time\nprint('up', flush=True)\ntime.sleep({lives})\n")
+    script.write_text(f"import sys, time\nprint('up', file=sys.stderr, flush=True)\n"
+                      f"time.sleep({lives})\n")  # fmt: skip
+    stdout = open(out, "w") if out else subprocess.DEVNULL  # noqa: SIM115 - the child's
     proc = subprocess.Popen([sys.executable, str(script), *(args or ("--cores", "all"))], cwd=cwd,
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert proc.stdout.readline() == "up\n"
+                            stdout=stdout, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stderr.readline() == "up\n"
     return proc
+
+
+def _study_config(work, study):
+    """``<study>.yaml`` in ``work`` naming the study; the snakemake options that use it."""
+    (work / f"{study}.yaml").write_text(yaml.safe_dump({"study": study}))
+    return ["--configfile", f"{study}.yaml"]
+
+
+def _lock(work, n, *outputs):
+    """Snakemake's lock of a run whose output files are ``outputs`` (paths in ``work``)."""
+    locks = work / ".snakemake" / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    (locks / f"{n}.input.lock").write_text("")
+    (locks / f"{n}.output.lock").write_text("".join(f"{o}\n" for o in outputs))
+    return [locks / f"{n}.input.lock", locks / f"{n}.output.lock"]
 
 
 @pytest.mark.parametrize("program", ["snakemake", "sizepenalty"])
@@ -216,14 +238,16 @@ def test_the_lock_check_never_unlocks_while_a_run_or_its_jobs_work_here(tmp_path
     from sizepenalty.locks import check
 
     work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
-    (work / ".snakemake" / "locks").mkdir(parents=True)
+    work.mkdir()
     elsewhere.mkdir()
-    lock = work / ".snakemake" / "locks" / "0.output.lock"
-    lock.write_text("results/tiny/report.html\n")
-    other = _fake(tmp_path, program, elsewhere)  # another folder's run does not count
-    live = _fake(tmp_path, program, work)
+    tiny = _study_config(work, "tiny")
+    (lock, _) = _lock(work, 0, "results/tiny/report.html")
+    # A run of the study (its options name it), or a job it left (its arguments name the study).
+    args = tiny if program == "snakemake" else ["train", "--config=results/tiny/config.effective.yaml"]
+    other = _fake(tmp_path, program, elsewhere, *args)  # another folder's run does not count
+    live = _fake(tmp_path, program, work, *args)
     try:
-        assert check(work) == 1
+        assert check(work, tiny) == 1
     finally:
         for p in (other, live):
             p.kill()
@@ -233,8 +257,55 @@ def test_the_lock_check_never_unlocks_while_a_run_or_its_jobs_work_here(tmp_path
     assert f"pid {other.pid}" not in said
     if program == "sizepenalty":  # the jobs a killed run left behind
         assert "left from a killed run" in said
-    assert check(tmp_path / "elsewhere") == 0  # no lock: nothing to say
+    assert check(tmp_path / "elsewhere", tiny) == 0  # no lock: nothing to say
     assert not capsys.readouterr().err
+
+
+def test_the_lock_check_is_scoped_to_the_study_its_options_name(tmp_path, capsys):
+    """Two studies in one checkout: one runs, the other was killed with kill -9. `make run` for
+    the killed one goes on and removes only that study's lock; the running one keeps its lock
+    and is never told to unlock."""
+    from sizepenalty.locks import check
+
+    work = tmp_path / "work"
+    work.mkdir()
+    running, killed = _study_config(work, "running"), _study_config(work, "killed")
+    ours = _lock(work, 0, "results/running/report.html", "results/running/runs/D/done.json")
+    stale = _lock(work, 1, "results/killed/report.html")
+    # The running study: its Snakemake, a job and a warm worker whose log is in the study.
+    log = work / "results" / "running" / "logs" / "worker.log"
+    log.parent.mkdir(parents=True)
+    run = _fake(tmp_path, "snakemake", work, "--cores", "2", *running)
+    job = _fake(tmp_path, "sizepenalty", work, "train",
+                "--config=results/running/config.effective.yaml")  # fmt: skip
+    worker = _fake(tmp_path, "sizepenalty", work, "worker", "--name", "w", out=log)
+    try:
+        assert check(work, killed) == 0
+        said = capsys.readouterr().err
+        assert "lock of the study results/killed" in said and "is stale" in said, said
+        assert not any(p.exists() for p in stale) and all(p.exists() for p in ours)
+        assert "Removing its lock files (.snakemake/locks/: 1.input.lock, 1.output.lock" in said
+        # The running study's own check sees its run and unlocks nothing.
+        assert check(work, running) == 1
+        said = capsys.readouterr().err
+        assert f"kill {run.pid}" in said and "Not unlocking" in said
+        assert all(p.exists() for p in ours)
+    finally:
+        for p in (run, job, worker):
+            p.kill()
+            p.wait()
+
+
+def test_the_study_a_snakemake_command_line_runs(tmp_path):
+    from sizepenalty.locks import study_of
+
+    (tmp_path / "config.yaml").write_text("study: base\nresults: out\n")
+    (tmp_path / "a.yaml").write_text("study: a\n")
+    assert study_of([], tmp_path) == tmp_path / "out" / "base"
+    assert study_of(["--cores", "2", "--configfile", "a.yaml"], tmp_path) == tmp_path / "out/a"
+    assert study_of(["--configfile", "a.yaml", "--config", "results=/r", "study=z"],
+                    tmp_path) == Path("/r/z")  # fmt: skip
+    assert study_of(["--configfile", "missing.yaml"], tmp_path) is None  # cannot tell
 
 
 def test_the_lock_check_waits_for_the_warm_worker_of_a_killed_run(tmp_path, capsys):
@@ -484,3 +555,74 @@ def test_a_workflow_run_says_on_the_console_that_the_tracking_server_does_not_an
     said = [line for line in out.stderr.splitlines() if "not reachable" in line]
     assert len(said) == 1 and "`sizepenalty sync`" in said[0], out.stderr
     assert "unreachable" in (work / "results/faults/logs/study_run.log").read_text()
+
+
+# ----------------------------------------------------------------------------- a damaged store
+
+
+def test_a_damaged_store_is_named_moved_aside_and_rebuilt_whole_by_sync(cohort, tmp_path):
+    """The store truncated mid-study (a full disk): a training says the store is damaged and what
+    to do; `sizepenalty sync` moves the file aside and rebuilds the store from the run records:
+    the children, the study's parent run (its file rewritten), the children's links to it and
+    the tables on it. A second sync adds nothing."""
+    import subprocess
+
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    root, study = cohort, tmp_path / "faults"
+    c = tmp_path / "c.yaml"
+    c.write_text(yaml.safe_dump(COHORT | {"results": str(tmp_path)}))
+    parent_file, db = study / "mlflow_parent_run.txt", study / "mlflow.db"
+    sizepenalty = str(SNAKEMAKE.with_name("sizepenalty"))
+
+    def run(*args):
+        out = subprocess.run([sizepenalty, *args], env=snakemake_env(), capture_output=True,
+                             text=True, timeout=600)  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+        return out
+
+    def train(fold, *extra):
+        cmd = _train_cmd(c, root, study / "runs" / f"fold{fold}", fold, *extra)
+        cmd[cmd.index("--parent-run-file") + 1] = str(parent_file)
+        return subprocess.run(cmd, env=snakemake_env(), capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+
+    run("study-run", "-c", str(c), "--out", str(parent_file))
+    old_parent = parent_file.read_text().strip()
+    assert train(0).returncode == 0 and train(1, "--max-epochs", "1").returncode == 0
+    tables = study / "tables"
+    tables.mkdir()
+    pd.DataFrame({"dice": [0.5, 0.7], "pq": [0.4, 0.6], "rve": [0.2, 0.1]}).to_csv(
+        tables / "per_case_metrics.csv", index=False)  # fmt: skip
+    (tables / "table_main.md").write_text("| Method | Dice |\n|---|---|\n| D | 0.6 |\n")
+    # Half the file gone, as after a full disk.
+    db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+    resumed = train(1)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (warning,) = [line for line in resumed.stderr.splitlines() if "is damaged" in line]
+    assert "`sizepenalty sync" in warning and "rebuilds the store from the run records" in warning
+    first = run("sync", "-c", str(c))
+    assert "is damaged" in first.stdout and "moved aside to mlflow.db.damaged-" in first.stdout
+    assert len(list(study.glob("mlflow.db.damaged-*"))) == 1
+    assert "2 run(s) created" in first.stdout and "parent run was made again" in first.stdout
+    parent = parent_file.read_text().strip()
+    assert parent and parent != old_parent
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("sizepenalty")
+    runs = client.search_runs([exp.experiment_id])
+    children = [r for r in runs if r.info.run_id != parent]
+    assert sorted(r.info.run_name for r in children) == ["D-seed42-fold0", "D-seed42-fold1"]
+    assert {r.data.tags.get("mlflow.parentRunId") for r in children} == {parent}
+    for r in children:  # each run as its record has it
+        record = json.loads((study / "runs" / r.data.params["fold"].join(["fold", ""])
+                             / "run.json").read_text())  # fmt: skip
+        assert record["run_id"] == r.info.run_id and r.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "train_loss")] == [1, 2]
+    attached = {Path(a.path).name for a in client.list_artifacts(parent, "tables")}
+    assert {"per_case_metrics.csv", "table_main.md", "mlflow_runs.md"} <= attached
+    assert client.get_run(parent).data.metrics["mean_test_dice"] == pytest.approx(0.6)
+    second = run("sync", "-c", str(c))
+    assert "0 run(s) created, 0 metric value(s) added" in second.stdout, second.stdout
+    assert "made again" not in second.stdout and parent_file.read_text().strip() == parent
+    assert len(client.search_runs([exp.experiment_id])) == 3

@@ -103,10 +103,14 @@ def synth(args: Namespace) -> None:
 def cohort(args: Namespace) -> None:
     from sizepenalty.data.cohort import run_cohort
 
-    good, bad = run_cohort(_cfg(args, "cohort").config, args.out, args.root, args.skip_invalid)
-    for err in bad:
+    found = run_cohort(_cfg(args, "cohort").config, args.out, args.root, args.skip_invalid)
+    for err in found.bad:
         print(f"skipped invalid case: {err}", file=sys.stderr)
-    print(f"{len(good)} valid case(s), {len(bad)} skipped -> {args.out}")
+    # Lesion-free cases are valid but change what several metrics mean: say so where it shows.
+    free = found.lesion_free
+    named = f" ({', '.join(free[:10])}{', ...' if len(free) > 10 else ''})" if free else ""
+    print(f"{len(found.good)} valid case(s), {len(found.bad)} skipped, {len(free)} lesion-free"
+          f"{named} -> {args.out}")  # fmt: skip
 
 
 def preprocess(args: Namespace) -> None:
@@ -326,6 +330,12 @@ def sync(args: Namespace) -> None:
         raise InputError(f"{runs}: no training run folders there (is {args.config} the config "
                          "of a study that ran?)")  # fmt: skip
     result = sync_study(cfg, runs)
+    for note in result.notes:
+        print(note)
+    if result.parent_created:
+        print(f"the study's parent run was made again ({result.parent}): the store had lost it")
+    if result.relinked:
+        print(f"{result.relinked} run(s) linked to the study's parent run {result.parent}")
     if result.unreachable:
         raise InputError(
             f"{cfg.tracking_uri()}: tracking store not reachable ({result.unreachable})"

@@ -185,6 +185,17 @@ class StudyLayout:
     def explainer(self) -> Path:
         return self.root / "explainer.html"
 
+    # ---------------------------------------------------------------- fingerprint stamps
+    @property
+    def stamps(self) -> Path:
+        """Each job's stamp (:mod:`sizepenalty.provenance`): it moves with the study folder."""
+        return self.root / ".fingerprints"
+
+    def stamp(self, stage: str, job: str, fingerprint: str) -> Path:
+        """The stamp of a job (a run id, a case id, or the stage's name for a one-job stage)
+        made with ``fingerprint`` (its settings and data)."""
+        return self.stamps / stage / f"{job}.{fingerprint}"
+
     # ---------------------------------------------------------------- logs
     def log(self, stage: str, job: str | None = None) -> Path:
         return self.root / "logs" / (f"{stage}/{job}.log" if job else f"{stage}.log")

@@ -13,7 +13,15 @@ Two layers, so tracking never costs a training and never loses one:
 :func:`sync_study` (``sizepenalty sync``; the aggregate stage calls it) pushes every record to the
 tracking store: it finds a run by its record's key (no duplicates), logs only the metric steps,
 params, tags and artifacts the store lacks and sets the final status — so running it again, or
-after a tracking server comes back, is safe.
+after a tracking server comes back, is safe. It also rebuilds what the records alone cannot
+hold: the study's parent run (made again when the store lost it, its id written to the study's
+parent-run file) and each child's link to it.
+
+The study's own SQLite store (:func:`open_study_store`, at a run's start and in every sync): a
+damaged file (``database disk image is malformed``, e.g. truncated by a full disk) is moved aside
+as ``mlflow.db.damaged-<time>`` and said so, and the sync rebuilds a new store from the run
+records; a study folder copied or moved elsewhere gets its artifact locations pointed into the
+folder where it is now (MLflow keeps them as absolute paths).
 """
 
 from __future__ import annotations
@@ -56,6 +64,15 @@ def _transient(exc: BaseException) -> bool:
     return "database is locked" in text or "database is busy" in text or "sqlite_busy" in text
 
 
+_DAMAGE = ("malformed", "not a database", "file is encrypted", "database corrupt")
+
+
+def _damaged(exc: BaseException) -> bool:
+    """Whether an error says the SQLite file itself is damaged (not busy, not absent)."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(d in text for d in _DAMAGE)
+
+
 def _finite(metrics: dict[str, Any]) -> dict[str, float]:
     return {
         k: float(v)
@@ -88,11 +105,21 @@ class Tracker:
         self._checked = False  # the store was asked once whether it answers
         self._unreachable: str | None = None
         self._client = None
+        self.failure: BaseException | None = None  # what disabled it
 
     def _fail(self, what: str, exc: BaseException) -> None:
+        self.failure = exc
         if not self._warned:
-            print(f"warning: MLflow tracking disabled for this job ({what}: {type(exc).__name__}: {exc}); "
-                  "the run folder keeps the record, `sizepenalty sync` pushes it later", file=sys.stderr)  # fmt: skip
+            if _damaged(exc):
+                why = (str(exc).strip().splitlines() or [""])[0]  # SQLAlchemy appends the SQL
+                print(f"warning: the MLflow store {self.uri} is damaged ({what}: {why}); tracking "
+                      "is disabled for this job and the run folder keeps the record: `sizepenalty "
+                      "sync -c <study>/config.effective.yaml` (the aggregate step runs it) moves "
+                      "the damaged file aside and rebuilds the store from the run records",
+                      file=sys.stderr)  # fmt: skip
+            else:
+                print(f"warning: MLflow tracking disabled for this job ({what}: {type(exc).__name__}: {exc}); "
+                      "the run folder keeps the record, `sizepenalty sync` pushes it later", file=sys.stderr)  # fmt: skip
             self._warned = True
         self.enabled = False
 
@@ -258,6 +285,83 @@ def check_store(uri: str, timeout: float = 3.0) -> str | None:
         return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` tracking URI (None for a server or another store)."""
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+def store_damage(uri: str) -> str | None:
+    """Why the SQLite file of ``uri`` is damaged (SQLite's own integrity check), or None when it
+    is sound, absent (MLflow creates it) or not a file store."""
+    import sqlite3
+
+    path = sqlite_path(uri)
+    if path is None or not path.exists():
+        return None
+    try:
+        con = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            found = con.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        return str(exc) if _damaged(exc) else None
+    return None if found == "ok" else str(found)
+
+
+def open_study_store(cfg) -> list[str]:
+    """Make the study's own SQLite store usable where the study folder is now: a damaged file is
+    moved aside, artifact locations left from another folder are pointed here. Returns what was
+    done, one line each (for the console); nothing for a tracking server."""
+    if not cfg.tracking.enabled or cfg.tracking.uri:
+        return []
+    uri = cfg.tracking_uri()
+    path = sqlite_path(uri)
+    why = store_damage(uri)
+    if why:
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+        path.rename(aside)
+        return [f"The MLflow store {path} is damaged ({why}): moved aside to {aside.name}. A new "
+                "store starts there; `sizepenalty sync` (the aggregate step runs it) rebuilds "
+                "every run, the study's parent run and its tables from the run records."]  # fmt: skip
+    moved = _relocate_artifacts(path, cfg.artifact_location())
+    return [f"The study folder was moved or copied (MLflow's artifacts were under {old}): its "
+            f"store now keeps them under {cfg.artifact_location()}." for old in moved]  # fmt: skip
+
+
+def _relocate_artifacts(db: Path | None, here: str | None) -> list[str]:
+    """Point the artifact locations of a study store copied from another folder (experiments
+    made with a ``.../mlartifacts`` location other than ``here``) to ``here``; the old roots."""
+    import sqlite3
+
+    if db is None or here is None or not db.exists():
+        return []
+    moved = []
+    con = sqlite3.connect(db, timeout=60)
+    try:
+        with con:  # one transaction
+            rows = con.execute("SELECT experiment_id, artifact_location FROM experiments")
+            for exp_id, old in rows.fetchall():
+                if not old or old == here or not old.rstrip("/").endswith("/mlartifacts"):
+                    continue
+                con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                            (here, exp_id))  # fmt: skip
+                for table, column in (("runs", "artifact_uri"),
+                                      ("logged_models", "artifact_location")):  # fmt: skip
+                    try:
+                        con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                                    f"WHERE experiment_id = ? AND substr({column}, 1, ?) = ?",
+                                    (here, len(old) + 1, exp_id, len(old), old))  # fmt: skip
+                    except sqlite3.OperationalError:  # a table this MLflow version lacks
+                        pass
+                moved.append(old)
+    except sqlite3.DatabaseError:
+        return []  # a damaged file: store_damage says so
+    finally:
+        con.close()
+    return moved
+
+
 # ----------------------------------------------------------------------------- run records
 
 
@@ -309,6 +413,8 @@ class TrainingRun:
         record = RunRecord.load(self.run_dir)
         if record is None or record.key != key:
             record = RunRecord(key, name, str(parent_file) if parent_file else None)
+        elif parent_file:  # the study folder may have moved since the record was made
+            record.parent_file = str(parent_file)
         record.status = "RUNNING"
         record.tags.update(tags | {KEY_TAG: key})
         self.record = record
@@ -373,6 +479,10 @@ class SyncResult:
     created: int = 0
     metric_values: int = 0
     unreachable: str | None = None
+    notes: list[str] = field(default_factory=list)  # what was done to the store (console lines)
+    parent: str | None = None  # the study's parent run
+    parent_created: bool = False  # made again (the store had lost it, or never had it)
+    relinked: int = 0  # children whose link to the parent run was mended
 
 
 def _find_run(client, experiment_id: str, record: RunRecord):
@@ -393,20 +503,25 @@ def _find_run(client, experiment_id: str, record: RunRecord):
     return same[0] if same else None
 
 
-def sync_record(tracker: Tracker, record: RunRecord, run_dir: Path, result: SyncResult) -> None:
-    """Push one record to the store: create its run if missing, then only what is absent."""
+def sync_record(tracker: Tracker, record: RunRecord, run_dir: Path, result: SyncResult,
+                parent: str | None = None) -> None:  # fmt: skip
+    """Push one record to the store: create its run if missing, then only what is absent; link
+    it to the study's parent run ``parent`` (else the one its record names)."""
     from mlflow.entities import Metric, Param
 
     client = tracker.client()
     exp_id = tracker.experiment_id()
+    parent = parent or read_run_id(record.parent_file)
     run = _find_run(client, exp_id, record)
     if run is None:
         tags = {"mlflow.runName": record.name, **record.tags}
-        parent = read_run_id(record.parent_file)
         if parent:
             tags["mlflow.parentRunId"] = parent
         run = client.create_run(exp_id, tags=tags, run_name=record.name)
         result.created += 1
+    elif parent and run.data.tags.get("mlflow.parentRunId") != parent:
+        client.set_tag(run.info.run_id, "mlflow.parentRunId", parent)  # its parent is gone
+        result.relinked += 1
     run_id = run.info.run_id
     record.run_id = run_id
     have = run.data.params
@@ -433,28 +548,88 @@ def sync_record(tracker: Tracker, record: RunRecord, run_dir: Path, result: Sync
     result.runs += 1
 
 
-def sync_study(cfg, runs_root: str | Path) -> SyncResult:
+def _gone(exc: BaseException) -> bool:
+    """Whether an MLflow error says the run does not exist in this store."""
+    return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc)
+
+
+def ensure_parent_run(cfg, tracker: Tracker, parent_file: Path) -> tuple[str | None, bool]:
+    """The study's parent run (id, whether made now): the one its parent-run file names when
+    the store has it; made again (and the file rewritten) when the store lost it or never had
+    it; None when the study has no parent-run file (its runs live elsewhere)."""
+    from sizepenalty.data.io import write_text_atomic
+
+    if not Path(parent_file).exists():
+        return None, False
+    run_id = read_run_id(parent_file)
+    if run_id:
+        try:
+            if tracker.client().get_run(run_id).info.lifecycle_stage == "active":
+                return run_id, False
+        except Exception as exc:  # noqa: BLE001 - only a run the store lacks is made again
+            if not _gone(exc):
+                raise
+    run_id = _new_parent_run(cfg, tracker)
+    if run_id:
+        write_text_atomic(parent_file, run_id + "\n")
+    return run_id, run_id is not None
+
+
+def sync_study(cfg, runs_root: str | Path, tables: bool = True) -> SyncResult:
     """Push every run record under ``runs_root`` (current and superseded) to the study's tracking
-    store; see the module doc. Returns what was done, or why the store could not be reached."""
+    store, after :func:`open_study_store` (a damaged file moved aside, a moved study's artifact
+    locations mended) and :func:`ensure_parent_run`; every child is linked to that parent run,
+    and with ``tables`` the study's tables are attached to it when it lacks them (see the module
+    doc). Returns what was done, or why the store could not be reached."""
+    from sizepenalty.paths import StudyLayout
+
     result = SyncResult()
     if not cfg.tracking.enabled:
         return result
+    result.notes = open_study_store(cfg)
     tracker = tracker_for(cfg)
     result.unreachable = tracker.unreachable()
     if result.unreachable:
         return result
+    layout = StudyLayout(cfg.study_dir)
+    found = tracker.guard("parent run", ensure_parent_run, cfg, tracker, layout.parent_run)
+    if not tracker.enabled:
+        result.unreachable = _why_failed(tracker)
+        return result
+    result.parent, result.parent_created = found
+    statuses = []
     for path in sorted(Path(runs_root).rglob(RECORD)):
         record = RunRecord.load(path.parent)
         if record is None:
             continue
         known = record.run_id
-        tracker.guard("sync", sync_record, tracker, record, path.parent, result)
+        tracker.guard("sync", sync_record, tracker, record, path.parent, result, result.parent)
         if not tracker.enabled:
-            result.unreachable = "a tracking call failed (see the warning above)"
+            result.unreachable = _why_failed(tracker)
             return result
         if record.run_id and record.run_id != known:
             _remember_run_id(path.parent, record.key, record.run_id)
+        statuses.append(record.status)
+    if result.parent and result.parent_created and all(s in TERMINAL for s in statuses):
+        tracker.run_id = result.parent
+        tracker.end("FINISHED")
+    if tables and result.parent and layout.tables.is_dir():
+        cases = _read_cases(layout.per_case)
+        attach_tables(cfg, result.parent, layout.tables, cases, only_missing=True)
     return result
+
+
+def _why_failed(tracker: Tracker) -> str:
+    if tracker.failure is not None and _damaged(tracker.failure):
+        return (f"the store is damaged ({tracker.failure}); run `sizepenalty sync` again: it "
+                "moves the damaged file aside and rebuilds the store")  # fmt: skip
+    return "a tracking call failed (see the warning above)"
+
+
+def _read_cases(path: Path):
+    import pandas as pd
+
+    return pd.read_csv(path) if path.exists() else None
 
 
 def _remember_run_id(run_dir: Path, key: str, run_id: str) -> None:
@@ -502,8 +677,6 @@ def track_study_tables(cfg, plan, cases, layout, parent_file: str | Path | None,
     """The aggregate stage's tracking: test metrics into every training's record, every record
     pushed to the store (:func:`sync_study`), and on the parent run the tables, the run
     comparison (also written as ``mlflow_runs.{md,csv}``) and the study's mean test metrics."""
-    from sizepenalty.data.io import write_text_atomic
-
     out = Path(tables_dir)
     for stale in ("mlflow_runs.md", "mlflow_runs.csv"):  # the report reads them when present
         (out / stale).unlink(missing_ok=True)
@@ -511,7 +684,9 @@ def track_study_tables(cfg, plan, cases, layout, parent_file: str | Path | None,
         return
     if layout is not None:
         record_test_metrics(cases, plan, layout)
-        result = sync_study(cfg, layout.runs)
+        result = sync_study(cfg, layout.runs, tables=False)
+        for note in result.notes:
+            print(note, file=sys.stderr)
         if result.unreachable:
             print(f"MLflow store not reachable ({result.unreachable}); the run records stay in "
                   "the run folders: run `sizepenalty sync` when it is back", file=sys.stderr)  # fmt: skip
@@ -519,8 +694,18 @@ def track_study_tables(cfg, plan, cases, layout, parent_file: str | Path | None,
         print(f"synced {result.runs} run record(s) to {cfg.tracking_uri()} "
               f"({result.created} created, {result.metric_values} metric value(s) added)")  # fmt: skip
     parent = read_run_id(parent_file)
-    if parent is None:
-        return
+    if parent is not None:
+        attach_tables(cfg, parent, out, cases)
+
+
+def attach_tables(cfg, parent: str, tables_dir: str | Path, cases, only_missing: bool = False
+                  ) -> None:  # fmt: skip
+    """On the parent run: the run comparison (written as ``mlflow_runs.{md,csv}`` too), the
+    tables (``only_missing``: those it lacks) and the study's mean test metrics (``cases``: the
+    per-case metrics, or None)."""
+    from sizepenalty.data.io import write_text_atomic
+
+    out = Path(tables_dir)
     tracker = tracker_for(cfg)
     tracker.run_id = parent
     comparison = compare_runs(tracker, tracker.run_id)
@@ -529,10 +714,19 @@ def track_study_tables(cfg, plan, cases, layout, parent_file: str | Path | None,
         write_text_atomic(out / "mlflow_runs.md",
                           shown.to_markdown(index=False, floatfmt=".4f", missingval="–") + "\n")  # fmt: skip
         write_text_atomic(out / "mlflow_runs.csv", comparison.to_csv(index=False))
+    stored: set[str] = set()
+    if only_missing:
+        listed = tracker.guard("list tables", tracker.client().list_artifacts, parent, "tables")
+        stored = {Path(a.path).name for a in listed or []}
     for f in sorted(out.glob("*")):
-        if f.suffix in (".csv", ".md", ".tex"):
+        if f.suffix in (".csv", ".md", ".tex") and f.name not in stored:
             tracker.log_artifact(f, "tables")
+    if cases is None:
+        return
     means = {f"mean_test_{m}": float(cases[m].mean()) for m in ("dice", "pq", "rve") if m in cases}
+    if only_missing:
+        run = tracker.guard("get parent run", tracker.client().get_run, parent)
+        means = {k: v for k, v in means.items() if run is not None and k not in run.data.metrics}
     tracker.log_metrics(means)
 
 
@@ -542,7 +736,6 @@ def track_study_tables(cfg, plan, cases, layout, parent_file: str | Path | None,
 def start_study_run(cfg, out: str | Path) -> str | None:
     """Create the study's MLflow parent run once (its id goes to ``out``); say on stdout whether
     the tracking store answers. An existing parent-run file is kept."""
-    from sizepenalty import __version__
     from sizepenalty.data.io import write_text_atomic
 
     out = Path(out)
@@ -560,10 +753,18 @@ def start_study_run(cfg, out: str | Path) -> str | None:
               "in its run folder; `sizepenalty sync` pushes them when the store is back")  # fmt: skip
         run_id = None
     else:
-        tags = {"study": cfg.study, "sizepenalty_version": __version__}
-        run_id = tracker.start(f"study-{cfg.study}", tags=tags)
-        tracker.log_params(flatten(cfg.raw) | {"config_hash": cfg.digest()})
+        run_id = _new_parent_run(cfg, tracker)
     write_text_atomic(out, (run_id or "") + "\n")
+    return run_id
+
+
+def _new_parent_run(cfg, tracker: Tracker) -> str | None:
+    """A new parent run of the study, with the whole configuration as its params."""
+    from sizepenalty import __version__
+
+    tags = {"study": cfg.study, "sizepenalty_version": __version__}
+    run_id = tracker.start(f"study-{cfg.study}", tags=tags)
+    tracker.log_params(flatten(cfg.raw) | {"config_hash": cfg.digest()})
     return run_id
 
 

@@ -487,6 +487,7 @@ def run_train(
     record (``run.json``, mirrored to MLflow) and stop signals installed. ``settings`` (the
     run's declared settings) become the run's params; ``config_hash`` is the full config's."""
     from sizepenalty import __version__
+    from sizepenalty.locks import hold_run_folder
     from sizepenalty.tracking import (
         RunRecord,
         TrainingRun,
@@ -498,7 +499,8 @@ def run_train(
 
     t0 = time.perf_counter()
     run_dir, key = Path(job.run_dir), job.key
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # One training per run folder: a second one (a rerun while an orphan still writes) stops here.
+    held = hold_run_folder(run_dir)  # noqa: F841 - released when this function or process ends
     dev = pick_device(job.device or cfg.train.device)
     amp = amp_settings(cfg.train.amp, dev)
     state = run_state(job, amp)

@@ -13,6 +13,7 @@ rule aggregate:
         parent=L.parent_run,
         # each training's record (run.json) gets its test metrics and is pushed to MLflow
         done=every("train", L.done),
+        stamp=stamp("aggregate"),
     output:
         cases=L.per_case,
         lesions=L.per_lesion,
@@ -34,5 +35,5 @@ rule aggregate:
         config=CONFIG_ARG,
         settings=settings("aggregate"),
     shell:
-        "sizepenalty aggregate {params.config} --fingerprint {params.settings}"
-        " --out-dir {params.tables} --parent-run-file {input.parent} >> {log} 2>&1"
+        "sizepenalty aggregate {params.config} --fingerprint {params.settings:q}"
+        " --out-dir={params.tables:q} --parent-run-file={input.parent:q} >> {log:q} 2>&1"

@@ -1,6 +1,8 @@
 if CFG.dataset.source == "synthetic":
 
     rule synth:
+        input:
+            stamp=stamp("synth"),
         output:
             participants=L.participants,
         log:
@@ -17,13 +19,15 @@ if CFG.dataset.source == "synthetic":
             config=CONFIG_ARG,
             settings=settings("synth"),
         shell:
-            "sizepenalty synth {params.config} --fingerprint {params.settings}"
-            " --out {params.root} --cases {params.cases} --seed {params.seed} >> {log} 2>&1"
+            "sizepenalty synth {params.config} --fingerprint {params.settings:q}"
+            " --out={params.root:q} --cases {params.cases:q} --seed {params.seed:q}"
+            " >> {log:q} 2>&1"
 
 
 checkpoint cohort:
     input:
         cohort_inputs,
+        stamp=stamp("cohort"),
     output:
         cases=L.cases,
     log:
@@ -38,5 +42,6 @@ checkpoint cohort:
         config=CONFIG_ARG,
         settings=settings("cohort"),
     shell:
-        "sizepenalty cohort {params.config} --fingerprint {params.settings}"
-        " --root {params.root} --out {output.cases} >> {log} 2>&1"
+        # Its last line (cases found, skipped, lesion-free) goes to the console too.
+        "sizepenalty cohort {params.config} --fingerprint {params.settings:q}"
+        " --root={params.root:q} --out={output.cases:q} >> {log:q} 2>&1; tail -n 1 -- {log:q}"

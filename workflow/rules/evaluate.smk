@@ -1,7 +1,8 @@
 rule evaluate:
     input:
         probs=upstream("infer", L.probs),
-        folds=L.folds,
+        folds=ancient(L.folds),
+        stamp=stamp("evaluate"),
     output:
         metrics=L.metrics(KEY),
         lesions=L.lesions(KEY),
@@ -22,7 +23,7 @@ rule evaluate:
         config=CONFIG_ARG,
         settings=settings("evaluate"),
     shell:
-        "sizepenalty evaluate-fold {params.config} --fingerprint {params.settings}"
-        " --run {params.run} --folds {input.folds}"
-        " --pre-dir {params.predir} --prob-dir {input.probs} --out {output.metrics}"
-        " --threshold-out {output.threshold} --nifti-dir {output.nifti} >> {log} 2>&1"
+        "sizepenalty evaluate-fold {params.config} --fingerprint {params.settings:q}"
+        " --run {params.run:q} --folds={input.folds:q}"
+        " --pre-dir={params.predir:q} --prob-dir={input.probs:q} --out={output.metrics:q}"
+        " --threshold-out={output.threshold:q} --nifti-dir={output.nifti:q} >> {log:q} 2>&1"

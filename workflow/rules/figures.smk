@@ -7,6 +7,7 @@ rule figures:
         thresholds=every("evaluate", L.threshold),
         probs=every("infer", L.probs),
         done=every("train", L.done),
+        stamp=stamp("figures"),
     output:
         png=[
             report(p, caption="../report/figures.rst", category="Figures")
@@ -25,5 +26,5 @@ rule figures:
         config=CONFIG_ARG,
         settings=settings("figures"),
     shell:
-        "sizepenalty figures {params.config} --fingerprint {params.settings}"
-        " --out-dir {params.out} >> {log} 2>&1"
+        "sizepenalty figures {params.config} --fingerprint {params.settings:q}"
+        " --out-dir={params.out:q} >> {log:q} 2>&1"

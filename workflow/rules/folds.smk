@@ -2,6 +2,7 @@ rule folds:
     input:
         cases=L.cases,
         stats=lambda w: [L.preprocessed_case(c, "json") for c in case_ids(w)],
+        stamp=stamp("folds"),
     output:
         folds=L.folds,
     log:
@@ -16,8 +17,9 @@ rule folds:
         config=CONFIG_ARG,
         settings=settings("folds"),
     shell:
-        "sizepenalty folds {params.config} --fingerprint {params.settings}"
-        " --stats-dir {params.statsdir} --cases {input.cases} --out {output.folds} >> {log} 2>&1"
+        "sizepenalty folds {params.config} --fingerprint {params.settings:q}"
+        " --stats-dir={params.statsdir:q} --cases={input.cases:q} --out={output.folds:q}"
+        " >> {log:q} 2>&1"
 
 
 # Bookkeeping: the MLflow parent run, made once (the Snakefile's onstart/onsuccess/onerror
@@ -35,4 +37,4 @@ rule study_run:
     params:
         config=CONFIG_ARG,
     shell:
-        "sizepenalty study-run {params.config} --out {output.parent} >> {log} 2>&1"
+        "sizepenalty study-run {params.config} --out={output.parent:q} >> {log:q} 2>&1"

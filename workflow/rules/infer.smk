@@ -3,7 +3,8 @@ rule infer:
         # best.pt, in the training's run folder beside its done marker (the training this run
         # shares with another arm when their training settings are equal)
         done=upstream("train", L.done),
-        folds=L.folds,
+        folds=ancient(L.folds),
+        stamp=stamp("infer"),
     output:
         probs=directory(L.probs(KEY)),
     log:
@@ -24,7 +25,8 @@ rule infer:
         config=CONFIG_ARG,
         settings=settings("infer"),
     shell:
-        "sizepenalty infer {params.config} --fingerprint {params.settings}"
-        " --run {params.run} --folds {input.folds}"
-        " --pre-dir {params.predir} --run-dir {params.rundir} --out-dir {output.probs}"
-        " >> {log} 2>&1"
+        stoppable(
+            "sizepenalty infer {params.config} --fingerprint {params.settings:q}"
+            " --run {params.run:q} --folds={input.folds:q} --pre-dir={params.predir:q}"
+            " --run-dir={params.rundir:q} --out-dir={output.probs:q} >> {log:q} 2>&1"
+        )

@@ -5,9 +5,11 @@
 
 rule method:
     input:
-        folds=L.folds,
+        folds=ancient(L.folds),
         # the method's folder (a changed folder reruns its jobs)
         masks=lambda w: CFG.methods[w.method].path,
+        # its files and the fold's test cases by content (common.smk: stamp)
+        stamp=stamp("method"),
     output:
         metrics=L.method_metrics("{method}", "{fold}"),
         lesions=L.method_lesions("{method}", "{fold}"),
@@ -25,6 +27,6 @@ rule method:
         config=CONFIG_ARG,
         settings=settings("method"),
     shell:
-        "sizepenalty evaluate-method {params.config} --fingerprint {params.settings}"
-        " --method {wildcards.method} --fold {wildcards.fold} --folds {input.folds}"
-        " --pre-dir {params.predir} --out {output.metrics} >> {log} 2>&1"
+        "sizepenalty evaluate-method {params.config} --fingerprint {params.settings:q}"
+        " --method={wildcards.method:q} --fold={wildcards.fold:q} --folds={input.folds:q}"
+        " --pre-dir={params.predir:q} --out={output.metrics:q} >> {log:q} 2>&1"

@@ -1,6 +1,9 @@
 rule preprocess:
     input:
-        cases=L.cases,
+        # ancient: a new case list reruns no case by itself; a case reruns when the content of
+        # its files changes (its stamp: sizepenalty.provenance)
+        cases=ancient(L.cases),
+        stamp=stamp("preprocess"),
     output:
         npz=L.preprocessed_case("{case}", "npz"),
         stats=L.preprocessed_case("{case}", "json"),
@@ -16,8 +19,9 @@ rule preprocess:
         config=CONFIG_ARG,
         settings=settings("preprocess"),
     shell:
-        "sizepenalty preprocess {params.config} --fingerprint {params.settings}"
-        " --cases {input.cases} --case {wildcards.case} --out-dir {params.outdir} >> {log} 2>&1"
+        "sizepenalty preprocess {params.config} --fingerprint {params.settings:q}"
+        " --cases={input.cases:q} --case {wildcards.case:q} --out-dir={params.outdir:q}"
+        " >> {log:q} 2>&1"
 
 
 rule dataset_summary:
@@ -25,6 +29,7 @@ rule dataset_summary:
         cases=L.cases,
         folds=L.folds,
         stats=lambda w: [L.preprocessed_case(c, "json") for c in case_ids(w)],
+        stamp=stamp("summary"),
     output:
         csv=L.summary("csv"),
         md=L.summary("md"),
@@ -40,6 +45,6 @@ rule dataset_summary:
         config=CONFIG_ARG,
         settings=settings("summary"),
     shell:
-        "sizepenalty summary {params.config} --fingerprint {params.settings}"
-        " --stats-dir {params.statsdir} --cases {input.cases} --folds {input.folds}"
-        " --out-csv {output.csv} --out-md {output.md} >> {log} 2>&1"
+        "sizepenalty summary {params.config} --fingerprint {params.settings:q}"
+        " --stats-dir={params.statsdir:q} --cases={input.cases:q} --folds={input.folds:q}"
+        " --out-csv={output.csv:q} --out-md={output.md:q} >> {log:q} 2>&1"

@@ -4,6 +4,7 @@ rule report:
         tables=rules.aggregate.output.tables,
         cases=L.per_case,  # edge-case counts per arm
         figures=rules.figures.output.png,
+        stamp=stamp("report"),
     output:
         html=report(L.report, caption="../report/report.rst", category="Report"),
     log:
@@ -19,12 +20,14 @@ rule report:
         config=CONFIG_ARG,
         settings=settings("report"),
     shell:
-        "sizepenalty report {params.config} --fingerprint {params.settings}"
-        " --tables-dir {params.tables} --figures-dir {params.figures} --out {output.html}"
-        " >> {log} 2>&1"
+        "sizepenalty report {params.config} --fingerprint {params.settings:q}"
+        " --tables-dir={params.tables:q} --figures-dir={params.figures:q} --out={output.html:q}"
+        " >> {log:q} 2>&1"
 
 
 rule explainer:
+    input:
+        stamp=stamp("explainer"),
     output:
         html=report(L.explainer, caption="../report/report.rst", category="Report"),
     log:
@@ -38,5 +41,5 @@ rule explainer:
         config=CONFIG_ARG,
         settings=settings("explainer"),
     shell:
-        "sizepenalty explainer {params.config} --fingerprint {params.settings}"
-        " --out {output.html} >> {log} 2>&1"
+        "sizepenalty explainer {params.config} --fingerprint {params.settings:q}"
+        " --out={output.html:q} >> {log:q} 2>&1"

@@ -1,13 +1,15 @@
 # Training, inference and evaluation read the preprocessed cases from L.preprocessed. They depend
-# on the folds file, which is made from every preprocessed case, so they run after preprocessing
-# and again when it changes, without each job listing all cases (planning a 185-case study took
-# 6.7 s when every job re-resolved the cohort checkpoint).
+# on the folds file, which is made from every preprocessed case, so they run after preprocessing,
+# without each job listing all cases (planning a 185-case study took 6.7 s when every job listed
+# them). The file is `ancient`: a rerun of the folds job reruns no run by itself; a run reruns when
+# its stamp changes, i.e. when its own cases or their content change (sizepenalty.provenance).
 
 
 rule train:
     input:
-        folds=L.folds,
+        folds=ancient(L.folds),
         parent=L.parent_run,
+        stamp=stamp("train"),
     output:
         # Only the done marker is declared. Kept in the run folder beyond it, on purpose:
         # last.pt (written every epoch and on a stop signal, so a rerun resumes where the
@@ -36,9 +38,12 @@ rule train:
         attempts=lambda w: L.log("train", RunKey.from_wildcards(w).id + ".attempts"),
     shell:
         # SLURM's SIGUSR1 reaches every process of the job: the shell ignores it, the training
-        # checkpoints on it.
-        "trap '' USR1; trap 'cp {params.attempts} {log}' EXIT; "
-        "sizepenalty train {params.config} --fingerprint {params.settings}"
-        " --run {params.run} --folds {input.folds}"
-        " --pre-dir {params.predir} --run-dir {params.rundir}"
-        " --parent-run-file {input.parent} >> {params.attempts} 2>&1"
+        # checkpoints on it. A stop signal to the shell reaches the training (stoppable).
+        "attempts={params.attempts:q}; log={log:q}; "
+        "trap '' USR1; trap 'cp -- \"$attempts\" \"$log\"' EXIT; "
+        + stoppable(
+            "sizepenalty train {params.config} --fingerprint {params.settings:q}"
+            " --run {params.run:q} --folds={input.folds:q}"
+            " --pre-dir={params.predir:q} --run-dir={params.rundir:q}"
+            ' --parent-run-file={input.parent:q} >> "$attempts" 2>&1'
+        )

@@ -8,7 +8,10 @@ message is one line naming the case, the file and the problem, e.g.
 from __future__ import annotations
 
 import csv
+import fnmatch
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +19,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sizepenalty.data.io import fmt_shape
+from sizepenalty.data.sources import (
+    ROLES,
+    CaseSource,
+    FileRecord,
+    case_source,
+    resolve_shown,
+    shown_path,
+)
 from sizepenalty.errors import InputError
 
 if TYPE_CHECKING:
@@ -61,6 +72,28 @@ class CaseData:
 _SUBJECT = re.compile(r"^sub-[A-Za-z0-9]+$")
 
 
+def _session_files(folder: Path) -> list[Path]:
+    """Every file at any depth below the folder's ``ses-*`` folders, sorted (what the glob
+    ``ses-*/**/*`` finds, symbolic links to folders not followed)."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for ses in folder.iterdir():
+        if ses.is_dir() and fnmatch.fnmatchcase(ses.name, "ses-*"):
+            for top, _, names in os.walk(ses):
+                found += [Path(top) / name for name in names]
+    return sorted(found)
+
+
+def _find(files: list[Path], folder: Path, cid: str, suffix: str) -> Path:
+    """The first of ``files`` named ``<cid>_*<suffix>``, else the canonical name in ``folder``
+    (so that the error message shows where it was expected)."""
+    head = f"{cid}_"  # the glob <cid>_*<suffix>, without compiling a pattern per case
+    hits = [p for p in files if len(p.name) >= len(head) + len(suffix)
+            and p.name.startswith(head) and p.name.endswith(suffix)]  # fmt: skip
+    return hits[0] if hits else folder / "ses-0001" / "dwi" / f"{cid}_ses-0001{suffix}"
+
+
 def discover_isles22(root: str | Path) -> list[CaseFiles]:
     """Cases of an ISLES 2022 root: ``rawdata/sub-*/ses-*/**/*_{dwi,adc}.nii.gz`` with masks in
     ``derivatives/sub-*/ses-*/*_msk.nii.gz``. FLAIR (another space) is ignored. Missing files are
@@ -73,16 +106,12 @@ def discover_isles22(root: str | Path) -> list[CaseFiles]:
     cases = []
     for subj in sorted(p for p in raw.iterdir() if p.is_dir() and _SUBJECT.match(p.name)):
         cid = subj.name
-
-        def find(folder: Path, suffix: str, cid: str = cid) -> Path:
-            hits = sorted(folder.glob(f"ses-*/**/{cid}_*{suffix}")) if folder.is_dir() else []
-            # Fall back to the canonical name so the error message shows where it was expected.
-            return hits[0] if hits else folder / "ses-0001" / "dwi" / f"{cid}_ses-0001{suffix}"
-
-        dwi = find(subj, "_dwi.nii.gz")
-        adc = find(subj, "_adc.nii.gz")
         deriv = root / "derivatives" / cid
-        mask = find(deriv, "_msk.nii.gz")
+        # One walk per folder (the workflow lists the dataset whenever it plans).
+        images, masks = _session_files(subj), _session_files(deriv)
+        dwi = _find(images, subj, cid, "_dwi.nii.gz")
+        adc = _find(images, subj, cid, "_adc.nii.gz")
+        mask = _find(masks, deriv, cid, "_msk.nii.gz")
         if not mask.exists():
             mask = deriv / "ses-0001" / f"{cid}_ses-0001_msk.nii.gz"
         cases.append(CaseFiles(cid, dwi, adc, mask))
@@ -238,19 +267,23 @@ def validate_cohort(
     binarize_labels: bool = False,
     affine_atol: float = 1e-3,
     skip_invalid: bool = False,
+    seen: Callable[[CaseFiles, CaseData], None] | None = None,
 ) -> tuple[list[CaseFiles], list[CaseError]]:
     """Validate every case. Without ``skip_invalid`` the first bad case raises; with it, bad cases
-    are collected and returned next to the good ones."""
+    are collected and returned next to the good ones. ``seen(files, data)`` is called with each
+    valid case's data (what the cohort stage records of it)."""
     good: list[CaseFiles] = []
     bad: list[CaseError] = []
     for files in cases:
         try:
-            load_case(files, binarize_labels, affine_atol)
+            data = load_case(files, binarize_labels, affine_atol)
         except CaseError as exc:
             if not skip_invalid:
                 raise
             bad.append(exc)
             continue
+        if seen is not None:
+            seen(files, data)
         good.append(files)
     if not good:
         raise CohortError("no valid case left" + (f" ({len(bad)} invalid)" if bad else ""))
@@ -258,37 +291,112 @@ def validate_cohort(
 
 
 CASES_TSV_COLUMNS = ("case_id", "dwi", "adc", "mask")
+_RECORD_COLUMNS = ("lesion_ml",
+                   *(f"{r}_{k}" for r in ROLES for k in ("size", "mtime_ns", "sha256")))  # fmt: skip
 
 
-def write_cases_tsv(path: str | Path, cases: list[CaseFiles]) -> None:
+def shown_paths(files: CaseFiles, tsv: str | Path, study_dir: str | Path) -> dict[str, str]:
+    """How the case list at ``tsv`` shows a case's files: relative to its folder for files in
+    the study folder (a copied or moved study reads its own copy), else absolute."""
+    return {r: shown_path(getattr(files, r), Path(tsv).parent, Path(study_dir)) for r in ROLES}
+
+
+def write_cases_tsv(
+    path: str | Path, cases: list[CaseFiles], sources: dict[str, CaseSource] | None = None,
+    study_dir: str | Path | None = None,
+) -> None:  # fmt: skip
+    """The case list: id and files (:func:`shown_paths`; absolute without ``study_dir``), and
+    with ``sources`` each case's lesion volume and its files' size, time and hash
+    (:mod:`sizepenalty.data.sources`)."""
     from sizepenalty.data.io import write_text_atomic
 
-    lines = ["\t".join(CASES_TSV_COLUMNS)]
-    lines += [
-        f"{c.case_id}\t{c.dwi.resolve()}\t{c.adc.resolve()}\t{c.mask.resolve()}" for c in cases
-    ]
+    columns = [*CASES_TSV_COLUMNS, *(_RECORD_COLUMNS if sources else ())]
+    lines = ["\t".join(columns)]
+    for c in cases:
+        if study_dir is None:
+            row = [c.case_id, *(str(getattr(c, r).resolve()) for r in ROLES)]
+        else:
+            shown = shown_paths(c, path, study_dir)
+            row = [c.case_id, *(shown[r] for r in ROLES)]
+        if sources:
+            src = sources[c.case_id]
+            row.append(repr(src.lesion_ml))
+            for r in ROLES:
+                f = src.files[r]
+                row += [str(f.size), str(f.mtime_ns), f.sha256]
+        lines.append("\t".join(row))
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
-def read_cases_tsv(path: str | Path) -> list[CaseFiles]:
+def _rows(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
-    return [CaseFiles(r["case_id"], Path(r["dwi"]), Path(r["adc"]), Path(r["mask"])) for r in rows]
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def read_cases_tsv(path: str | Path) -> list[CaseFiles]:
+    """The cases of a case list, in its order; relative paths are relative to its folder."""
+    base = Path(path).parent
+    return [CaseFiles(r["case_id"], *(resolve_shown(r[k], base) for k in ROLES))
+            for r in _rows(path)]  # fmt: skip
+
+
+def read_case_sources(path: str | Path) -> dict[str, CaseSource | None]:
+    """Per case id, the source the cohort stage recorded (None in a list without records)."""
+    out: dict[str, CaseSource | None] = {}
+    for r in _rows(path):
+        try:
+            files = {k: FileRecord(r[k], int(r[f"{k}_size"]), int(r[f"{k}_mtime_ns"]),
+                                   r[f"{k}_sha256"]) for k in ROLES}  # fmt: skip
+            ml = None if r["lesion_ml"] in ("", "None") else float(r["lesion_ml"])
+            out[r["case_id"]] = CaseSource(files, ml)
+        except (KeyError, TypeError, ValueError):
+            out[r["case_id"]] = None
+    return out
+
+
+def read_shown_paths(path: str | Path) -> dict[str, dict[str, str]]:
+    """Per case id, its files as the case list shows them (role -> path)."""
+    return {r["case_id"]: {k: r[k] for k in ROLES} for r in _rows(path)}
+
+
+@dataclass(frozen=True)
+class CohortResult:
+    """What the cohort stage found: the valid cases (in dataset order), the errors of those it
+    skipped, and each valid case's source (files and reference volume)."""
+
+    good: list[CaseFiles]
+    bad: list[CaseError]
+    sources: dict[str, CaseSource]
+
+    @property
+    def lesion_free(self) -> list[str]:
+        """The valid cases whose reference mask has no lesion voxel."""
+        return [c.case_id for c in self.good if self.sources[c.case_id].lesion_ml == 0]
 
 
 def run_cohort(
     cfg: StudyConfig, out: str | Path, root: str | Path | None = None, skip_invalid: bool = False
-) -> tuple[list[CaseFiles], list[CaseError]]:
+) -> CohortResult:
     """The cohort stage: discover the configured dataset (the synthetic one under ``root``,
-    default ``<study>/data/raw``), validate every case and write the case list to ``out``.
-    Returns the valid cases and, with ``skip_invalid`` (or ``dataset.skip_invalid``), the errors
-    of those skipped; without it the first bad case raises :class:`CaseError`."""
-    ds = cfg.dataset
+    default ``<study>/data/raw``), validate every case and write the case list to ``out`` with
+    each case's source (:func:`write_cases_tsv`). With ``skip_invalid`` (or
+    ``dataset.skip_invalid``) bad cases are skipped and their errors returned; without it the
+    first bad case raises :class:`CaseError`."""
+    from sizepenalty.data.preprocess import lesion_volume_ml
     from sizepenalty.paths import StudyLayout
 
+    ds = cfg.dataset
     synthetic_root = root or StudyLayout(cfg.study_dir).raw
     cases = discover(ds.source, ds.path, synthetic_root)
     skip = skip_invalid or ds.skip_invalid
-    good, bad = validate_cohort(cases, ds.binarize_labels, ds.affine_atol, skip)
-    write_cases_tsv(out, good)
-    return good, bad
+    known = read_case_sources(out) if Path(out).exists() else {}
+    sources: dict[str, CaseSource] = {}
+
+    def seen(files: CaseFiles, data: CaseData) -> None:
+        shown = shown_paths(files, out, cfg.study_dir)
+        ml = lesion_volume_ml(data.mask, data.spacing)
+        sources[files.case_id] = case_source(files, shown, known.get(files.case_id), ml)
+
+    good, bad = validate_cohort(cases, ds.binarize_labels, ds.affine_atol, skip, seen)
+    write_cases_tsv(out, good, sources, cfg.study_dir)
+    return CohortResult(good, bad, sources)

@@ -278,6 +278,12 @@ def load_preprocessed(path: str | Path) -> Preprocessed:
         )
 
 
+def lesion_volume_ml(mask: np.ndarray, spacing: tuple[float, float, float]) -> float:
+    """A reference mask's total lesion volume in mL (the value the folds are dealt by; the
+    cohort, preprocess and the workflow's planning compute it with this one function)."""
+    return int(mask.sum()) * (float(np.prod(spacing)) / 1000.0)
+
+
 def lesion_stats(
     mask: np.ndarray, spacing: tuple[float, float, float], connectivity: int = 26
 ) -> dict[str, Any]:
@@ -291,7 +297,7 @@ def lesion_stats(
     total = int(mask.sum())
     return {
         "lesion_voxels": total,
-        "lesion_ml": total * voxel_ml,
+        "lesion_ml": lesion_volume_ml(mask, spacing),
         "n_lesions": int(n),
         "smallest_lesion_voxels": int(sizes.min()) if n else 0,
         "largest_lesion_voxels": int(sizes.max()) if n else 0,
@@ -356,12 +362,21 @@ def run_preprocess(
     Returns the number of cases written."""
     import sys
 
-    from sizepenalty.data.cohort import CaseError, CohortError, load_case, read_cases_tsv
+    from sizepenalty.data.cohort import (
+        CaseError,
+        CohortError,
+        load_case,
+        read_case_sources,
+        read_cases_tsv,
+        read_shown_paths,
+    )
     from sizepenalty.data.io import write_json_atomic
+    from sizepenalty.data.sources import case_source
 
     ds, pp = cfg.dataset, cfg.preprocess
     skip = skip_invalid or ds.skip_invalid
     listed = {c.case_id: c for c in read_cases_tsv(cases_tsv)}
+    shown, known = read_shown_paths(cases_tsv), read_case_sources(cases_tsv)
     wanted = case_ids or list(listed)
     unknown = [c for c in wanted if c not in listed]
     if unknown:
@@ -379,6 +394,10 @@ def run_preprocess(
         pre = preprocess_case(case, tuple(pp.shape), pp.mode, tuple(pp.clip_percentiles))
         stats = lesion_stats(pre.orig_mask, pre.orig_spacing) | case_grids(pre)
         stats.update(case_id=case.case_id, orig_shape_xyz="x".join(map(str, case.orig_shape)))
+        # What it was made from: the workflow reruns this case when its files' content changes.
+        cid = case.case_id
+        source = case_source(listed[cid], shown[cid], known.get(cid), stats["lesion_ml"])
+        stats["source"] = source.to_dict()
         if pre.lesion_voxels_outside:
             print(
                 f"warning: {case.case_id}: {pre.lesion_voxels_outside} lesion voxel(s) fall outside "

@@ -40,6 +40,14 @@ def size_weight_rows(
     ]
 
 
+def lesion_free_text(stats: pd.DataFrame) -> str:
+    """How many cases have an empty reference mask, and which (``case_id`` column, when there)."""
+    free = stats[stats["lesion_ml"].to_numpy(dtype=float) == 0]
+    if not len(free) or "case_id" not in free:
+        return f"{len(free)}"
+    return f"{len(free)}: " + ", ".join(sorted(map(str, free["case_id"])))
+
+
 def dataset_summary(
     stats: pd.DataFrame,
     strata: Sequence[Stratum],
@@ -82,7 +90,7 @@ def dataset_summary(
         ("Lesion volume, mean (mL)", f"{vols.mean():.3f}"),
         ("Lesion volume, range (mL)", f"{vols.min():.3f} to {vols.max():.3f}"),
         ("Lesions per case, mean", f"{stats['n_lesions'].mean():.2f}"),
-        ("Lesion-free cases", f"{int((vols == 0).sum())}"),
+        ("Lesion-free cases", lesion_free_text(stats)),
     ]
     if "lesion_voxels_outside_crop" in stats:
         outside = stats["lesion_voxels_outside_crop"].to_numpy(dtype=float) > 0
