@@ -25,7 +25,7 @@ TINY = tiny_config(
     losses={"combinations": ["DTS"]},
     model={"base_filters": 4, "depth": 3},
     train={"epochs": 2, "batch_size": 2, "patches_per_volume": 6, "patch_large": [8, 16, 16],
-           "patch_small": [8, 8, 8], "workers": 0, "lr": 3e-3},
+           "patch_small": [8, 8, 8], "workers": 0, "lr": 3e-3, "checkpoint_minutes": 0},
 )  # fmt: skip
 
 
