@@ -15,7 +15,7 @@ waiting for a GPU slot) a stop signal simply ends the process: nothing new to sa
 ``train.checkpoint_minutes`` (checked after each optimiser step), with every new ``best.pt`` (so
 a resumed run never holds a best model from epochs it re-runs) and at the end; 0 minutes = after
 every epoch. A kill -9 loses at most those minutes: the run resumes from its last checkpoint and
-re-runs the epochs after it, to the same weights.
+re-runs the epochs after it (to the same weights on a CPU).
 """
 
 from __future__ import annotations
