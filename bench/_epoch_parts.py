@@ -10,10 +10,10 @@ exclusive (a part called inside another counts for itself only):
 * forward: the network in training mode; loss: the loss terms; backward: ``Tensor.backward``;
 * optimiser: the rest of a step (zero_grad, unscaling, clipping, AdamW, the schedule);
 * validation; checkpoint: last.pt and best.pt; epoch log: epochs.csv;
-* tracking: the job's own time in tracking (its timings.json ``tracking_s``: run start, params,
-  per-epoch metrics, the end), whole job;
+* tracking: the job's calls of its run record and MLflow mirror (``TrainingRun``: run start,
+  params, per-epoch metrics, the end) and of ``git_commit``, whole job;
 * other: the rest of the epoch loop.
-Writes ``{"parts": {part: seconds}, "epochs": n, "timings": ...}`` to OUT.json.
+Writes ``{"wall": {part: s}, "cpu": {part: s}, "epochs": n, "timings": ...}`` to OUT.json.
 """
 
 from __future__ import annotations
@@ -27,26 +27,32 @@ from pathlib import Path
 
 
 class Parts:
-    """Exclusive seconds per part of whatever runs inside the functions it wraps."""
+    """Exclusive seconds per part of whatever runs inside the functions it wraps, by the wall
+    clock and by the calling thread's CPU clock (``time.thread_time``: what the training's own
+    thread computed, unaffected by other processes' load as long as it is single-threaded)."""
 
     def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self._stack: list[list] = []  # [part, since]
+        self.wall: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
+        self._stack: list[list] = []  # [part, wall since, cpu since]
+
+    def _add(self, part: str, wall: float, cpu: float, since: list) -> None:
+        self.wall[part] += wall - since[1]
+        self.cpu[part] += cpu - since[2]
 
     def wrap(self, fn, part: str):
         def timed(*args, **kwargs):
-            now = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.thread_time()
             if self._stack:  # the caller's part pauses
-                self.seconds[self._stack[-1][0]] += now - self._stack[-1][1]
-            self._stack.append([part, now])
+                self._add(self._stack[-1][0], wall, cpu, self._stack[-1])
+            self._stack.append([part, wall, cpu])
             try:
                 return fn(*args, **kwargs)
             finally:
-                end = time.perf_counter()
-                name, since = self._stack.pop()
-                self.seconds[name] += end - since
+                wall, cpu = time.perf_counter(), time.thread_time()
+                self._add(part, wall, cpu, self._stack.pop())
                 if self._stack:
-                    self._stack[-1][1] = end
+                    self._stack[-1][1:] = [wall, cpu]
 
         return timed
 
@@ -105,6 +111,14 @@ def instrument(parts: Parts) -> None:
     T._write_log = parts.wrap(T._write_log, "epoch log")
     T.run_epoch = parts.wrap(T.run_epoch, "other")
     T._end_epoch = parts.wrap(T._end_epoch, "other")
+    from sizepenalty import tracking
+
+    for name in ("__init__", "log_params", "log_metrics", "log_epoch", "log_artifacts", "end",
+                 "close"):  # fmt: skip
+        if hasattr(tracking.TrainingRun, name):  # (log_epoch and close are newer)
+            setattr(tracking.TrainingRun, name,
+                    parts.wrap(getattr(tracking.TrainingRun, name), "tracking"))  # fmt: skip
+    tracking.git_commit = parts.wrap(tracking.git_commit, "tracking")
 
 
 def main() -> None:
@@ -122,8 +136,8 @@ def main() -> None:
     run_dir = Path(argv[argv.index("--run-dir") + 1])
     timings = json.loads((run_dir / "timings.json").read_text())
     epochs = len((run_dir / "epochs.csv").read_text().splitlines()) - 1
-    seconds = dict(parts.seconds) | {"tracking": timings["tracking_s"]}
-    Path(out).write_text(json.dumps({"parts": seconds, "epochs": epochs, "timings": timings}))
+    Path(out).write_text(json.dumps({"wall": parts.wall, "cpu": parts.cpu, "epochs": epochs,
+                                     "timings": timings}))  # fmt: skip
 
 
 if __name__ == "__main__":

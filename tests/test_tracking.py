@@ -121,15 +121,14 @@ def test_the_mirror_keeps_the_order_batches_neighbouring_logs_and_swallows_error
     from sizepenalty.tracking import Mirror
 
     t = _Recorder(fail="FAILED")
-    m = Mirror(t)
-    hold = threading.Event()
-    m.call(hold.wait)  # the thread is busy: what follows queues up
+    m = Mirror(t)  # not started: what follows queues up
     m.log({"a": 1}, [("x", 1.0, 0, 1)])
     m.log({"b": 2}, [("x", 2.0, 0, 2), ("y", 3.0, 0, 2)])
     m.call(t.end, "FAILED")  # raises on the thread: reported, never raised here
     m.log({}, [("x", 4.0, 0, 3)])
     m.call(t.end, "FINISHED")
-    hold.set()
+    assert t.calls == []
+    m.start()
     assert m.close(30)
     assert t.calls == [("batch", {"a": 1, "b": 2}, ["x", "x", "y"]), ("batch", {}, ["x"]),
                        ("end", "FINISHED")]  # fmt: skip
@@ -213,7 +212,7 @@ def test_a_trainings_metrics_reach_mlflow_while_it_runs(tmp_path, monkeypatch):
     run_dir, seen = tmp_path / "run", []
     real_train = train_mod.train
 
-    def watching(cfg, job, on_epoch, *args):
+    def watching(cfg, job, on_epoch, *args, **kwargs):
         def on_epoch_then_look(row):
             on_epoch(row)
             if row["epoch"] != 1:
@@ -228,7 +227,7 @@ def test_a_trainings_metrics_reach_mlflow_while_it_runs(tmp_path, monkeypatch):
                     return
                 time.sleep(0.05)
 
-        return real_train(cfg, job, on_epoch_then_look, *args)
+        return real_train(cfg, job, on_epoch_then_look, *args, **kwargs)
 
     monkeypatch.setattr(train_mod, "train", watching)
     assert main(train_args(c, tmp_path, run_dir, "D", 0)) == 0

@@ -292,16 +292,21 @@ class Mirror:
     """A tracker's calls, made in order on a background thread, so that MLflow's latency and
     failures stay off a training's critical path: :meth:`call` and :meth:`log` return at once,
     consecutive :meth:`log` calls waiting in the queue go out as one batch, and an error only
-    disables the tracker (one warning on stderr, as any tracking failure). The thread is a
-    daemon: it never keeps a process alive; :meth:`close` waits for it."""
+    disables the tracker (one warning on stderr, as any tracking failure). The thread starts
+    with :meth:`start` (calls queue up until then) and is a daemon: it never keeps a process
+    alive; :meth:`close` waits for it."""
 
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
         self._ops: deque[_Log | tuple[Callable[..., Any], tuple]] = deque()
         self._cv = threading.Condition()
-        self._closing = False
+        self._closing = self._started = False
         self._thread = threading.Thread(target=self._run, name="sizepenalty-mlflow", daemon=True)
-        self._thread.start()
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
 
     def call(self, fn: Callable[..., Any], *args: Any) -> None:
         """``fn(*args)`` on the thread, after everything queued before."""
@@ -341,6 +346,7 @@ class Mirror:
 
     def close(self, timeout: float) -> bool:
         """Let the queued calls finish, waiting ``timeout`` s at most; True when all were made."""
+        self.start()
         with self._cv:
             self._closing = True
             self._cv.notify()
@@ -353,8 +359,9 @@ class TrainingRun:
     the caller's thread (the record is the source of truth) and queues the matching MLflow calls
     for a :class:`Mirror` thread, which makes them right away: per-epoch metrics appear in MLflow
     while the training runs, but the training never waits for MLflow, except in :meth:`end`
-    (``FLUSH_S`` at most). Resuming a run (same key) continues its record and MLflow run.
-    ``background=False`` makes the MLflow calls on the caller's thread instead."""
+    (``FLUSH_S`` at most). The thread starts with :meth:`go_live` (or at the end). Resuming a run
+    (same key) continues its record and MLflow run. ``background=False`` makes the MLflow calls
+    on the caller's thread instead."""
 
     FLUSH_S = 30.0
     """How long :meth:`end` waits for MLflow (each call is bounded by the tracker's timeouts)."""
@@ -373,6 +380,11 @@ class TrainingRun:
         self.record.save(self.run_dir)
         self._mirror = Mirror(tracker) if background and tracker.enabled else None
         self._call(self._start, name, record.run_id, record.parent_file, dict(record.tags))
+
+    def go_live(self) -> None:
+        """Start mirroring to MLflow (what was logged so far goes first)."""
+        if self._mirror is not None:
+            self._mirror.start()
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._mirror is None:

@@ -390,10 +390,11 @@ def _end_epoch(s: Session, row: dict[str, float], t0: float) -> None:
 
 
 def train(cfg: StudyConfig, job: TrainJob, on_epoch: Callable[[dict], None], stop: StopFlag,
-          dev: torch.device, amp: Amp) -> TrainResult:  # fmt: skip
+          dev: torch.device, amp: Amp,
+          on_start: Callable[[], None] | None = None) -> TrainResult:  # fmt: skip
     """Train (or resume) one unfinished run on device ``dev`` with mixed precision ``amp``;
-    ``on_epoch`` gets each epoch's log row, ``stop`` is installed once the session is set up
-    (:func:`run_train` skips finished runs and provides them all).
+    ``on_epoch`` gets each epoch's log row, ``stop`` is installed and ``on_start`` called once
+    the session is set up (:func:`run_train` skips finished runs and provides them all).
 
     Outputs in the run folder: ``last.pt`` (on a stop signal, every ``train.checkpoint_minutes``,
     with each new best and at the end: see the module doc), ``best.pt`` (best validation Dice),
@@ -404,6 +405,8 @@ def train(cfg: StudyConfig, job: TrainJob, on_epoch: Callable[[dict], None], sto
     s = setup(cfg, job, dev, amp)
     timings = {"setup_s": time.perf_counter() - t_setup, "epochs_s": 0.0}
     stop.install()  # until now a stop signal just ends the process: nothing to save yet
+    if on_start:
+        on_start()
     print(f"{job.key.label}: SIGTERM or SIGUSR1 stops after the current step, with a checkpoint "
           "to resume from", flush=True)  # fmt: skip
     if s.epoch or s.step:
@@ -553,7 +556,9 @@ def run_train(
 
     stop = StopFlag()  # installed once training starts (train()); before, nothing is lost
     try:
-        result = train(cfg, job, on_epoch, stop, dev, amp)
+        # The mirror's first work (MLflow's imports in a fresh process, its store, the run) waits
+        # for the set-up, whose imports it would slow: the epochs leave it more room.
+        result = train(cfg, job, on_epoch, stop, dev, amp, on_start=run.go_live)
     except Interrupted:
         with spent:
             run.end("KILLED")
