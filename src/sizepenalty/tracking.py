@@ -301,6 +301,7 @@ class Mirror:
         self._ops: deque[_Log | tuple[Callable[..., Any], tuple]] = deque()
         self._cv = threading.Condition()
         self._closing = self._started = False
+        self.cpu_s = 0.0  # the thread's CPU time, once it ended: tracking's cost off the path
         self._thread = threading.Thread(target=self._run, name="sizepenalty-mlflow", daemon=True)
 
     def start(self) -> None:
@@ -343,6 +344,7 @@ class Mirror:
                 fn(*args)
             except Exception as exc:  # noqa: BLE001 - tracking must never stop a training
                 self.tracker._fail("tracking thread", exc)
+        self.cpu_s = time.thread_time()
 
     def close(self, timeout: float) -> bool:
         """Let the queued calls finish, waiting ``timeout`` s at most; True when all were made."""
@@ -380,6 +382,11 @@ class TrainingRun:
         self.record.save(self.run_dir)
         self._mirror = Mirror(tracker) if background and tracker.enabled else None
         self._call(self._start, name, record.run_id, record.parent_file, dict(record.tags))
+
+    @property
+    def background_cpu_s(self) -> float:
+        """CPU seconds the mirror thread used (known once :meth:`close` returned True)."""
+        return self._mirror.cpu_s if self._mirror is not None else 0.0
 
     def go_live(self) -> None:
         """Start mirroring to MLflow (what was logged so far goes first)."""

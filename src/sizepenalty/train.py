@@ -580,7 +580,8 @@ def run_train(
             run.end("FINISHED")
         else:
             run.close()  # stopped early (--max-epochs): the run stays RUNNING, to be resumed
-    result.timings.update(tracking_s=spent.total, stage_s=time.perf_counter() - t0)
+    result.timings.update(tracking_s=spent.total, tracking_thread_cpu_s=run.background_cpu_s,
+                          stage_s=time.perf_counter() - t0)  # fmt: skip
     write_json_atomic(run_dir / "timings.json", result.timings)
     return result
 
