@@ -22,10 +22,11 @@ TINY = {
     "losses": {"combinations": ["D", "DTS"]},
     "seeds": {"train": [42], "train_by_combo": {"DTS": [42]}},  # config.yaml gives DTS 3 seeds
     "model": {"base_filters": 4, "depth": 3, "prior_prob": 0.1},
-    # 16 patches per volume: epochs long enough (~0.3 s) to kill a training inside its second.
+    # 16 patches per volume: epochs long enough (~0.3 s) to kill a training inside its second;
+    # a checkpoint after every epoch, so the killed one resumes after its first.
     "train": {"epochs": 3, "batch_size": 2, "patches_per_volume": 16, "patch_large": [8, 16, 16],
               "patch_small": [8, 8, 8], "workers": 0, "lr": 1e-2, "val_every": 1,
-              "validation": {"roi": [16, 32, 32]}},
+              "validation": {"roi": [16, 32, 32]}, "checkpoint_minutes": 0},
     "infer": {"roi": [16, 32, 32], "tta": False},
     "report": {"pairs": [["D", "DTS"]], "curves": ["D", "DTS"], "bootstrap": 200},
 }  # fmt: skip

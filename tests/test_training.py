@@ -201,7 +201,8 @@ def _variant(tmp_path, results, **train):
 
 def test_kill_and_resume_gives_the_same_weights(tiny_study, tmp_path):
     root, _ = tiny_study
-    c, env = _variant(tmp_path, root, epochs=4, patches_per_volume=6)
+    # A checkpoint after every epoch: the kill -9 comes after the first epoch's.
+    c, env = _variant(tmp_path, root, epochs=4, patches_per_volume=6, checkpoint_minutes=0)
 
     def cmd(run_dir):
         return _train_cmd(c, root, run_dir, 1)
@@ -364,7 +365,9 @@ def test_retrain_then_train_starts_a_new_run_from_epoch_zero(tiny_study, capsys)
 
 def test_a_stop_signal_checkpoints_mid_epoch_and_resumes_to_the_same_weights(tiny_study, tmp_path):
     root, _ = tiny_study
-    c, env = _variant(tmp_path, tmp_path / "res", epochs=3, patches_per_volume=12, val_every=3)
+    # No periodic checkpoint before the signal (an hour apart): the signal writes the only one.
+    c, env = _variant(tmp_path, tmp_path / "res", epochs=3, patches_per_volume=12, val_every=3,
+                      checkpoint_minutes=60)  # fmt: skip
 
     def cmd(run_dir):
         return _train_cmd(c, root, run_dir, 0)
@@ -455,15 +458,16 @@ def test_a_roi_covering_the_volume_gives_the_sliding_windows_probabilities_in_on
 def test_validation_scores_are_those_of_the_sliding_window(tiny_study, tmp_path, monkeypatch):
     import sizepenalty.train as train
     from sizepenalty.data.folds import load_fold
-
-    root, _ = tiny_study
-    from sizepenalty.devices import Amp
+    from sizepenalty.devices import amp_settings
     from sizepenalty.runs import RunKey
 
-    cfg = from_dict(dict(TINY, results=str(root), train=dict(TINY["train"], validation={"roi": [16, 32, 32]})))
-    job = train.TrainJob(RunKey("DTS"), load_fold(root / "folds.json", 0), root / "pre",
-                         tmp_path / "run", "test")  # fmt: skip
-    s = train.setup(cfg, job, torch.device("cpu"), Amp(False, torch.float32, False))
+    root, _ = tiny_study
+    cfg = from_dict(dict(TINY, results=str(root),
+                         train=dict(TINY["train"], validation={"roi": [16, 32, 32]})))
+    job = train.TrainJob(RunKey.parse("DTS/main/seed42/fold0"), load_fold(root / "folds.json", 0),
+                         root / "pre", tmp_path / "run", "test")  # fmt: skip
+    cpu = torch.device("cpu")
+    s = train.setup(cfg, job, cpu, amp_settings(cfg.train.amp, cpu))
     train.run_epoch(s, train.StopFlag())
     with torch.no_grad():
         for p in s.model.parameters():  # one tiny epoch leaves p ~ prior: spread the scores

@@ -25,7 +25,8 @@ TINY = tiny_config(
     losses={"combinations": ["DTS"]},
     model={"base_filters": 4, "depth": 3},
     train={"epochs": 2, "batch_size": 2, "patches_per_volume": 6, "patch_large": [8, 16, 16],
-           "patch_small": [8, 8, 8], "workers": 0, "lr": 3e-3, "validation": {"roi": [16, 32, 32]}},
+           "patch_small": [8, 8, 8], "workers": 0, "lr": 3e-3, "validation": {"roi": [16, 32, 32]},
+           "checkpoint_minutes": 0},
 )  # fmt: skip
 
 
@@ -68,7 +69,8 @@ def test_a_job_through_the_worker_equals_the_job_run_by_itself(study, warm, tmp_
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
         outputs.append(out)
-    assert "DTS seed 42 fold 0 epoch 2/2" in outputs[1]  # the job's output reached the command's stdout
+    # The job's output reached the command's stdout.
+    assert "DTS seed 42 fold 0 epoch 2/2" in outputs[1]
     a = torch.load(tmp_path / "alone/last.pt", weights_only=True)
     b = torch.load(tmp_path / "warm/last.pt", weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

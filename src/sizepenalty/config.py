@@ -516,6 +516,7 @@ class TrainConfig:
     workers: int
     device: str
     threads: int
+    checkpoint_minutes: float  # last.pt cadence (execution only)
     augment: bool
 
 

@@ -32,8 +32,10 @@ from sizepenalty.config import StudyConfig, _build, config_hash, load_schema
 from sizepenalty.terms import weight_key
 
 NEUTRAL = ("study", "results", "tracking", "container")
-EXECUTION = ("train.threads", "train.workers", "train.device", "infer.sw_batch_size")
-"""Settings that change speed, never results (threads, loader processes, the device choice,
+EXECUTION = ("train.threads", "train.workers", "train.device", "train.checkpoint_minutes",
+             "infer.sw_batch_size")  # fmt: skip
+"""Settings that change speed, never results (threads, loader processes, the device choice, how
+often ``last.pt`` is written — where a killed run resumes from, not what it learns —,
 sliding-window batching): no fingerprint holds them, so changing one reruns nothing. The
 numerics a device implies (its AMP mode) are checked by the training itself (train.py)."""
 

@@ -10,6 +10,10 @@ Two layers, so tracking never costs a training and never loses one:
   (not MLflow's two minutes of back-off), SQLite "database is locked" retried, and after the
   first real failure a job stops trying and says so once on stderr.
 
+A training's MLflow calls run on a background thread (:class:`TrainingRun`, :class:`Mirror`): the
+training writes its record and goes on, the thread mirrors each change to MLflow at once (so
+per-epoch metrics show up live) and the training waits for it only when it ends.
+
 :func:`sync_study` (``sizepenalty sync``; the aggregate stage calls it) pushes every record to the
 tracking store: it finds a run by its record's key (no duplicates), logs only the metric steps,
 params, tags and artifacts the store lacks and sets the final status — so running it again, or
@@ -31,8 +35,10 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +107,7 @@ class Tracker:
         self.artifact_location = artifact_location
         self.enabled = enabled
         self.run_id: str | None = None
+        self._params: tuple[str | None, set[str]] = (None, set())  # (run id, its params' keys)
         self._warned = False
         self._checked = False  # the store was asked once whether it answers
         self._unreachable: str | None = None
@@ -194,36 +201,43 @@ class Tracker:
             all_tags = {"mlflow.runName": name, **(tags or {})}
             if parent_id:
                 all_tags["mlflow.parentRunId"] = parent_id
-            return client.create_run(self.experiment_id(), tags=all_tags, run_name=name).info.run_id
+            new = client.create_run(self.experiment_id(), tags=all_tags, run_name=name).info.run_id
+            self._params = (new, set())  # a new run has no params: no need to ask
+            return new
 
         self.run_id = self.guard("start run", _start)
         return self.run_id
 
     def log_params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        def _log() -> None:
-            existing = self.client().get_run(self.run_id).data.params
-            items = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
-            for i in range(0, len(items), 90):
-                self.client().log_batch(self.run_id, params=items[i : i + 90])
-
-        if self.run_id:
-            self.guard("log params", _log)
+        self.log_batch(params, [])
 
     def log_metrics(
         self, metrics: dict[str, float], step: int | None = None, ts: int | None = None
     ) -> None:
-        from mlflow.entities import Metric
-
         ts = ts or int(time.time() * 1000)
-        items = [Metric(k, v, ts, step or 0) for k, v in _finite(metrics).items()]
-        if self.run_id and items:  # MLflow takes up to 1000 metrics per batch
-            self.guard("log metrics", self._log_batches, items)
+        self.log_batch({}, [(k, v, ts, step or 0) for k, v in _finite(metrics).items()])
 
-    def _log_batches(self, items: list) -> None:
-        for i in range(0, len(items), 900):
-            self.client().log_batch(self.run_id, metrics=items[i : i + 900])
+    def log_batch(self, params: dict[str, Any], points: list[tuple[str, float, int, int]]) -> None:
+        """Params (those the run lacks: MLflow refuses to change one) and metric ``points``
+        (key, value, timestamp in ms, step) in as few requests as MLflow allows."""
+        if self.run_id and (params or points):
+            self.guard("log batch", self._log_batch, params, points)
+
+    def _log_batch(self, params: dict[str, Any], points: list[tuple[str, float, int, int]]) -> None:
+        from mlflow.entities import Metric, Param
+
+        client = self.client()
+        run_id, known = self._params
+        if params and run_id != self.run_id:  # a run this tracker did not create: ask once
+            run_id, known = self.run_id, set(client.get_run(self.run_id).data.params)
+            self._params = (run_id, known)
+        items = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in known]
+        metrics = [Metric(k, v, int(ts), int(step)) for k, v, ts, step in points]
+        while items or metrics:  # at most 100 params and 1000 entities per request
+            p, items = items[:90], items[90:]
+            m, metrics = metrics[: 900 - len(p)], metrics[900 - len(p) :]
+            client.log_batch(self.run_id, metrics=m, params=p)
+            known.update(x.key for x in p)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.run_id and Path(path).exists():
@@ -403,13 +417,99 @@ def read_run_id(path: str | Path | None) -> str | None:
     return Path(path).read_text().strip() or None
 
 
+@dataclass
+class _Log:
+    """Params and metric points (key, value, timestamp in ms, step) for one ``log_batch``."""
+
+    params: dict[str, Any]
+    points: list[tuple[str, float, int, int]]
+
+
+class Mirror:
+    """A tracker's calls, made in order on a background thread, so that MLflow's latency and
+    failures stay off a training's critical path: :meth:`call` and :meth:`log` return at once,
+    consecutive :meth:`log` calls waiting in the queue go out as one batch, and an error only
+    disables the tracker (one warning on stderr, as any tracking failure). The thread starts
+    with :meth:`start` (calls queue up until then) and is a daemon: it never keeps a process
+    alive; :meth:`close` waits for it."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self._ops: deque[_Log | tuple[Callable[..., Any], tuple]] = deque()
+        self._cv = threading.Condition()
+        self._closing = self._started = False
+        self.cpu_s = 0.0  # the thread's CPU time, once it ended: tracking's cost off the path
+        self._thread = threading.Thread(target=self._run, name="sizepenalty-mlflow", daemon=True)
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> None:
+        """``fn(*args)`` on the thread, after everything queued before."""
+        self._put((fn, args))
+
+    def log(self, params: dict[str, Any], points: list[tuple[str, float, int, int]]) -> None:
+        """:meth:`Tracker.log_batch` on the thread, merged with the logs queued next to it."""
+        self._put(_Log(dict(params), list(points)))
+
+    def _put(self, op) -> None:
+        with self._cv:
+            self._ops.append(op)
+            self._cv.notify()
+
+    def _next(self) -> tuple[Callable[..., Any], tuple] | None:
+        with self._cv:
+            while not self._ops:
+                if self._closing:
+                    return None
+                self._cv.wait()
+            op = self._ops.popleft()
+            if not isinstance(op, _Log):
+                return op
+            while self._ops and isinstance(self._ops[0], _Log):
+                more = self._ops.popleft()
+                op.params.update(more.params)
+                op.points.extend(more.points)
+            return self.tracker.log_batch, (op.params, op.points)
+
+    def _run(self) -> None:
+        while (op := self._next()) is not None:
+            fn, args = op
+            try:
+                fn(*args)
+            except Exception as exc:  # noqa: BLE001 - tracking must never stop a training
+                self.tracker._fail("tracking thread", exc)
+        self.cpu_s = time.thread_time()
+
+    def close(self, timeout: float) -> bool:
+        """Let the queued calls finish, waiting ``timeout`` s at most; True when all were made."""
+        self.start()
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
 class TrainingRun:
-    """A training's record plus its live MLflow mirror: every call updates ``run.json`` first,
-    then MLflow (best-effort). Resuming a run (same key) continues its record and MLflow run."""
+    """A training's record plus its live MLflow mirror. Every call updates ``run.json`` at once on
+    the caller's thread (the record is the source of truth) and queues the matching MLflow calls
+    for a :class:`Mirror` thread, which makes them right away: per-epoch metrics appear in MLflow
+    while the training runs, but the training never waits for MLflow, except in :meth:`end`
+    (``FLUSH_S`` at most). The thread starts with :meth:`go_live` (or at the end). Resuming a run
+    (same key) continues its record and MLflow run. ``background=False`` makes the MLflow calls
+    on the caller's thread instead."""
+
+    FLUSH_S = 30.0
+    """How long :meth:`end` waits for MLflow (each call is bounded by the tracker's timeouts)."""
 
     def __init__(self, tracker: Tracker, run_dir: str | Path, key: str, name: str,
-                 parent_file: str | Path | None, tags: dict[str, str]) -> None:  # fmt: skip
+                 parent_file: str | Path | None, tags: dict[str, str],
+                 background: bool = True) -> None:  # fmt: skip
         self.tracker, self.run_dir = tracker, Path(run_dir)
+        self._lock = threading.Lock()  # the record: written by the caller and the mirror thread
         record = RunRecord.load(self.run_dir)
         if record is None or record.key != key:
             record = RunRecord(key, name, str(parent_file) if parent_file else None)
@@ -419,34 +519,105 @@ class TrainingRun:
         record.tags.update(tags | {KEY_TAG: key})
         self.record = record
         self.record.save(self.run_dir)
-        run_id = tracker.start(name, record.run_id, read_run_id(record.parent_file), record.tags)
-        if run_id and run_id != record.run_id:
-            record.run_id = run_id
-            self.record.save(self.run_dir)
+        self._mirror = Mirror(tracker) if background and tracker.enabled else None
+        self._call(self._start, name, record.run_id, record.parent_file, dict(record.tags))
+
+    @property
+    def background_cpu_s(self) -> float:
+        """CPU seconds the mirror thread used (known once :meth:`close` returned True)."""
+        return self._mirror.cpu_s if self._mirror is not None else 0.0
+
+    def go_live(self) -> None:
+        """Start mirroring to MLflow (what was logged so far goes first)."""
+        if self._mirror is not None:
+            self._mirror.start()
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._mirror is None:
+            fn(*args)
+        else:
+            self._mirror.call(fn, *args)
+
+    def _log(self, params: dict[str, Any], points: list[tuple[str, float, int, int]]) -> None:
+        if self._mirror is None:
+            self.tracker.log_batch(params, points)
+        else:
+            self._mirror.log(params, points)
+
+    def _start(self, name: str, run_id: str | None, parent_file: str | None,
+               tags: dict[str, str]) -> None:  # fmt: skip
+        run_id = self.tracker.start(name, run_id, read_run_id(parent_file), tags)
+        with self._lock:
+            if run_id and run_id != self.record.run_id:
+                self.record.run_id = run_id
+                self.record.save(self.run_dir)
 
     def log_params(self, params: dict[str, Any]) -> None:
-        self.record.params.update({k: str(v)[:6000] for k, v in params.items()})
-        self.record.save(self.run_dir)
-        self.tracker.log_params(params)
+        with self._lock:
+            self.record.params.update({k: str(v)[:6000] for k, v in params.items()})
+            self.record.save(self.run_dir)
+        self._log(params, [])
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         ts = int(time.time() * 1000)
-        self.record.add_metrics(metrics, step, ts)
-        self.record.save(self.run_dir)
-        self.tracker.log_metrics(metrics, step, ts)
+        with self._lock:
+            self.record.add_metrics(metrics, step, ts)
+            self.record.save(self.run_dir)
+        self._log({}, [(k, v, ts, step) for k, v in _finite(metrics).items()])
+
+    def log_epoch(self, metrics: dict[str, float], step: int,
+                  wall: tuple[str, ...] = ("epoch_time_s",)) -> list[str]:  # fmt: skip
+        """One epoch's metrics at ``step``, each (metric, step) logged once. An epoch the record
+        already holds — re-run after a resume from an earlier checkpoint — replaces the points
+        whose value changed, and only those go to MLflow (which keeps every point it was sent:
+        it cannot delete one, and shows the latest). A resume is bit-identical to the step on a
+        CPU, so there nothing is logged twice; the wall times ``wall`` keep the first attempt's
+        value. Returns the metrics whose logged value the re-run changed."""
+        ts = int(time.time() * 1000)
+        points, changed = [], []
+        with self._lock:
+            for k, v in _finite(metrics).items():
+                logged = self.record.metrics.setdefault(k, [])
+                before = [p for p in logged if int(p[0]) == step]
+                if before and (k in wall or before[-1][1] == v):
+                    continue
+                if before:
+                    logged[:] = [p for p in logged if int(p[0]) != step]
+                    changed.append(k)
+                logged.append([step, v, ts])
+                points.append((k, v, ts, step))
+            self.record.save(self.run_dir)
+        if points:
+            self._log({}, points)
+        return changed
 
     def log_artifacts(self, names: Iterable[str]) -> None:
+        names = list(names)
+        with self._lock:
+            for name in names:
+                if (self.run_dir / name).exists() and name not in self.record.artifacts:
+                    self.record.artifacts.append(name)
+            self.record.save(self.run_dir)
         for name in names:
-            if (self.run_dir / name).exists() and name not in self.record.artifacts:
-                self.record.artifacts.append(name)
-        self.record.save(self.run_dir)
-        for name in names:
-            self.tracker.log_artifact(self.run_dir / name)
+            self._call(self.tracker.log_artifact, self.run_dir / name)
 
-    def end(self, status: str) -> None:
-        self.record.status = status
-        self.record.save(self.run_dir)
-        self.tracker.end(status)
+    def end(self, status: str) -> bool:
+        """Set the final status, then :meth:`close`."""
+        with self._lock:
+            self.record.status = status
+            self.record.save(self.run_dir)
+        self._call(self.tracker.end, status)
+        return self.close()
+
+    def close(self) -> bool:
+        """Wait for MLflow to have everything (``FLUSH_S`` at most: after that the record alone
+        holds the rest, for `sizepenalty sync`); no call after this one reaches MLflow. Returns
+        whether MLflow caught up."""
+        if self._mirror is None or self._mirror.close(self.FLUSH_S):
+            return True
+        print(f"warning: MLflow did not take this run's last calls within {self.FLUSH_S:.0f} s; "
+              "its record is complete, `sizepenalty sync` pushes it later", file=sys.stderr)  # fmt: skip
+        return False
 
 
 def supersede(run_dir: str | Path, tracker: Tracker, why: str) -> Path | None:

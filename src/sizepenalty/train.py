@@ -10,6 +10,12 @@ kill) finishes the current optimiser step (during validation: the next one), wri
 position inside the epoch and exits non-zero (:class:`Interrupted`); the next run resumes from
 that step and ends with the same weights as an uninterrupted one. Before that (loading data,
 waiting for a GPU slot) a stop signal simply ends the process: nothing new to save.
+
+``last.pt`` is written when it matters (:class:`CheckpointClock`): on a stop signal, every
+``train.checkpoint_minutes`` (checked after each optimiser step), with every new ``best.pt`` (so
+a resumed run never holds a best model from epochs it re-runs) and at the end; 0 minutes = after
+every epoch. A kill -9 loses at most those minutes: the run resumes from its last checkpoint and
+re-runs the epochs after it (to the same weights on a CPU).
 """
 
 from __future__ import annotations
@@ -45,6 +51,27 @@ from sizepenalty.study import loss_from_config
 LOG_COLUMNS = ("epoch", "loss", *LETTERS, "lr", "val_dice", "epoch_time_s")
 RUN_FILES = ("last.pt", "best.pt", "done.json", "epochs.csv", "train_meta.json")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+_now = time.monotonic  # the checkpoint clock (a test moves it)
+
+
+@dataclass
+class CheckpointClock:
+    """When ``last.pt`` is due besides stop signals, new bests and the end: ``minutes`` after the
+    last write (``train.checkpoint_minutes``), asked after every optimiser step and at each
+    epoch's end; ``minutes == 0`` = at every epoch's end (and never inside an epoch)."""
+
+    minutes: float
+    last: float = field(default_factory=lambda: _now())
+
+    def due(self, epoch_end: bool) -> bool:
+        if not self.minutes:
+            return epoch_end
+        return _now() - self.last >= 60.0 * self.minutes
+
+    def reset(self) -> None:
+        self.last = _now()
 
 
 VALIDATION_PATCH_SEED = 0
@@ -142,6 +169,8 @@ class Session:
     resume_rng: torch.Tensor | None = None
     state: str = ""
     val_patches: list | None = None  # the validation patches (patches mode), made once
+    clock: CheckpointClock = field(default_factory=lambda: CheckpointClock(0.0))
+    saved: tuple[int, int] | None = None  # the (epoch, step) last.pt holds, once written here
 
 
 def run_state(job: TrainJob, amp: Amp) -> str:
@@ -176,7 +205,8 @@ def setup(cfg: StudyConfig, job: TrainJob, dev: torch.device, amp: Amp) -> Sessi
     )  # fmt: skip
     s = Session(cfg, job, dev, amp, train_v, val_v, criterion, model, optimizer, scheduler,
                 torch.amp.GradScaler("cuda", enabled=amp.scaler), steps,
-                size["size_warmup"] if size else 0.0, state=run_state(job, amp))  # fmt: skip
+                size["size_warmup"] if size else 0.0, state=run_state(job, amp),
+                clock=CheckpointClock(tc.checkpoint_minutes))  # fmt: skip
     last = Path(job.run_dir) / "last.pt"
     if last.exists():
         _resume(s, torch.load(last, map_location=dev, weights_only=True))
@@ -193,6 +223,7 @@ def _resume(s: Session, ck: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(ck["cuda_rng"])
     s.epoch, s.step, s.sums = ck["epoch"], ck.get("step", 0), dict(ck.get("sums", {}))
     s.best, s.best_epoch, s.history = ck["best"], ck["best_epoch"], list(ck["history"])
+    s.saved = (s.epoch, s.step)
     if s.step:  # mid-epoch: the state is restored again once the epoch's loader exists
         s.resume_rng = ck["torch_rng"]
 
@@ -243,6 +274,8 @@ def run_epoch(s: Session, stop: StopFlag) -> dict[str, float]:
         if stop.signum is not None:
             checkpoint(s)
             raise Interrupted(stop.signum)
+        if s.step < len(batches) and s.clock.due(epoch_end=False):  # (the epoch's end checks)
+            checkpoint(s)
     return {k: v / len(batches) for k, v in s.sums.items()}
 
 
@@ -317,7 +350,8 @@ def _save(path: Path, state: dict[str, Any]) -> None:
 
 
 def checkpoint(s: Session) -> None:
-    """``last.pt`` (atomic): weights, optimiser, schedule, RNG and the position (epoch, step)."""
+    """``last.pt`` (atomic): weights, optimiser, schedule, RNG and the position (epoch, step);
+    restarts the checkpoint clock."""
     state = {
         "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
         "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(),
@@ -328,17 +362,21 @@ def checkpoint(s: Session) -> None:
     if s.device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state()
     _save(Path(s.job.run_dir) / "last.pt", state)
+    s.saved = (s.epoch, s.step)
+    s.clock.reset()
 
 
 def _end_epoch(s: Session, row: dict[str, float], t0: float) -> None:
-    """Validation (every ``val_every`` epochs and the last), best.pt, last.pt and epochs.csv."""
+    """Validation (every ``val_every`` epochs and the last), best.pt, epochs.csv and, when due
+    (:class:`CheckpointClock`) or with a new best.pt, last.pt."""
     tc, run_dir = s.cfg.train, Path(s.job.run_dir)
     done = s.epoch + 1
     row.update(epoch=done, lr=s.scheduler.get_last_lr()[0], val_dice=math.nan)
+    improved = False
     if done % tc.val_every == 0 or done == tc.epochs:
         row["val_dice"] = validate(s)
         if row["val_dice"] > s.best:
-            s.best, s.best_epoch = row["val_dice"], done
+            s.best, s.best_epoch, improved = row["val_dice"], done, True
             _save(
                 run_dir / "best.pt",
                 {"model": s.model.state_dict(), "epoch": done, "val_dice": s.best},
@@ -346,24 +384,29 @@ def _end_epoch(s: Session, row: dict[str, float], t0: float) -> None:
     row["epoch_time_s"] = time.perf_counter() - t0
     s.history.append(row)
     s.epoch, s.step, s.sums = done, 0, {}
-    checkpoint(s)
+    if improved or s.clock.due(epoch_end=True):
+        checkpoint(s)
     _write_log(run_dir / "epochs.csv", s.history)
 
 
 def train(cfg: StudyConfig, job: TrainJob, on_epoch: Callable[[dict], None], stop: StopFlag,
-          dev: torch.device, amp: Amp) -> TrainResult:  # fmt: skip
+          dev: torch.device, amp: Amp,
+          on_start: Callable[[], None] | None = None) -> TrainResult:  # fmt: skip
     """Train (or resume) one unfinished run on device ``dev`` with mixed precision ``amp``;
-    ``on_epoch`` gets each epoch's log row, ``stop`` is installed once the session is set up
-    (:func:`run_train` skips finished runs and provides them all).
+    ``on_epoch`` gets each epoch's log row, ``stop`` is installed and ``on_start`` called once
+    the session is set up (:func:`run_train` skips finished runs and provides them all).
 
-    Outputs in the run folder: ``last.pt`` (every epoch and on a stop signal), ``best.pt`` (best
-    validation Dice), ``epochs.csv``, ``train_meta.json`` and ``done.json`` when all epochs ran.
+    Outputs in the run folder: ``last.pt`` (on a stop signal, every ``train.checkpoint_minutes``,
+    with each new best and at the end: see the module doc), ``best.pt`` (best validation Dice),
+    ``epochs.csv`` (every epoch), ``train_meta.json`` and ``done.json`` when all epochs ran.
     """
     tc, run_dir = cfg.train, Path(job.run_dir)
     t_setup = time.perf_counter()
     s = setup(cfg, job, dev, amp)
     timings = {"setup_s": time.perf_counter() - t_setup, "epochs_s": 0.0}
     stop.install()  # until now a stop signal just ends the process: nothing to save yet
+    if on_start:
+        on_start()
     print(f"{job.key.label}: SIGTERM or SIGUSR1 stops after the current step, with a checkpoint "
           "to resume from", flush=True)  # fmt: skip
     if s.epoch or s.step:
@@ -382,6 +425,8 @@ def train(cfg: StudyConfig, job: TrainJob, on_epoch: Callable[[dict], None], sto
         timings["epochs_s"] += row["epoch_time_s"]
         _print_epoch(s, row)
         on_epoch(row)
+    if s.saved != (s.epoch, s.step):  # the end of this process's training
+        checkpoint(s)
     if s.epoch == tc.epochs:
         write_json_atomic(run_dir / "done.json", {"epochs": tc.epochs, "best_val_dice": s.best,
                           "best_epoch": s.best_epoch, "fingerprint": s.state})  # fmt: skip
@@ -514,45 +559,70 @@ def run_train(
         supersede(run_dir, tracker, why or "settings changed")
     if (run_dir / "done.json").exists():
         return TrainResult(run_dir, cfg.train.epochs, math.nan, -1, skipped=True)
-    run = TrainingRun(tracker, run_dir, record_key, key.name, job.parent_run_file, key.tags())
-    run.log_params(key.values() | {"version": __version__, "amp": amp.mode,
-                   "git_commit": git_commit(Path(__file__).parent), "config_hash": config_hash,
-                   "fingerprint": job.fingerprint} | flatten(settings))  # fmt: skip
-
-    tracking_s = time.perf_counter() - t0
+    spent = _Stopwatch()  # the training's own time in tracking: its critical path
+    with spent:
+        run = TrainingRun(tracker, run_dir, record_key, key.name, job.parent_run_file, key.tags())
+        run.log_params(key.values() | {"version": __version__, "amp": amp.mode,
+                       "git_commit": git_commit(Path(__file__).parent), "config_hash": config_hash,
+                       "fingerprint": job.fingerprint} | flatten(settings))  # fmt: skip
 
     def on_epoch(row: dict) -> None:
-        nonlocal tracking_s
-        t = time.perf_counter()
-        run.log_metrics({("train_" + k if k == "loss" or k in LETTERS else k): v
-                         for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))  # fmt: skip
-        tracking_s += time.perf_counter() - t
+        with spent:
+            step = int(row["epoch"])
+            changed = run.log_epoch({("train_" + k if k == "loss" or k in LETTERS else k): v
+                                     for k, v in row.items() if k != "epoch"}, step)  # fmt: skip
+        if changed:  # a resumed run re-ran an epoch logged before the kill, to other values
+            print(f"{key.label}: epoch {step} re-run after the resume changed its logged "
+                  f"{', '.join(changed)} (a device that is not deterministic); the run record "
+                  "keeps the re-run's values", flush=True)  # fmt: skip
 
     stop = StopFlag()  # installed once training starts (train()); before, nothing is lost
     try:
-        result = train(cfg, job, on_epoch, stop, dev, amp)
+        # The mirror's first work (MLflow's imports in a fresh process, its store, the run) waits
+        # for the set-up, whose imports it would slow: the epochs leave it more room.
+        result = train(cfg, job, on_epoch, stop, dev, amp, on_start=run.go_live)
     except Interrupted:
-        run.end("KILLED")
+        with spent:
+            run.end("KILLED")
         raise
     except BaseException:
         run.end("FAILED")
         raise
-    t = time.perf_counter()
-    # A kill between an epoch's checkpoint and its metrics leaves that epoch out of the record:
-    # the checkpoint's history (restored on resume) fills it in.
-    logged = {int(step) for step, *_ in run.record.metrics.get("train_loss", [])}
-    for row in result.history:
-        if int(row["epoch"]) not in logged:
-            on_epoch(row)
-    run.log_params(result.device)
-    run.log_metrics({"best_val_dice": result.best_score, "best_epoch": result.best_epoch})
-    run.log_artifacts(["best.pt", "epochs.csv", "train_meta.json"])
-    if result.epochs_done == cfg.train.epochs:
-        run.end("FINISHED")
-    result.timings.update(tracking_s=tracking_s + time.perf_counter() - t,
+    with spent:
+        # A kill between an epoch's end and its metrics leaves that epoch out of the record: the
+        # checkpoint's history (restored on resume) fills it in.
+        logged = {int(step) for step, *_ in run.record.metrics.get("train_loss", [])}
+        for row in result.history:
+            if int(row["epoch"]) not in logged:
+                on_epoch(row)
+        run.log_params(result.device)
+        run.log_metrics({"best_val_dice": result.best_score, "best_epoch": result.best_epoch})
+        run.log_artifacts(["best.pt", "epochs.csv", "train_meta.json"])
+        if result.epochs_done == cfg.train.epochs:
+            run.end("FINISHED")
+        else:
+            run.close()  # stopped early (--max-epochs): the run stays RUNNING, to be resumed
+    result.timings.update(tracking_s=spent.total, tracking_thread_cpu_s=run.background_cpu_s,
                           stage_s=time.perf_counter() - t0)  # fmt: skip
     write_json_atomic(run_dir / "timings.json", result.timings)
     return result
+
+
+class _Stopwatch:
+    """Seconds spent inside ``with`` blocks, summed (re-entrant: nested blocks count once)."""
+
+    def __init__(self) -> None:
+        self.total, self._depth, self._t = 0.0, 0, 0.0
+
+    def __enter__(self) -> None:
+        if not self._depth:
+            self._t = time.perf_counter()
+        self._depth += 1
+
+    def __exit__(self, *exc) -> None:
+        self._depth -= 1
+        if not self._depth:
+            self.total += time.perf_counter() - self._t
 
 
 __all__ = ["Interrupted", "TrainJob", "TrainResult", "clear_run", "reset_if_stale", "run_train",

@@ -39,8 +39,12 @@ from pathlib import Path
 
 ENV = "SIZEPENALTY_WORKER"
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP)
+# What a job would import on first use too: torch._dynamo (a torch optimiser's constructor imports
+# it), MLflow's client and SQL store (SQLAlchemy, alembic): seconds per job on a loaded laptop.
 PRELOAD = (
-    "torch", "monai", "mlflow", "pandas", "scipy.ndimage", "matplotlib.pyplot", "cc3d",
+    "torch", "torch._dynamo", "monai", "mlflow", "mlflow.tracking",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "pandas", "scipy.ndimage", "matplotlib.pyplot", "cc3d",
     "sizepenalty.train", "sizepenalty.infer", "sizepenalty.evaluate", "sizepenalty.tracking",
     "sizepenalty.report.aggregate", "sizepenalty.report.figures", "sizepenalty.report.html",
     "sizepenalty.report.explainer", "sizepenalty.data.preprocess", "sizepenalty.data.synth",

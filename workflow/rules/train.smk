@@ -12,8 +12,9 @@ rule train:
         stamp=stamp("train"),
     output:
         # Only the done marker is declared. Kept in the run folder beyond it, on purpose:
-        # last.pt (written every epoch and on a stop signal, so a rerun resumes where the
-        # killed job stopped instead of at epoch 0), best.pt (read by infer), epochs.csv and
+        # last.pt (written on a stop signal, with each new best.pt, at the end and every
+        # train.checkpoint_minutes, so a rerun resumes the killed job instead of starting at
+        # epoch 0), best.pt (read by infer), epochs.csv and
         # run.json (the run's tracking record, pushed to MLflow by aggregate/`sizepenalty sync`).
         done=L.done(KEY),
     log:
