@@ -158,6 +158,32 @@ def test_a_copied_study_plans_the_same_data_fingerprints(tmp_path):
     assert again.summary() == plan.summary() and _runs(again, "infer") == _runs(plan, "infer")
 
 
+def test_an_external_methods_job_follows_its_masks_and_its_folds_test_cases(tmp_path):
+    c, study = _cohort_study(tmp_path, cases=6)
+    L = StudyLayout(study)
+    plan = _plan(c, study)
+    folder = tmp_path / "nnunet"
+    folder.mkdir()
+    ids = plan.ids
+    fold_of = {f["fold"]: f for f in plan.folds["folds"]}
+    for cid in ids:  # a method's masks: the references themselves
+        shutil.copy(_mask_of(L, cid), folder / f"{cid}.nii.gz")
+    before = {f: plan.method(folder, f) for f in range(3)}
+    # Touched files (same bytes): nothing changes.
+    for p in folder.iterdir():
+        os.utime(p, ns=(1, 1))
+    assert {f: _plan(c, study).method(folder, f) for f in range(3)} == before
+    # One rewritten mask, then its case's DWI: only the job of the fold testing on it changes.
+    x = fold_of[0]["test"][0]
+    _rewrite(folder / f"{x}.nii.gz", np.zeros_like)
+    rewritten = {f: _plan(c, study).method(folder, f) for f in range(3)}
+    assert [f for f in range(3) if rewritten[f] != before[f]] == [0]
+    (case_x,) = [k for k in read_cases_tsv(L.cases) if k.case_id == x]
+    _rewrite(case_x.dwi, lambda d: d * 0.5 + 3)
+    dwi = {f: _plan(c, study).method(folder, f) for f in range(3)}
+    assert [f for f in range(3) if dwi[f] != rewritten[f]] == [0]
+
+
 def test_a_path_is_data_the_schema_refuses_only_what_no_shell_or_pattern_can_carry():
     odd = "my results/it's \"$(touch PWNED)\" `id` ; ü"
     assert from_dict({"results": odd}).results == odd

@@ -22,8 +22,8 @@ bytes, :mod:`sizepenalty.data.sources`, with the preprocess settings):
 * ``summary``: every case's content and the planned folds.
 * ``train``: the run's fold's training and validation cases and their content.
 * ``infer`` and ``evaluate``: the run's validation and test cases and their content.
-* ``method`` (an external method, one fold): the fold's test cases and their content, and the
-  method folder's files by name, size and modification time.
+* ``method`` (an external method, one fold): the fold's test cases, their content and the
+  content of the method's masks of them.
 
 Everything after that follows Snakemake's own rule (a job reruns when a job it reads reruns):
 an inference after its training, an evaluation after its inference, the tables, figures and
@@ -118,6 +118,7 @@ class DataPlan:
     folds: dict[str, Any] | None = None
     unplanned: str | None = None
     _content: dict[str, str] = field(default_factory=dict, repr=False)
+    _masks: dict[str, dict[str, Path]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, cfg: StudyConfig, layout: StudyLayout, preprocess: str) -> DataPlan:
@@ -195,29 +196,34 @@ class DataPlan:
 
     def method(self, folder: Path, fold: int) -> str:
         """The data part of an external method's job of one fold: the fold's test cases with
-        their content, and the method's mask files by name, size and modification time (its
-        files are not hashed: a folder of another tool's output may be large; a rewritten mask
-        has a new time)."""
+        their content, and the content of the method's masks of those cases (masks are small:
+        hashing them at planning costs little, and a touched file reruns nothing)."""
         if self.folds is None:
             return digest(["unplanned", self.unplanned])
         fold_ = {f["fold"]: f for f in self.folds["folds"]}.get(fold)
         if fold_ is None:
             return digest(["no fold", fold])
-        test = [[c, self.content(c)] for c in fold_["test"]]
-        return digest([test, _folder_listing(Path(folder))])
+        if str(folder) not in self._masks:
+            self._masks[str(folder)] = _method_masks(Path(folder))
+        masks = self._masks[str(folder)]
+        return digest([[c, self.content(c), _sha256(masks.get(c))] for c in fold_["test"]])
 
 
-def _folder_listing(folder: Path) -> list[list[Any]]:
-    """Each file under ``folder`` (relative name, size, modification time in ns)."""
+def _method_masks(folder: Path) -> dict[str, Path]:
+    """A method folder's masks by case id (none when it cannot be read: its jobs say why)."""
+    from sizepenalty.methods import MethodError, mask_files
+
     try:
-        files = sorted(p for p in folder.rglob("*") if p.is_file())
-    except OSError as exc:
-        return [["unreadable", str(exc)]]
-    out: list[list[Any]] = []
-    for p in files:
-        st = p.stat()
-        out.append([str(p.relative_to(folder)), st.st_size, st.st_mtime_ns])
-    return out
+        return mask_files(folder, "method")
+    except (MethodError, OSError):
+        return {}
+
+
+def _sha256(path: Path | None) -> str | None:
+    try:
+        return file_sha256(path) if path is not None else None
+    except OSError:
+        return None
 
 
 def _planned_folds(cfg: StudyConfig, volumes: dict[str, float]) -> dict[str, Any] | None:

@@ -119,7 +119,8 @@ def data_plan():
 
 def stamp_of(stage, job=None):
     """The stamp of a job of ``stage``: ``job`` is its RunKey (a per-run stage), its case id
-    (preprocess), (method, fold) (an external method's job) or None (a stage of one job)."""
+    (preprocess), (method, fold) (an external method's job) or None (a stage of one job).
+    """
     if stage in PER_RUN_STAGES:
         name, settings_fp = job.id, PLAN.job(job, stage).fingerprint
         data = data_plan().run(job, stage)
@@ -171,7 +172,9 @@ def every_stamp(wildcards):
     ]
     stamps += [stamp_of("preprocess", c) for c in data_plan().ids]
     stamps += [stamp_of(s, k) for s in PER_RUN_STAGES for k in PLAN.jobs(s)]
-    stamps += [stamp_of("method", (m, f)) for m in CFG.methods for f in CFG.folds.trained]
+    stamps += [
+        stamp_of("method", (m, f)) for m in CFG.methods for f in CFG.folds.trained
+    ]
     return stamps
 
 
