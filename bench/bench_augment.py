@@ -23,45 +23,24 @@ Run: .venv/bin/python bench/bench_augment.py [--rounds 9] [--volumes 32]
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from monai.transforms import Rand3DElasticd
 
 from sizepenalty.config import load_config
-from sizepenalty.data.preprocess import image_channels, mismatch, normalize
+from sizepenalty.data.preprocess import image_channels, normalize
 from sizepenalty.data.synth import SynthSpec, make_case
 from sizepenalty.sampling import augment_patch, build_augment, crop_patch, plan_epoch
 
-CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
-
-
-def stock(aug):
-    """A copy of ``aug`` with MONAI's own ``Rand3DElasticd`` (the subclass adds no state)."""
-    ref = copy.deepcopy(aug)
-    for t in ref.spatial.transforms:
-        if isinstance(t, Rand3DElasticd):
-            t.__class__ = Rand3DElasticd
-    return ref
-
-
-def old_augment_patch(aug, image, mask, seed):
-    """augment_patch as it was: MONAI's set_random_state per stage and patch."""
-    for i, part in enumerate((aug.spatial, aug.intensity, aug.cutout)):
-        part.set_random_state(seed=seed + i)
-    out = aug.spatial(
-        {"image": np.ascontiguousarray(image[:2]), "label": mask[None].astype(np.float32)}
-    )
-    lab = (np.asarray(out["label"])[0] > 0.5).astype(np.float32)
-    img = np.asarray(aug.intensity({"image": out["image"]})["image"], dtype=np.float32)
-    holes = np.asarray(aug.cutout(np.ones((1, *lab.shape), np.float32)))[0] == 0
-    img = np.where(holes & (lab == 0), 0.0, img)
-    img = np.clip(img, 0.0, 1.0).astype(np.float32)
-    return np.concatenate([img, mismatch(img[0], img[1])[None]]), lab
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config.yaml"
+# The old driving is the reference the equality tests hold the new one to: one copy of it.
+sys.path.insert(0, str(ROOT / "tests"))
+from test_sampling import reference_augment_patch, stock  # noqa: E402
 
 
 def default_patches(cfg, n_volumes: int):
@@ -90,7 +69,7 @@ def main() -> None:
     aug = build_augment()
     ref = stock(aug)
     drivings = {
-        "old": lambda img, msk, seed: old_augment_patch(ref, img, msk, seed),
+        "old": lambda img, msk, seed: reference_augment_patch(ref, img, msk, seed),
         "reseed": lambda img, msk, seed: augment_patch(ref, img, msk, seed),
         "new": lambda img, msk, seed: augment_patch(aug, img, msk, seed),
     }

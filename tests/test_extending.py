@@ -190,13 +190,14 @@ def test_a_new_axis_is_a_key_field_its_declaration_and_its_values(tmp_path):
     # MLflow tags, wildcards and the DAG follow.
     src = tmp_path / "src"
     shutil.copytree(ROOT / "src/sizepenalty", src / "sizepenalty")
-    runs = src / "sizepenalty/runs.py"
-    text = runs.read_text()
-    for old, new in (("    fold: int = 0\n", AXIS_FIELD), ('    Axis("fold", "fold{}", r"\\d+", int),\n', AXIS_ENTRY),
-                     ('        raise KeyError(f"no values for axis', AXIS_VALUES)):  # fmt: skip
+    pkg = src / "sizepenalty"
+    edits = (("keys.py", "    fold: int = 0\n", AXIS_FIELD),
+             ("keys.py", '    Axis("fold", "fold{}", r"\\d+", int),\n', AXIS_ENTRY),
+             ("runs.py", '        raise KeyError(f"no values for axis', AXIS_VALUES))  # fmt: skip
+    for name, old, new in edits:  # the identity in keys.py, where its values come from in runs.py
+        text = (pkg / name).read_text()
         assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    runs.write_text(text)
+        (pkg / name).write_text(text.replace(old, new))
     env = dict(os.environ, PYTHONPATH=str(src))
     out = subprocess.run([sys.executable, "-c", AXIS_PROBE], env=env, capture_output=True,
                          text=True, timeout=120)  # fmt: skip

@@ -20,6 +20,7 @@ from sizepenalty.sampling import (
     Augmentation,
     InPlaceSeeder,
     PatchDataset,
+    apply_augmentation,
     augment_patch,
     build_augment,
     plan_epoch,
@@ -53,18 +54,11 @@ def stock(aug: Augmentation) -> Augmentation:
 
 
 def reference_augment_patch(aug, image, mask, seed):
-    """The old augment_patch: MONAI's set_random_state per stage and patch, then the same steps."""
+    """The old augment_patch: MONAI's set_random_state per stage and patch (a new RandomState per
+    transform), then the same steps."""
     for i, part in enumerate((aug.spatial, aug.intensity, aug.cutout)):
         part.set_random_state(seed=seed + i)
-    out = aug.spatial(
-        {"image": np.ascontiguousarray(image[:2]), "label": mask[None].astype(np.float32)}
-    )
-    lab = (np.asarray(out["label"])[0] > 0.5).astype(np.float32)
-    img = np.asarray(aug.intensity({"image": out["image"]})["image"], dtype=np.float32)
-    holes = np.asarray(aug.cutout(np.ones((1, *lab.shape), np.float32)))[0] == 0
-    img = np.where(holes & (lab == 0), 0.0, img)
-    img = np.clip(img, 0.0, 1.0).astype(np.float32)
-    return np.concatenate([img, mismatch(img[0], img[1])[None]]), lab
+    return apply_augmentation(aug, np.array(image[:2], np.float32), mask)
 
 
 def _patch(shape, seed, zeros):

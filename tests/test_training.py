@@ -499,8 +499,7 @@ def test_settings_that_cannot_touch_the_arithmetic_give_identical_results(tiny_s
     from workflow_helpers import run_arg
 
     from sizepenalty.cli import main
-    from sizepenalty.runs import StudyPlan
-    from sizepenalty.stages import load_stage_config
+    from sizepenalty.runs import StudyPlan, load_stage_config
 
     root, c = tiny_study
     fast = tmp_path / "fast.yaml"

@@ -1,5 +1,5 @@
 """What each ``sizepenalty`` verb does with its parsed arguments: load the configuration its stage
-may see (:func:`sizepenalty.stages.load_stage_config`), build the stage's typed job, call the
+may see (:func:`sizepenalty.runs.load_stage_config`), build the stage's typed job, call the
 stage's entry function and print one line about it. No logic of its own; heavy imports happen
 inside, so the command line starts fast.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 
 def _cfg(args: Namespace, stage: str, key=None):
-    """The job's :class:`~sizepenalty.stages.StageJob` (its config view, settings, fingerprint)."""
-    from sizepenalty.stages import load_stage_config
+    """The job's :class:`~sizepenalty.runs.StageJob` (its config view, settings, fingerprint)."""
+    from sizepenalty.runs import load_stage_config
 
     if not sys.stdout.isatty():  # a job's log is appended to: mark where each (re)start begins
         import time

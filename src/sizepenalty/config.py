@@ -24,6 +24,7 @@ import yaml
 
 from sizepenalty.combos import LossCodeError, canonical_name, combo_id, parse_combo, terms_of
 from sizepenalty.errors import InputError
+from sizepenalty.keys import METHOD_PATTERN, VARIANT_PATTERN, arm_label
 from sizepenalty.terms import TERMS, nominal_tau, schema_fragment, term_settings, weight_key
 
 
@@ -41,8 +42,6 @@ def load_schema() -> dict[str, Any]:
     fragment = schema_fragment()
     schema["$defs"]["combo"]["pattern"] = fragment["combo_pattern"]
     schema["$defs"]["combo"]["description"] = fragment["combo_description"]
-    from sizepenalty.runs import METHOD_PATTERN, VARIANT_PATTERN
-
     core = fragment["combo_pattern"].strip("^$")
     # an arm (a combination, optionally @variant) or an external method's name (methods:)
     schema["$defs"]["arm"]["pattern"] = f"^(({core})(@{VARIANT_PATTERN})?|{METHOD_PATTERN})$"
@@ -192,7 +191,6 @@ def _dropped_pairs_note(pairs: list, kept: list, arms: set[str]) -> list[str]:
 
 def _arm(label: str) -> str | None:
     """The canonical label of an arm label, or None when it does not parse."""
-    from sizepenalty.runs import arm_label
 
     try:
         return arm_label(label)
@@ -290,6 +288,14 @@ def _fit_problems(data: dict[str, Any]) -> list[str]:
     return problems
 
 
+EXECUTION = ("train.threads", "train.workers", "train.device", "train.checkpoint_minutes",
+             "infer.sw_batch_size")  # fmt: skip
+"""Settings that change speed, never results (threads, loader processes, the device choice, how
+often ``last.pt`` is written — where a killed run resumes from, not what it learns —,
+sliding-window batching): no fingerprint holds them (:mod:`sizepenalty.stages`), so changing one
+reruns nothing, and no variant may set one. The numerics a device implies (its AMP mode) are
+checked by the training itself (train.py)."""
+
 VARIANT_SECTIONS = ("losses", "model", "train", "infer")
 """What a variant may override: the training's and the inference's settings. The data, split,
 preprocessing and evaluation are shared by every arm (and so comparable)."""
@@ -310,8 +316,6 @@ def _schema_node(path: str) -> dict[str, Any] | None:
 
 
 def _variant_problems(name: str, variant: dict[str, Any]) -> list[str]:
-    from sizepenalty.stages import EXECUTION
-
     problems = []
     for i, code in enumerate(variant["combinations"]):
         try:

@@ -10,7 +10,7 @@ is :data:`EXTERNAL` and ``seed`` is :data:`METHOD_SEED` (no training: one "seed"
 
 Used two ways: in a study (``methods:`` in its config), where the ``method`` rule scores each
 method per fold of the study's folds file against the preprocessed cases' original masks
-(:func:`run_method`) and aggregate reads the results beside the runs' (:func:`collect_methods`);
+(:func:`run_method`) and aggregate reads the results beside the runs' (:func:`sizepenalty.report.aggregate.collect_methods`);
 and on folders, ``sizepenalty evaluate --reference ... --method NAME=DIR``
 (:mod:`sizepenalty.report.folders`).
 """
@@ -155,18 +155,6 @@ def run_method(cfg: StudyConfig, job: MethodJob) -> list[dict[str, Any]]:
         lesions += found
     write_fold(job.metrics_csv, cases, lesions)
     return cases
-
-
-def collect_methods(layout, names: Sequence[str], folds: Sequence[int]):
-    """The per-case and per-lesion rows of methods ``names`` over ``folds``, read from the
-    metrics files of :meth:`~sizepenalty.paths.StudyLayout.method_metrics` (as the runs' are
-    read: :func:`sizepenalty.report.aggregate.read_metrics`)."""
-    from sizepenalty.evaluate import lesions_csv
-    from sizepenalty.report.aggregate import CASE_KEYS, LESION_KEYS, read_metrics
-
-    paths = [layout.method_metrics(n, f) for n in names for f in folds]
-    cases = read_metrics(paths, CASE_KEYS)
-    return cases, read_metrics([lesions_csv(p) for p in paths], LESION_KEYS)
 
 
 def grid_prediction(cfg: StudyConfig, name: str, pre) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sizepenalty.runs import RunKey
+    from sizepenalty.keys import RunKey
 
 TABLES = (
     "table_main",

@@ -249,8 +249,7 @@ def _preprocessed_source(path: Path) -> CaseSource | None:
 def _read_volume(cfg: StudyConfig, case) -> float | None:
     """A changed case's reference volume, read as preprocessing reads it (None when the case is
     not valid: its preprocessing stops with the problem)."""
-    from sizepenalty.data.cohort import CaseError, load_case
-    from sizepenalty.data.preprocess import lesion_volume_ml
+    from sizepenalty.data.cohort import CaseError, lesion_volume_ml, load_case
 
     try:
         data = load_case(case, cfg.dataset.binarize_labels, cfg.dataset.affine_atol)

@@ -1,200 +1,43 @@
-"""A study's runs: the axes every training is a point on, and the plan of which runs the study
-makes. No torch, no Snakemake, no MLflow: the Snakefile, the CLI and every stage import it.
+"""A study's plan: the runs a configuration makes (over the axes of :mod:`sizepenalty.keys`),
+each run's settings and their fingerprint per stage, and which runs share a job. No torch, no
+Snakemake, no MLflow: the Snakefile, the CLI and every stage import it.
 
-* :class:`RunKey` — one run's identity: a loss **combination**, a **variant** (named setting
-  overrides, ``main`` = none), a training **seed** and a **fold**. Paths, rule wildcards, MLflow
-  names and tags, per-case metric rows and table group-bys all read it from here
-  (:data:`AXES`).
-* :class:`Arm` — what tables and comparisons compare: a combination under a variant
-  (``DTS``, ``DTS@tau300``); an arm's seeds are averaged, its folds summarised.
 * :class:`StudyPlan` — the runs a configuration makes, each run's settings and their
   fingerprint per stage (:meth:`StudyPlan.job`: one call), and which runs share a job: a variant
   whose settings equal another arm's for a stage reuses that arm's output
   (:meth:`StudyPlan.canonical`), so only the jobs whose settings differ run.
+* :func:`load_stage_config` — a stage job's view of a study's effective configuration.
+
+The run identity (:class:`RunKey`, :class:`Arm`, :data:`AXES`) lives in :mod:`sizepenalty.keys`
+and is importable from here too.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sizepenalty.combos import LossCodeError, canonical_name, combo_id
 from sizepenalty.errors import InputError
+from sizepenalty.keys import (
+    AXES,
+    KEY_COLUMNS,
+    MAIN,
+    METHOD_PATTERN,
+    PER_RUN_STAGES,
+    Arm,
+    Axis,
+    RunKey,
+    RunKeyError,
+    Wildcard,
+    arm_label,
+    wildcard_constraints,
+)
 
 if TYPE_CHECKING:
     from sizepenalty.config import StudyConfig
-
-MAIN = "main"
-"""The variant without overrides: the study's main arm of each combination."""
-
-VARIANT_PATTERN = r"[a-z][a-z0-9_]*"
-"""What a variant name may be (an identifier: it is a path segment and a tag)."""
-
-METHOD_PATTERN = r"[a-z][a-z0-9_-]*"
-"""What an external method's name may be (``methods:``, ``evaluate --method``): lowercase, so
-that it never reads as a combination's thesis name; it is its arm label in every table."""
-
-PER_RUN_STAGES = ("train", "infer", "evaluate")
-"""The stages that run once per run, in the order each one's output feeds the next."""
-
-
-class RunKeyError(InputError):
-    """A run key that cannot be parsed or is not part of the study."""
-
-
-@dataclass(frozen=True)
-class Axis:
-    """How one field of :class:`RunKey` appears outside Python: the path segment (``{}`` is
-    the value), the rule wildcard's pattern, and how a value is read back from text."""
-
-    name: str
-    segment: str
-    pattern: str
-    parse: Callable[[str], Any]
-    text: Callable[[Any], str] = str
-
-
-def _combo_text(value: str) -> str:
-    return combo_id(value)
-
-
-AXES: tuple[Axis, ...] = (
-    Axis("combo", "{}", r"[A-Z]+", canonical_name, _combo_text),
-    Axis("variant", "{}", VARIANT_PATTERN, str),
-    Axis("seed", "seed{}", r"\d+", int),
-    Axis("fold", "fold{}", r"\d+", int),
-)
-"""The study's axes, in path order. Adding one: a field of :class:`RunKey` (with a default),
-its entry here, where its values come from in :meth:`StudyPlan.values`, and the stage code that
-reads it (see docs/architecture.md)."""
-
-
-class Wildcard(str):
-    """A rule wildcard standing in for an axis value (``{combo}``), kept verbatim in paths."""
-
-
-@dataclass(frozen=True, order=True)
-class RunKey:
-    """One run of the study (see the module doc). ``combo`` is the thesis name (``"F+S"``);
-    paths and ids use its path-safe id (``"FS"``)."""
-
-    combo: str
-    variant: str = MAIN
-    seed: int = 42
-    fold: int = 0
-
-    # ------------------------------------------------------------------ text forms
-    def segments(self) -> list[str]:
-        """The path segments, one per axis: ``["DTS", "main", "seed42", "fold0"]``."""
-        out = []
-        for axis in AXES:
-            value = getattr(self, axis.name)
-            text = value if isinstance(value, Wildcard) else axis.text(value)
-            out.append(axis.segment.format(text))
-        return out
-
-    @property
-    def id(self) -> str:
-        """``DTS/main/seed42/fold0``: the run's path under a stage's folder, and its CLI form
-        (``--run``)."""
-        return "/".join(self.segments())
-
-    @property
-    def label(self) -> str:
-        """``DTS@tau300 seed 43 fold 0``-like text for logs and messages."""
-        return f"{self.arm.label} seed {self.seed} fold {self.fold}"
-
-    @property
-    def name(self) -> str:
-        """The MLflow run name: ``DTS-seed42-fold0`` (``DTS@tau300-seed42-fold0``)."""
-        return f"{self.arm.label}-seed{self.seed}-fold{self.fold}"
-
-    @property
-    def arm(self) -> Arm:
-        return Arm(self.combo, self.variant)
-
-    def values(self) -> dict[str, Any]:
-        """Axis name -> value (the per-case metric rows' key columns, with ``arm``)."""
-        return {"arm": self.arm.label} | {a.name: getattr(self, a.name) for a in AXES}
-
-    def tags(self) -> dict[str, str]:
-        """MLflow tags: one per axis, plus the arm."""
-        return {k: str(v) for k, v in self.values().items()}
-
-    @classmethod
-    def parse(cls, text: str) -> RunKey:
-        """The key of an :attr:`id` (``DTS/main/seed42/fold0``)."""
-        parts = str(text).strip("/").split("/")
-        if len(parts) != len(AXES):
-            raise RunKeyError(
-                f"run {text!r}: expected {'/'.join(a.segment.format('<' + a.name + '>') for a in AXES)}"
-            )
-        values = {}
-        for axis, part in zip(AXES, parts):
-            prefix, suffix = axis.segment.split("{}")
-            if not (part.startswith(prefix) and part.endswith(suffix)):
-                raise RunKeyError(f"run {text!r}: {part!r} is not a {axis.name} ({axis.segment})")
-            raw = part[len(prefix) : len(part) - len(suffix)]
-            try:
-                values[axis.name] = axis.parse(raw)
-            except (ValueError, InputError) as exc:
-                raise RunKeyError(f"run {text!r}: bad {axis.name} {raw!r}: {exc}") from None
-        return cls(**values)
-
-    @classmethod
-    def from_wildcards(cls, wildcards: Any) -> RunKey:
-        """The key of a rule's wildcards (``{combo}``, ``{variant}``, ``{seed}``, ``{fold}``)."""
-        return cls(**{a.name: a.parse(str(getattr(wildcards, a.name))) for a in AXES})
-
-    @classmethod
-    def wildcards(cls) -> RunKey:
-        """The key whose every value is its rule wildcard: paths made from it are patterns."""
-        return cls(**{a.name: Wildcard("{" + a.name + "}") for a in AXES})
-
-
-def wildcard_constraints(combos: Sequence[str]) -> dict[str, str]:
-    """Each axis' wildcard pattern (the combination's: the study's combination ids)."""
-    out = {a.name: a.pattern for a in AXES}
-    ids = sorted({combo_id(c) for c in combos}, key=len, reverse=True)
-    out["combo"] = "|".join(ids)
-    return out
-
-
-KEY_COLUMNS = ("arm", *(a.name for a in AXES))
-"""The columns that identify a run in per-case and per-lesion tables."""
-
-
-@dataclass(frozen=True, order=True)
-class Arm:
-    """A combination under a variant: what tables show as one row and comparisons pair."""
-
-    combo: str
-    variant: str = MAIN
-
-    @property
-    def label(self) -> str:
-        return self.combo if self.variant == MAIN else f"{self.combo}@{self.variant}"
-
-    @classmethod
-    def parse(cls, label: str) -> Arm:
-        """``"DTS"``, ``"dst"``, ``"DTS@tau300"`` -> the arm (combination under its thesis name)."""
-        combo, _, variant = str(label).partition("@")
-        return cls(canonical_name(combo), variant or MAIN)
-
-
-def arm_label(label: str) -> str:
-    """The canonical label of an arm label (``"dst@tau300"`` -> ``"DTS@tau300"``); an external
-    method's name (:data:`METHOD_PATTERN`, not a loss code) is its own label (``"nnunet"``)."""
-    try:
-        return Arm.parse(label).label
-    except LossCodeError:
-        if re.fullmatch(METHOD_PATTERN, str(label)):
-            return str(label)
-        raise
-
 
 # ----------------------------------------------------------------------------- the plan
 
@@ -335,7 +178,51 @@ class StudyPlan:
                     yield key, stage, other
 
 
+@dataclass(frozen=True)
+class StageJob:
+    """What one job of a stage gets: the full configuration (for the run plan), the view its code
+    sees, its settings and fingerprint, and — for a per-run stage — its run and the plan."""
+
+    full: StudyConfig
+    config: StudyConfig
+    settings: dict[str, Any]
+    fingerprint: str
+    key: RunKey | None = None  # the run of a per-run stage
+    plan: StudyPlan | None = None  # the plan of the full configuration
+
+
+def load_stage_config(
+    path: str | Path, stage: str, key: RunKey | None = None, planned: str | None = None
+) -> StageJob:
+    """One job's configuration: the config file read and validated; for a per-run stage the run
+    (a :class:`RunKey`) checked against the study's plan and its settings
+    resolved (variant, combination, seed); and — when the workflow passed the fingerprint it
+    planned the job with — that fingerprint checked against the file's settings (a job never runs
+    with settings other than those its rerun decision was based on)."""
+    from sizepenalty import stages
+    from sizepenalty.config import load_config
+
+    full = load_config(path)
+    plan = StudyPlan(full)
+    if key is not None:
+        job = plan.job(plan.check(key), stage)
+        found = StageJob(full, job.config, job.settings, job.fingerprint, key, plan)
+    else:
+        values = stages.settings(full, stage)
+        found = StageJob(full, stages.stage_config(full, stage), values,
+                         stages.hash_settings(stage, values), None, plan)  # fmt: skip
+    if planned and planned != found.fingerprint:
+        of = f" of {key.label}" if key is not None else ""
+        raise InputError(
+            f"{path}: the {stage} settings{of} changed after the workflow planned this job "
+            f"(fingerprint {found.fingerprint}, planned {planned}); run snakemake again so that "
+            "it plans the jobs for the configuration now in force"
+        )
+    return found
+
+
 __all__ = [
     "AXES", "KEY_COLUMNS", "MAIN", "METHOD_PATTERN", "PER_RUN_STAGES", "Arm", "Axis", "Job",
-    "RunKey", "RunKeyError", "StudyPlan", "Wildcard", "arm_label", "wildcard_constraints",
+    "RunKey", "RunKeyError", "StageJob", "StudyPlan", "Wildcard", "arm_label", "load_stage_config",
+    "wildcard_constraints",
 ]  # fmt: skip

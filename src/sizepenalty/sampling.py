@@ -304,15 +304,24 @@ def build_augment(prob_elastic: float = 0.2, only: tuple[str, ...] | None = None
 def augment_patch(
     aug: Augmentation, image: np.ndarray, mask: np.ndarray, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Augment DWI/ADC + mask, keep lesions out of the cutout, recompute the mismatch channel.
+    """Augment DWI/ADC + mask with ``aug`` reseeded in place for this patch (``seed``): see
+    :func:`apply_augmentation`."""
+    aug.set_random_state(seed)
+    # A copy: steps that do not fire hand their input on, and the crop may be a view of the volume.
+    return apply_augmentation(aug, np.array(image[:2], np.float32), mask)
+
+
+def apply_augmentation(
+    aug: Augmentation, image: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Augment DWI/ADC (``image``, 2 channels, a copy the steps may write to) + mask with the
+    transforms' current random state, keep lesions out of the cutout, recompute the mismatch
+    channel.
 
     Order matters for the label: spatial steps first (image and label stay aligned), then
     intensity, then the cutout, whose holes are drawn on a ones-array and applied to the image
     only where the *augmented* label is background.
     """
-    aug.set_random_state(seed)
-    # A copy: steps that do not fire hand their input on, and the crop may be a view of the volume.
-    image = np.array(image[:2], np.float32)
     out = aug.spatial({"image": image, "label": mask[None].astype(np.float32)})
     lab = (np.asarray(out["label"])[0] > 0.5).astype(np.float32)
     img = np.asarray(aug.intensity({"image": out["image"]})["image"], dtype=np.float32)

@@ -14,8 +14,8 @@ declared once in :data:`PER_COMBO` (``losses[combo]``: the weights and hyper-par
 job's loss terms, from :mod:`sizepenalty.terms`; ``infer.overlap[combo]``: the job's
 sliding-window overlap); a run's variant overrides and training seed are resolved by
 :meth:`sizepenalty.runs.StudyPlan.job`. ``NEUTRAL`` settings say where things go and
-``EXECUTION`` settings how fast they get there, not what comes out: every stage may read them and
-no fingerprint holds them.
+``EXECUTION`` settings (declared in :mod:`sizepenalty.config`, whose variants may not set them) how
+fast they get there, not what comes out: every stage may read them and no fingerprint holds them.
 """
 
 from __future__ import annotations
@@ -24,20 +24,13 @@ import copy
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sizepenalty.combos import canonical_name, combo_id, terms_of
-from sizepenalty.config import StudyConfig, _build, config_hash, load_schema
+from sizepenalty.config import EXECUTION, StudyConfig, _build, config_hash, load_schema
 from sizepenalty.terms import weight_key
 
 NEUTRAL = ("study", "results", "tracking", "container")
-EXECUTION = ("train.threads", "train.workers", "train.device", "train.checkpoint_minutes",
-             "infer.sw_batch_size")  # fmt: skip
-"""Settings that change speed, never results (threads, loader processes, the device choice, how
-often ``last.pt`` is written — where a killed run resumes from, not what it learns —,
-sliding-window batching): no fingerprint holds them, so changing one reruns nothing. The
-numerics a device implies (its AMP mode) are checked by the training itself (train.py)."""
 
 
 @dataclass(frozen=True)
@@ -318,45 +311,3 @@ def stage_config(cfg: StudyConfig, stage: str, combo: str | None = None) -> Stud
     return view
 
 
-@dataclass(frozen=True)
-class StageJob:
-    """What one job of a stage gets: the full configuration (for the run plan), the view its code
-    sees, its settings and fingerprint, and — for a per-run stage — its run and the plan."""
-
-    full: StudyConfig
-    config: StudyConfig
-    settings: dict[str, Any]
-    fingerprint: str
-    key: Any = None  # sizepenalty.runs.RunKey of a per-run stage
-    plan: Any = None  # sizepenalty.runs.StudyPlan of the full configuration
-
-
-def load_stage_config(
-    path: str | Path, stage: str, key: Any = None, planned: str | None = None
-) -> StageJob:
-    """One job's configuration: the config file read and validated; for a per-run stage the run
-    (a :class:`~sizepenalty.runs.RunKey`) checked against the study's plan and its settings
-    resolved (variant, combination, seed); and — when the workflow passed the fingerprint it
-    planned the job with — that fingerprint checked against the file's settings (a job never runs
-    with settings other than those its rerun decision was based on)."""
-    from sizepenalty.config import load_config
-    from sizepenalty.errors import InputError
-    from sizepenalty.runs import StudyPlan
-
-    full = load_config(path)
-    plan = StudyPlan(full)
-    if key is not None:
-        job = plan.job(plan.check(key), stage)
-        found = StageJob(full, job.config, job.settings, job.fingerprint, key, plan)
-    else:
-        values = settings(full, stage)
-        found = StageJob(full, stage_config(full, stage), values, hash_settings(stage, values),
-                         None, plan)  # fmt: skip
-    if planned and planned != found.fingerprint:
-        of = f" of {key.label}" if key is not None else ""
-        raise InputError(
-            f"{path}: the {stage} settings{of} changed after the workflow planned this job "
-            f"(fingerprint {found.fingerprint}, planned {planned}); run snakemake again so that "
-            "it plans the jobs for the configuration now in force"
-        )
-    return found

@@ -374,6 +374,12 @@ class CohortResult:
         return [c.case_id for c in self.good if self.sources[c.case_id].lesion_ml == 0]
 
 
+def lesion_volume_ml(mask: np.ndarray, spacing: tuple[float, float, float]) -> float:
+    """A reference mask's total lesion volume in mL (the value the folds are dealt by; the
+    cohort, preprocess and the workflow's planning compute it with this one function)."""
+    return int(mask.sum()) * (float(np.prod(spacing)) / 1000.0)
+
+
 def run_cohort(
     cfg: StudyConfig, out: str | Path, root: str | Path | None = None, skip_invalid: bool = False
 ) -> CohortResult:
@@ -382,7 +388,6 @@ def run_cohort(
     each case's source (:func:`write_cases_tsv`). With ``skip_invalid`` (or
     ``dataset.skip_invalid``) bad cases are skipped and their errors returned; without it the
     first bad case raises :class:`CaseError`."""
-    from sizepenalty.data.preprocess import lesion_volume_ml
     from sizepenalty.paths import StudyLayout
 
     ds = cfg.dataset

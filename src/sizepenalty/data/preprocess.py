@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import ndimage
 
-from sizepenalty.data.cohort import CaseData
+from sizepenalty.data.cohort import CaseData, lesion_volume_ml
 from sizepenalty.data.io import save_npz_atomic
 from sizepenalty.stages import STAGES
 
@@ -276,12 +276,6 @@ def load_preprocessed(path: str | Path) -> Preprocessed:
             orig_spacing=tuple(float(s) for s in z["orig_spacing"]),  # type: ignore[arg-type]
             lesion_voxels_outside=int(z["lesion_voxels_outside"]),
         )
-
-
-def lesion_volume_ml(mask: np.ndarray, spacing: tuple[float, float, float]) -> float:
-    """A reference mask's total lesion volume in mL (the value the folds are dealt by; the
-    cohort, preprocess and the workflow's planning compute it with this one function)."""
-    return int(mask.sum()) * (float(np.prod(spacing)) / 1000.0)
 
 
 def lesion_stats(

@@ -180,6 +180,17 @@ def write_tables(cfg: StudyConfig, result: StudyTables, out_dir: str | Path) -> 
     return list(written)
 
 
+def collect_methods(layout: StudyLayout, names: Sequence[str], folds: Sequence[int]):
+    """The per-case and per-lesion rows of external methods ``names`` over ``folds``, read from
+    the metrics files :mod:`sizepenalty.methods` wrote
+    (:meth:`~sizepenalty.paths.StudyLayout.method_metrics`) as the runs' are read."""
+    from sizepenalty.evaluate import lesions_csv
+
+    paths = [layout.method_metrics(n, f) for n in names for f in folds]
+    cases = read_metrics(paths, CASE_KEYS)
+    return cases, read_metrics([lesions_csv(p) for p in paths], LESION_KEYS)
+
+
 def run_aggregate(
     cfg: StudyConfig,
     plan: StudyPlan,
@@ -194,8 +205,6 @@ def run_aggregate(
     runs, lesions = collect_runs(plan, layout)
     cases, arms = runs, [a.label for a in plan.arms]
     if cfg.methods:  # external methods' rows beside the runs' (sizepenalty.methods)
-        from sizepenalty.methods import collect_methods
-
         extra = collect_methods(layout, list(cfg.methods), plan.cfg.folds.trained)
         cases = pd.concat([runs, extra[0]], ignore_index=True)
         lesions = pd.concat([lesions, extra[1]], ignore_index=True)

@@ -267,8 +267,7 @@ def run_folders(cfg: StudyConfig, job: FolderJob):
     """The folder evaluation (see the module doc); returns the tables
     (:class:`~sizepenalty.report.aggregate.StudyTables`)."""
     from sizepenalty.data.io import write_text_atomic
-    from sizepenalty.methods import collect_methods
-    from sizepenalty.report.aggregate import build_tables, write_tables
+    from sizepenalty.report.aggregate import build_tables, collect_methods, write_tables
     from sizepenalty.report.html import Evaluated, build_report
 
     if job.reference is None or job.out is None:
