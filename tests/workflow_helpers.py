@@ -26,9 +26,10 @@ def snakemake_env(**extra: str) -> dict[str, str]:
 
 
 def copy_workflow(work: Path) -> Path:
-    """Snakefile, workflow/, envs/, presets/ and config.yaml copied to ``work`` (results land there)."""
+    """Snakefile, workflow/, envs/, presets/, profiles/ (Snakemake's workflow profile) and
+    config.yaml copied to ``work`` (results land there)."""
     work.mkdir(parents=True, exist_ok=True)
-    for folder in ("workflow", "envs", "presets"):
+    for folder in ("workflow", "envs", "presets", "profiles"):
         shutil.copytree(ROOT / folder, work / folder)
     for name in ("Snakefile", "config.yaml"):
         shutil.copy(ROOT / name, work / name)
