@@ -43,11 +43,13 @@ onsuccess:
     stop_worker()
     study_ended("FINISHED")
     announce_report()
+    end_rate_timers()
 
 
 onerror:
     stop_worker()
     study_ended("FAILED")
+    end_rate_timers()
 
 
 # Every training's done marker is a target of its own: a deleted run folder (or one cleared by

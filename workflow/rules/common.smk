@@ -285,6 +285,18 @@ def start_worker():
     )
 
 
+def end_rate_timers():
+    """Cancel Snakemake's pending job-rate reevaluation timers once the workflow has ended. They
+    are threads Python waits for at exit, each up to the limit's timespan (1000 s in
+    profiles/default/config.yaml, which keeps them from multiplying during the run): without
+    this a finished run would linger that long before returning."""
+    import threading
+
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()
+
+
 def stop_worker():
     import os
 
