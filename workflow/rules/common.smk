@@ -33,7 +33,7 @@ def run_id(wildcards):
 # workflow is only parsed or dry-run; each job checks that its stage's settings in it still have
 # the fingerprint the job was planned with (--fingerprint), so a job never runs with settings
 # its rerun decision was not based on. The value is shell-quoted already (use it as
-# `{params.config}`); every other value a rule puts in its shell is quoted with `:q`, and path
+# `{params.config}`); every other value in a rule's shell is quoted (the `q` format), and path
 # options take their value as `--opt=PATH`, so no path is ever read as shell syntax or an option.
 CONFIG_ARG = f"--config={shlex.quote(str(L.effective_config))}"
 
@@ -163,7 +163,7 @@ STAMPED = ["cohort", "folds", "summary", "aggregate", "figures", "report", "expl
 
 
 def every_stamp(wildcards):
-    """Every job's stamp, an input of `rule all`: Snakemake checks the missing inputs of the
+    """Every job's stamp, an input of the `all` rule. Snakemake checks the missing inputs of the
     target, and each missing stamp reruns its job, however many jobs above it run or not (a job
     below a rerun job through an `ancient` input is otherwise never checked)."""
     stamps = [
