@@ -155,6 +155,22 @@ def test_the_total_counts_the_jobs_a_checkpoint_adds_and_the_run_ends_naming_the
     assert len(lines) == 9
 
 
+def test_bookkeeping_jobs_are_counted_but_never_named_nor_printed():
+    c, out, clock = _console()
+    _job(c, 1, "fingerprint", wildcards={"stage": "train", "name": "D/main/seed42/fold0"})
+    _job(c, 2, "train", wildcards=TRAIN)
+    clock.now += 1
+    _finish(c, 1, 1, 3)
+    assert out.getvalue().count("\n") == 1, out.getvalue()  # the header alone
+    clock.now += 4
+    _finish(c, 2, 2, 3)
+    line = out.getvalue().splitlines()[-1]
+    assert " 2/3 jobs " in line and "done: train DTS/main/seed42/fold0 (5s)" in line
+    assert "fingerprint" not in out.getvalue()
+    _job(c, 3, "fingerprint", wildcards={"stage": "infer", "name": "D/main/seed42/fold0"})
+    assert "fingerprint" not in c.status()
+
+
 def test_snakemakes_job_listings_and_chatter_stay_off_the_console_but_warnings_do_not():
     c, out, _ = _console()
     for msg in ("Building DAG of jobs...", "Select jobs to execute...", "Execute 2 jobs...",
@@ -338,7 +354,8 @@ def test_make_run_shows_progress_not_noise_and_ends_naming_the_report(killed_stu
     done = int(re.match(r"Done: (\d+)", lines[-2]).group(1))
     progress = [line for line in lines if line.startswith("[")]
     finished = [line for line in progress if " · done: " in line]
-    assert len(finished) == done  # a line per finished job, the last at 100 %
+    # A line per finished job (but the bookkeeping ones: console.QUIET_RULES), the last at 100 %.
+    assert 0 < len(finished) < done
     assert f" {done}/{done} jobs (100%) " in finished[-1]
     # Each training that ran says where it ended: the killed one resumed to its last epoch.
     assert any(f"done: train {s.killed.id} epoch 3/3" in line for line in finished), console

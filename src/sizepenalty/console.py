@@ -47,6 +47,9 @@ TAIL_BYTES = 64 * 1024
 # KEPT_INFO; its warnings and other errors are always shown.
 JOB_FAILURE_ERRORS = ("CalledProcessError", "At least one job did not complete successfully")
 KEPT_INFO = ("Nothing to be done",)
+QUIET_RULES = ("fingerprint",)
+"""Bookkeeping jobs (the workflow's stamps, a local job before each real one): counted in the
+progress, never named in it, and off a terminal no line of their own (half of a study's jobs)."""
 
 
 # ----------------------------------------------------------------------------- what a log says
@@ -285,6 +288,7 @@ class Console:
     # After a checkpoint: (progress records to wait for, the total before, the checkpoint).
     _grow: tuple[int, int, str] | None = None
     _finished: str = ""
+    _quiet: bool = False  # the job just finished is a QUIET_RULES one
     _live: bool = False
     _last_line: float = 0.0
     _shown_epochs: dict[int, tuple[int, int] | None] = field(default_factory=dict)
@@ -342,7 +346,8 @@ class Console:
     def status(self, news: str = "") -> str:
         now = self.clock()
         elapsed = 0.0 if self.start is None else now - self.start
-        running = [job.text() for job in sorted(self.running.values(), key=lambda j: j.jobid)]
+        shown = [j for j in self.running.values() if j.rule not in QUIET_RULES]
+        running = [job.text() for job in sorted(shown, key=lambda j: j.jobid)]
         return progress_line(self.done, self.total, self.grows(), elapsed, self.eta(now),
                              running, news)  # fmt: skip
 
@@ -405,7 +410,10 @@ class Console:
         took = now - job.started
         self.durations.setdefault(job.rule, []).append(took)
         job.epoch = self._epoch(job) or job.epoch
-        self._finished = f"{job.text()} ({duration(took)})"
+        if job.rule in QUIET_RULES:
+            self._quiet = True
+        else:
+            self._finished = f"{job.text()} ({duration(took)})"
         if job.rule in self.checkpoints:
             # Snakemake reports this job's progress before it updates the DAG: the total that
             # counts the checkpoint's new jobs comes with the next progress record.
@@ -415,6 +423,7 @@ class Console:
     def _on_progress(self, rec: Mapping[str, Any]) -> None:
         self.done, self.total = int(rec["done"]), int(rec["total"])
         news, self._finished = (f"done: {self._finished}" if self._finished else ""), ""
+        quiet, self._quiet = self._quiet and not news, False
         if self._grow is not None:
             wait, before, rule = self._grow
             self._grow = (wait - 1, before, rule) if wait > 1 else None
@@ -423,7 +432,7 @@ class Console:
                              f"in all ({before} planned before)")  # fmt: skip
         if self.tty:
             self._draw()
-        else:
+        elif not quiet:
             self.println(self.status(news))
         self._shown_epochs = {j.jobid: j.epoch for j in self.running.values()}
 
