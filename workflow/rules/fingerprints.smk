@@ -13,7 +13,8 @@ rule fingerprint:
         fp=r"[0-9a-f]{12}",
     localrule: True
     # touch and rm on the host: no container start per stamp (half of a study's jobs)
-    container: None
+    container:
+        None
     params:
         # shell words, quoted but for the glob of the fingerprint
         older=lambda w: [
