@@ -12,6 +12,9 @@ rule fingerprint:
         name=r".+",
         fp=r"[0-9a-f]{12}",
     localrule: True
+    # every rule's environment (one that exists already: --use-conda only activates it)
+    conda:
+        "../../envs/sizepenalty.yaml"
     # touch and rm on the host: no container start per stamp (half of a study's jobs)
     container:
         None
