@@ -339,7 +339,8 @@ def test_make_run_on_a_bad_manifest_shows_the_cases_error_and_the_log(tmp_path):
     # Snakemake's full log is still written, in full.
     (full,) = (work / ".snakemake" / "log").glob("*.snakemake.log")
     assert f"Full Snakemake log: .snakemake/log/{full.name}" in console
-    assert "CalledProcessError" in full.read_text() and "rule study_run:" in full.read_text()
+    # (Which other jobs started before the cohort failed depends on the machine's load.)
+    assert "CalledProcessError" in full.read_text() and "Error in rule cohort:" in full.read_text()
 
 
 @pytest.mark.slow
