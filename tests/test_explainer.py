@@ -4,7 +4,7 @@ headless browser (Debian's chromium driven by Playwright; `.ci/run` installs chr
 from pathlib import Path
 
 import pytest
-from workflow_helpers import CHROMIUM, LAUNCH_ARGS
+from workflow_helpers import CHROMIUM, offline_page
 
 from sizepenalty.report.explainer import (
     blindspot_trajectories,
@@ -112,22 +112,9 @@ def _check_axes(page, plot):
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed")
 def test_explainer_in_headless_chromium(tmp_path):
-    from playwright.sync_api import sync_playwright
-
     page_file = tmp_path / "explainer.html"
     page_file.write_text(build_explainer({"size": {"tau": 600.0, "eps": 1e-5, "cap": 10.0}}))
-    errors, requests = [], []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 2400})
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("request", lambda r: requests.append(r.url))
-        page.route(
-            "**/*",
-            lambda route: (
-                route.abort() if not route.request.url.startswith("file:") else route.continue_()
-            ),
-        )
+    with offline_page({"width": 1200, "height": 2400}) as (page, errors, requests):
         page.goto(page_file.as_uri())
         # Move the sliders; the displayed loss must equal the Python loss for those inputs.
         for vg, ratio, tau in ((50, 2.0, 600), (800, 0.25, 300), (3, 4.0, 600)):
@@ -194,7 +181,6 @@ def test_explainer_in_headless_chromium(tmp_path):
         rgb = [tuple(int(v) for v in s[s.index("(") + 1 : -1].split(",")) for s in strokes]
         assert rgb[0] != rgb[1] and all(len(set(c)) > 1 for c in rgb), strokes
         page.screenshot(path=str(tmp_path / "explainer.png"), full_page=True)
-        browser.close()
     assert not errors, errors
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
     assert (tmp_path / "explainer.png").stat().st_size > 10_000

@@ -7,27 +7,19 @@ from pathlib import Path
 
 import pytest
 from test_report import _report_study
-from workflow_helpers import CHROMIUM, LAUNCH_ARGS
+from workflow_helpers import CHROMIUM, offline_page
 
 
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed")
 def test_the_reports_first_figure_is_the_forest_plot_and_it_renders(tmp_path):
-    from playwright.sync_api import sync_playwright
-
     from sizepenalty.report.html import run_report
 
     cfg, tables, figures = _report_study(tmp_path)
     page_file = tmp_path / "report.html"
     run_report(cfg, tables, figures, page_file)
-    errors, requests = [], []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1600})
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("request", lambda r: requests.append(r.url))
-        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
-            ("file:", "data:")) else route.abort())  # fmt: skip
+    viewport = {"width": 1280, "height": 1600}
+    with offline_page(viewport, allowed=("file:", "data:")) as (page, errors, requests):
         page.goto(page_file.as_uri())
         # The first figure of the page is the forest plot, and it is the figures stage's PNG.
         assert page.eval_on_selector("figure", "f => f.id") == "fig_forest"
@@ -56,7 +48,6 @@ def test_the_reports_first_figure_is_the_forest_plot_and_it_renders(tmp_path):
         )
         assert wide == []
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        browser.close()
     assert not errors, errors
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
     assert (tmp_path / "report.png").stat().st_size > 50_000

@@ -1,6 +1,7 @@
 """Shared set-up for tests that run the pipeline: the Snakemake workflow in a scratch copy of the
 repository, or the first CLI stages by hand."""
 
+import contextlib
 import os
 import shutil
 import sys
@@ -13,6 +14,27 @@ SNAKEMAKE = BIN / "snakemake"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--no-first-run"]  # fmt: skip
+
+
+@contextlib.contextmanager
+def offline_page(viewport: dict[str, int], allowed: tuple[str, ...] = ("file:",)):
+    """A headless chromium page that loads only URLs starting with ``allowed`` (every other
+    request is aborted): yields (page, page errors, requested URLs); the browser closes after."""
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        page = browser.new_page(viewport=viewport)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
+            allowed) else route.abort())  # fmt: skip
+        try:
+            yield page, errors, requests
+        finally:
+            browser.close()
 
 
 def snakemake_env(**extra: str) -> dict[str, str]:
