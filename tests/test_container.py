@@ -241,6 +241,12 @@ def test_podman_shim_translates_snakemakes_exec_call(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def host_stamps(stderr: str) -> int:
+    """How many fingerprint jobs (stamps, run on the host: `container: None`) Snakemake's own
+    console says it ran."""
+    return len(re.findall(r"^localrule fingerprint:$", stderr, re.M))
+
+
 def test_every_rule_runs_in_the_configured_image_under_use_singularity(tmp_path):
     work = copy_workflow(tmp_path / "wf")
     fake_bin = tmp_path / "fakebin"
@@ -272,7 +278,7 @@ def test_every_rule_runs_in_the_configured_image_under_use_singularity(tmp_path)
     assert done, out.stderr[-2000:]
     # Every job with a shell command went through the container, but the `all` target and the
     # workflow's bookkeeping (the fingerprint stamps: touch and rm on the host, `container: None`).
-    stamps = len(re.findall(r"^localrule fingerprint:$", out.stderr, re.M))
+    stamps = host_stamps(out.stderr)
     assert stamps > 0 and len(execs) == int(done.group(2)) - 1 - stamps
     assert not any("touch -- " in argv[-1] for argv in execs)
     verbs = set()
@@ -364,7 +370,7 @@ def test_tiny_study_runs_every_rule_inside_the_image_and_matches_the_host(tmp_pa
     # Every job with a shell command (all but `all` and the fingerprint stamps, which run on the
     # host) ran in its own container of the built image, with the caller's uid, no network and
     # the --bind of the results folder.
-    stamps = len(re.findall(r"^localrule fingerprint:$", stderr, re.M))
+    stamps = host_stamps(stderr)
     assert stamps > 0 and len(execs) == int(done.group(2)) - 1 - stamps
     verbs = set()
     for call in execs:

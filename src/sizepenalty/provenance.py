@@ -185,11 +185,9 @@ class DataPlan:
     def run(self, key: RunKey, stage: str) -> str:
         """The data part of a per-run job (``train``: its fold's training and validation cases;
         ``infer``, ``evaluate``: its validation and test cases) with their content."""
-        if self.folds is None:
-            return digest(["unplanned", self.unplanned])
-        fold = {f["fold"]: f for f in self.folds["folds"]}.get(key.fold)
+        fold = self._fold(key.fold)
         if fold is None:
-            return digest(["no fold", key.fold])
+            return self._no_fold(key.fold)
         roles = ("train", "val") if stage == "train" else ("val", "test")
         return digest([[role, [[c, self.content(c)] for c in fold[role]]] for role in roles])
 
@@ -198,15 +196,25 @@ class DataPlan:
         """The data part of an external method's job of one fold: the fold's test cases with
         their content, and the content of the method's masks of those cases (masks are small:
         hashing them at planning costs little, and a touched file reruns nothing)."""
-        if self.folds is None:
-            return digest(["unplanned", self.unplanned])
-        fold_ = {f["fold"]: f for f in self.folds["folds"]}.get(fold)
-        if fold_ is None:
-            return digest(["no fold", fold])
+        planned = self._fold(fold)
+        if planned is None:
+            return self._no_fold(fold)
         if str(folder) not in self._masks:
             self._masks[str(folder)] = _method_masks(Path(folder))
         masks = self._masks[str(folder)]
-        return digest([[c, self.content(c), _sha256(masks.get(c))] for c in fold_["test"]])
+        return digest([[c, self.content(c), _sha256(masks.get(c))] for c in planned["test"]])
+
+    def _fold(self, fold: int) -> dict[str, Any] | None:
+        """The planned fold (its train/val/test case lists), None when it is not planned."""
+        if self.folds is None:
+            return None
+        return {f["fold"]: f for f in self.folds["folds"]}.get(fold)
+
+    def _no_fold(self, fold: int) -> str:
+        """The data part of a job whose fold is not planned: why (the job then says it)."""
+        if self.folds is None:
+            return digest(["unplanned", self.unplanned])
+        return digest(["no fold", fold])
 
 
 def _method_masks(folder: Path) -> dict[str, Path]:
