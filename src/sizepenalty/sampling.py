@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import get_track_meta
-from monai.transforms import Compose, Rand3DElasticd, Randomizable
-from monai.utils import MAX_SEED, convert_to_tensor
+from monai.transforms import Compose, Randomizable
+from monai.utils import MAX_SEED
 from torch.utils.data import Dataset
 
 from sizepenalty.data.preprocess import mismatch
+from sizepenalty.elastic import LeanRand3DElasticd
 
 
 @dataclass(frozen=True)
@@ -178,41 +178,6 @@ def _same_state(a: tuple, b: tuple) -> bool:
     return all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
-class SkipIdleRand3DElasticd(Rand3DElasticd):
-    """MONAI's ``Rand3DElasticd`` minus the work it does when it does not fire.
-
-    MONAI's transform, when its coin says no (1 - ``prob`` of the patches: 80 % by default),
-    still draws a full-size random offset field and resamples image and label through an
-    identity grid (float64 ``grid_sample``, cast back to float32). That resampling returns every
-    voxel unchanged except exact zeros next to non-zero voxels, which come back as values up to
-    ~6e-15. This subclass hands its inputs on (as float32 tensors, like MONAI) instead. When it
-    fires, MONAI's own ``__call__`` runs after the same coin toss, so the deformation is MONAI's,
-    bit for bit. Skipping the inner transform's draws changes nothing else because every patch
-    reseeds every transform (:class:`InPlaceSeeder`). Same arguments as ``Rand3DElasticd``.
-    """
-
-    _drawn = False  # the coin was tossed by __call__: MONAI's __call__ must not toss it again
-
-    def randomize(self, data: Any = None) -> None:
-        if not self._drawn:
-            super().randomize(data)
-
-    def __call__(self, data):
-        d = dict(data)
-        if self.first_key(d) == ():
-            return super().__call__(d)
-        self.randomize(None)
-        if not self._do_transform:
-            for key in self.key_iterator(d):
-                d[key] = convert_to_tensor(d[key], dtype=torch.float32, track_meta=get_track_meta())
-            return d
-        self._drawn = True
-        try:
-            return super().__call__(d)
-        finally:
-            self._drawn = False
-
-
 @dataclass
 class Augmentation:
     """The three stages of :func:`augment_patch`; each is a MONAI ``Compose`` (seeded per item),
@@ -244,7 +209,8 @@ def build_augment(prob_elastic: float = 0.2, only: tuple[str, ...] | None = None
     background cutout comes last so its holes are true zeros and it never erases a lesion voxel
     (see :func:`augment_patch`). ``only`` keeps just the named steps, each with probability 1
     (for testing them one by one). The elastic step is MONAI's ``Rand3DElasticd`` without its
-    identity resampling when it does not fire (:class:`SkipIdleRand3DElasticd`).
+    idle work: no identity resampling when it does not fire, no smoothing of padding when it
+    does (:class:`sizepenalty.elastic.LeanRand3DElasticd`, same patches).
 
     Turns off MONAI's MetaTensor tracking for the process (plain tensors: ~1/3 less time per
     patch); nothing downstream uses the metadata.
@@ -275,7 +241,7 @@ def build_augment(prob_elastic: float = 0.2, only: tuple[str, ...] | None = None
         "flip_d": lambda p: RandFlipd(keys, prob=p, spatial_axis=0),
         "flip_h": lambda p: RandFlipd(keys, prob=p, spatial_axis=1),
         "flip_w": lambda p: RandFlipd(keys, prob=p, spatial_axis=2),
-        "elastic": lambda p: SkipIdleRand3DElasticd(
+        "elastic": lambda p: LeanRand3DElasticd(
             keys,
             sigma_range=(5, 8),
             magnitude_range=(20, 60),
