@@ -10,8 +10,9 @@ same transforms on the same crops:
              transform) and MONAI's stock ``Rand3DElasticd`` (the reference of
              tests/test_sampling.py);
   * reseed:  the in-place seeding alone (stock ``Rand3DElasticd``);
-  * new:     ``augment_patch`` as training runs it (in-place seeding, and no identity resampling
-             when the elastic step does not fire).
+  * new:     ``augment_patch`` as training runs it (in-place seeding; the elastic step without
+             its identity resampling when it does not fire and smoothing only the patch, not
+             the padding, when it does: ``sizepenalty.elastic``).
 
 Rounds are interleaved (the order rotates), each round augments every planned patch; the script
 prints the median ms per patch of each and the median over rounds of each round's ratio to old,
