@@ -1,5 +1,6 @@
-"""How the augmentation drives MONAI: reseeding in place and skipping the elastic step's identity
-resampling give the patches of MONAI's stock transforms seeded the old way.
+"""How the augmentation drives MONAI: reseeding in place, skipping the elastic step's identity
+resampling and smoothing its offsets without the other axes' padding (sizepenalty.elastic) give
+the patches of MONAI's stock transforms seeded the old way.
 
 The old way stays here as the reference, run in the same process: a deep copy of the same
 transforms with MONAI's stock ``Rand3DElasticd`` back in place, seeded per patch with MONAI's

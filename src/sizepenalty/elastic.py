@@ -82,7 +82,7 @@ class LeanRand3DElasticd(Rand3DElasticd):
     values up to ~6e-15; here the inputs come back as float32 tensors, like MONAI's. Skipping the
     inner transform's draws changes nothing else because every patch reseeds every transform
     (``sampling.InPlaceSeeder``). Firing: the same draws, grid, affine and resampling as MONAI's
-    ``__call__`` (MONAI 1.4-1.6), so the deformation is MONAI's, bit for bit
+    ``__call__`` (that of MONAI 1.6.1, the lock's), so the deformation is MONAI's, bit for bit
     (tests/test_sampling.py compares it with the stock transform). Same arguments as
     ``Rand3DElasticd``; one array transform per patch, with no pending lazy operations.
     """
